@@ -1,0 +1,4 @@
+//! Tour section: combinators.
+
+/// Runs this section's examples.
+pub fn run() {}

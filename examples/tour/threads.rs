@@ -1,0 +1,4 @@
+//! Tour section: threads.
+
+/// Runs this section's examples.
+pub fn run() {}

@@ -1,0 +1,127 @@
+//! `OpTable`: the operations the kernel currently owns, keyed by `user_data`.
+//!
+//! Every SQE ringio submits for a caller carries the key of a slot here as its
+//! `user_data`. The slot outlives the future that asked for the operation: if
+//! that future is dropped (or its task cancelled) before the completion
+//! arrives, the slot keeps the operation's buffers and other owned data alive
+//! until the CQE is reaped. That is the rule that keeps the kernel from writing
+//! into freed memory (tokio#8255, compio#942 in `peers.md`).
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::task::Waker;
+
+use slab::Slab;
+
+/// Called with the result of an operation nobody awaits any more, so that a
+/// resource the kernel created for it (an accepted or opened fd) is released
+/// instead of leaked.
+pub(crate) type OrphanCleanup = fn(result: i32);
+
+/// Names one operation: its slab index (the SQE's `user_data`) and a
+/// sequence number, so a stale key never reaches a later op in a reused slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OpKey {
+    pub(crate) index: usize,
+    seq: u64,
+}
+
+impl OpKey {
+    /// A key that names no operation (seq 0 is never issued).
+    pub(crate) const DONE: OpKey = OpKey {
+        index: usize::MAX,
+        seq: 0,
+    };
+}
+
+/// One in-flight operation.
+pub(crate) struct OpSlot {
+    seq: u64,
+    /// The task (or other waiter) to wake on completion.
+    pub(crate) waker: Option<Waker>,
+    /// Completions not yet taken by the future: `(res, flags)`. One for a
+    /// plain op, several for a multishot op.
+    pub(crate) results: VecDeque<(i32, u32)>,
+    /// The kernel has posted the op's final CQE (no `IORING_CQE_F_MORE`).
+    pub(crate) finished: bool,
+    /// An `IORING_OP_ASYNC_CANCEL` for this op has been queued.
+    pub(crate) cancel_sent: bool,
+    /// The future was dropped; the slot is removed when the final CQE arrives.
+    pub(crate) orphaned: bool,
+    /// Data the kernel may still touch, parked here when the future dropped.
+    pub(crate) parked: Option<Box<dyn Any>>,
+    /// What to do with a successful result that nobody will read.
+    pub(crate) cleanup: Option<OrphanCleanup>,
+}
+
+/// The slab of in-flight operations.
+#[derive(Default)]
+pub(crate) struct OpTable {
+    slots: Slab<OpSlot>,
+    next_seq: u64,
+}
+
+impl OpTable {
+    pub(crate) fn insert(&mut self, cleanup: Option<OrphanCleanup>) -> OpKey {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let index = self.slots.insert(OpSlot {
+            seq,
+            waker: None,
+            results: VecDeque::new(),
+            finished: false,
+            cancel_sent: false,
+            orphaned: false,
+            parked: None,
+            cleanup,
+        });
+        OpKey { index, seq }
+    }
+
+    pub(crate) fn get_mut(&mut self, key: OpKey) -> Option<&mut OpSlot> {
+        self.slots.get_mut(key.index).filter(|s| s.seq == key.seq)
+    }
+
+    pub(crate) fn remove(&mut self, key: OpKey) {
+        if self.get_mut(key).is_some() {
+            self.slots.remove(key.index);
+        }
+    }
+
+    /// Number of operations the kernel still owns (or whose result is unread).
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Keys of every slot, for shutdown.
+    pub(crate) fn keys(&self) -> Vec<OpKey> {
+        self.slots
+            .iter()
+            .map(|(index, s)| OpKey { index, seq: s.seq })
+            .collect()
+    }
+
+    /// Records a CQE. Returns the waker to wake, if any. An orphaned slot is
+    /// freed (with its parked data) on its final CQE.
+    pub(crate) fn complete(&mut self, index: usize, res: i32, flags: u32) -> Option<Waker> {
+        let more = io_uring::cqueue::more(flags);
+        let slot = self.slots.get_mut(index)?;
+        if slot.orphaned {
+            if res >= 0 {
+                if let Some(cleanup) = slot.cleanup {
+                    cleanup(res);
+                }
+            }
+            if !more {
+                // The kernel is done with the parked buffers: free them now.
+                self.slots.remove(index);
+            }
+            return None;
+        }
+        slot.results.push_back((res, flags));
+        if !more {
+            slot.finished = true;
+        }
+        slot.waker.take()
+    }
+}

@@ -1,0 +1,181 @@
+//! `Runtime` and its builder: a loop on the calling thread, and `run`.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::context::{self, LoopGuard};
+use super::event_loop::{LoopConfig, LoopInner};
+use super::handle::{Loop, LoopStats};
+use super::report::{Logger, Report, stderr_logger};
+use crate::error::{Error, Result};
+use crate::task::{Context, Task};
+
+/// Default ring size: enough SQEs for a busy turn without flushing mid-turn.
+pub const DEFAULT_RING_ENTRIES: u32 = 256;
+
+/// Options for a [`Runtime`].
+#[must_use = "a builder does nothing until build() is called"]
+pub struct Builder {
+    ring_entries: u32,
+    debug: bool,
+    slow_callback_duration: Duration,
+    logger: Logger,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            ring_entries: DEFAULT_RING_ENTRIES,
+            debug: false,
+            slow_callback_duration: Duration::from_millis(100),
+            logger: Rc::new(stderr_logger),
+        }
+    }
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("ring_entries", &self.ring_entries)
+            .field("debug", &self.debug)
+            .field("slow_callback_duration", &self.slow_callback_duration)
+            .finish()
+    }
+}
+
+impl Builder {
+    /// Submission-queue entries of the ring (1 to 32768; default 256). The
+    /// completion queue gets four times as many.
+    pub fn ring_entries(mut self, n: u32) -> Self {
+        self.ring_entries = n;
+        self
+    }
+
+    /// Debug mode (asyncio's `debug=True`): report slow polls, tasks
+    /// destroyed while pending.
+    pub fn debug(mut self, on: bool) -> Self {
+        self.debug = on;
+        self
+    }
+
+    /// How long one poll or callback may hold the loop before debug mode
+    /// reports it (default 100 ms).
+    pub fn slow_callback_duration(mut self, d: Duration) -> Self {
+        self.slow_callback_duration = d;
+        self
+    }
+
+    /// Where reports go when no exception handler takes them (default:
+    /// stderr).
+    pub fn logger(mut self, f: impl Fn(&Report) + 'static) -> Self {
+        self.logger = Rc::new(f);
+        self
+    }
+
+    /// Creates the loop and its ring on the calling thread. Errors say what
+    /// to change: a ring size of 0 or above 32768, `RLIMIT_MEMLOCK` too low,
+    /// io_uring missing or disabled.
+    pub fn build(self) -> Result<Runtime> {
+        let config = LoopConfig {
+            ring_entries: self.ring_entries,
+            debug: self.debug,
+            slow_callback_duration: self.slow_callback_duration,
+            logger: self.logger,
+        };
+        Ok(Runtime {
+            inner: LoopInner::new(&config)?,
+        })
+    }
+}
+
+/// An event loop with its ring, on the thread that built it (asyncio's
+/// `Runner`). [`run`](Runtime::run) may be called more than once; the ring
+/// closes when the `Runtime` is dropped.
+pub struct Runtime {
+    inner: Rc<LoopInner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Runtime({:?})", Loop::from_inner(self.inner.clone()))
+    }
+}
+
+impl Runtime {
+    /// Options for a runtime.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A runtime with default options.
+    pub fn new() -> Result<Runtime> {
+        Builder::default().build()
+    }
+
+    /// Runs `fut` as the main task until it completes, then finishes as
+    /// asyncio's `run` does: cancels the tasks still pending and waits for
+    /// their cleanup (reporting errors they raise), shuts down what
+    /// registered with the loop (the `to_thread` pool), and takes back from
+    /// the kernel every operation still in flight.
+    ///
+    /// `Err` when called inside a running loop ("run() cannot be called
+    /// from a running event loop"), when the main task was cancelled
+    /// without giving a value, or when it panicked (`Error::Panic`).
+    pub fn run<F: Future + 'static>(&mut self, fut: F) -> Result<F::Output> {
+        if context::current_loop().is_some() {
+            return Err(Error::InvalidState(
+                "run() cannot be called from a running event loop".into(),
+            ));
+        }
+        let lp = self.inner.clone();
+        lp.closed.set(false);
+        lp.shared.reopen();
+        let _guard = LoopGuard::enter(lp.clone());
+        let main: Task<F::Output> = Task::builder()
+            .context(Context::current())
+            .spawn(async move { Ok::<_, Error>(fut.await) })?;
+        while !main.done() {
+            lp.run_once();
+        }
+        lp.shutdown();
+        lp.closed.set(true);
+        main.take_outcome()
+    }
+
+    /// The loop, for inspection between runs.
+    pub fn event_loop(&self) -> Loop {
+        Loop::from_inner(self.inner.clone())
+    }
+
+    /// Counters of the loop and its ring.
+    pub fn stats(&self) -> LoopStats {
+        self.event_loop().stats()
+    }
+}
+
+/// Runs `fut` on a new loop on this thread and returns its output
+/// (asyncio's `run`). The loop's ring is closed before it returns.
+///
+/// # Panics
+///
+/// Where asyncio raises: inside a running loop ("run() cannot be called
+/// from a running event loop"); if the ring cannot be set up (use
+/// [`Runtime::builder`] to get that as an `Error`); and it re-raises a
+/// panic of the main future.
+///
+/// ```
+/// let answer = ringio::run(async { 6 * 7 });
+/// assert_eq!(answer, 42);
+/// ```
+pub fn run<F: Future + 'static>(fut: F) -> F::Output {
+    let mut rt = match Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => panic!("ringio::run: cannot start the event loop: {e}"),
+    };
+    match rt.run(fut) {
+        Ok(v) => v,
+        Err(Error::Panic(msg)) => std::panic::resume_unwind(Box::new(msg)),
+        Err(e) => panic!("{e}"),
+    }
+}

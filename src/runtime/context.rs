@@ -1,0 +1,55 @@
+//! Thread-local state: the loop running on this thread and the task it is
+//! polling right now.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::event_loop::LoopInner;
+use crate::task::raw::TaskObj;
+
+thread_local! {
+    static CURRENT_LOOP: RefCell<Option<Rc<LoopInner>>> = const { RefCell::new(None) };
+    static CURRENT_TASK: RefCell<Option<Rc<dyn TaskObj>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the loop running on this thread, if any.
+#[inline]
+pub(crate) fn with_loop<R>(f: impl FnOnce(&Rc<LoopInner>) -> R) -> Option<R> {
+    CURRENT_LOOP.with(|c| c.borrow().as_ref().map(f))
+}
+
+/// The loop running on this thread, if any.
+pub(crate) fn current_loop() -> Option<Rc<LoopInner>> {
+    CURRENT_LOOP.with(|c| c.borrow().clone())
+}
+
+/// Marks `lp` as this thread's running loop until the guard drops.
+pub(crate) struct LoopGuard {
+    prev: Option<Rc<LoopInner>>,
+}
+
+impl LoopGuard {
+    pub(crate) fn enter(lp: Rc<LoopInner>) -> LoopGuard {
+        let prev = CURRENT_LOOP.with(|c| c.borrow_mut().replace(lp));
+        LoopGuard { prev }
+    }
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        let prev = self.prev.take();
+        CURRENT_LOOP.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// Runs `f` with the task being polled, if any.
+#[inline]
+pub(crate) fn with_task<R>(f: impl FnOnce(&Rc<dyn TaskObj>) -> R) -> Option<R> {
+    CURRENT_TASK.with(|c| c.borrow().as_ref().map(f))
+}
+
+/// Sets the task being polled; returns the previous one.
+#[inline]
+pub(crate) fn set_task(task: Option<Rc<dyn TaskObj>>) -> Option<Rc<dyn TaskObj>> {
+    CURRENT_TASK.with(|c| std::mem::replace(&mut *c.borrow_mut(), task))
+}

@@ -1,0 +1,379 @@
+//! `LoopInner`: one event loop — its ring driver, run queue, timers and task
+//! table — and the turn that drives them.
+//!
+//! A turn is asyncio's `_run_once`: work out how long the ring may wait (zero
+//! if something is ready, else until the earliest timer), enter the kernel
+//! once to submit and wait, wake what completed, move expired timers to the
+//! run queue, then run exactly what was ready at that point.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::report::{Logger, Report, ReportKind};
+use super::shared::{LoopShared, Remote};
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::task::context_var::Context;
+use crate::task::raw::TaskObj;
+use crate::time::heap::{TimerHeap, TimerKey};
+
+static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Something on the run queue.
+pub(crate) enum Runnable {
+    /// Poll the task in slot `key` if it still has id `id`.
+    Task { key: usize, id: u64 },
+    /// Run a callback.
+    Call(Rc<CallbackCell>),
+}
+
+/// A scheduled callback (`call_soon`, `call_later`, done callbacks).
+pub(crate) struct CallbackCell {
+    pub(crate) f: RefCell<Option<Box<dyn FnOnce()>>>,
+    pub(crate) cancelled: Cell<bool>,
+    pub(crate) context: Context,
+    /// The timer of a `call_later`/`call_at` callback while armed.
+    pub(crate) timer: Cell<Option<TimerKey>>,
+    /// `Loop::time()` at which it is due, for timer callbacks.
+    pub(crate) when: Option<f64>,
+}
+
+/// What a timer does when it fires.
+pub(crate) enum TimerAction {
+    Wake(Waker),
+    Call(Rc<CallbackCell>),
+}
+
+/// Options a loop is built with.
+#[derive(Clone)]
+pub(crate) struct LoopConfig {
+    pub(crate) ring_entries: u32,
+    pub(crate) debug: bool,
+    pub(crate) slow_callback_duration: Duration,
+    pub(crate) logger: Logger,
+}
+
+/// A user-installed exception handler.
+pub(crate) type ExceptionHandler = Rc<dyn Fn(&crate::Loop, &Report)>;
+
+pub(crate) struct LoopInner {
+    pub(crate) id: u64,
+    pub(crate) shared: Arc<LoopShared>,
+    pub(crate) driver: RefCell<Driver>,
+    pub(crate) timers: RefCell<TimerHeap<TimerAction>>,
+    ready: RefCell<VecDeque<Runnable>>,
+    pub(crate) tasks: RefCell<Slab<Rc<dyn TaskObj>>>,
+    /// The origin of `Loop::time()`.
+    pub(crate) origin: Instant,
+    pub(crate) debug: Cell<bool>,
+    pub(crate) slow_callback_duration: Cell<Duration>,
+    pub(crate) logger: RefCell<Logger>,
+    pub(crate) exception_handler: RefCell<Option<ExceptionHandler>>,
+    pub(crate) closed: Cell<bool>,
+    /// Called at the end of `run`, before the ring is drained (the
+    /// `to_thread` pool registers its shutdown here).
+    pub(crate) shutdown_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// Reused buffer for the wakers of one reap.
+    wake_buf: RefCell<Vec<Waker>>,
+}
+
+impl LoopInner {
+    pub(crate) fn new(config: &LoopConfig) -> Result<Rc<LoopInner>> {
+        // SAFETY: eventfd(2) with valid flags; the result is checked.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // SAFETY: `efd` is a fresh descriptor that nothing else owns.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(LoopShared::new(id, eventfd));
+        let driver = Driver::new(config.ring_entries, shared.eventfd())?;
+        Ok(Rc::new(LoopInner {
+            id,
+            shared,
+            driver: RefCell::new(driver),
+            timers: RefCell::new(TimerHeap::default()),
+            ready: RefCell::new(VecDeque::with_capacity(64)),
+            tasks: RefCell::new(Slab::new()),
+            origin: Instant::now(),
+            debug: Cell::new(config.debug),
+            slow_callback_duration: Cell::new(config.slow_callback_duration),
+            logger: RefCell::new(config.logger.clone()),
+            exception_handler: RefCell::new(None),
+            closed: Cell::new(false),
+            shutdown_hooks: RefCell::new(Vec::new()),
+            wake_buf: RefCell::new(Vec::new()),
+        }))
+    }
+
+    /// Puts `r` on the run queue.
+    #[inline]
+    pub(crate) fn schedule(&self, r: Runnable) {
+        self.ready.borrow_mut().push_back(r);
+    }
+
+    /// Schedules `f` to run on a later turn, in `context`.
+    pub(crate) fn call_soon(&self, f: Box<dyn FnOnce()>, context: Context) -> Rc<CallbackCell> {
+        let cell = Rc::new(CallbackCell {
+            f: RefCell::new(Some(f)),
+            cancelled: Cell::new(false),
+            context,
+            timer: Cell::new(None),
+            when: None,
+        });
+        self.schedule(Runnable::Call(cell.clone()));
+        cell
+    }
+
+    /// Schedules `f` at `deadline`, in `context`.
+    pub(crate) fn call_at_instant(
+        &self,
+        deadline: Instant,
+        f: Box<dyn FnOnce()>,
+        context: Context,
+    ) -> Rc<CallbackCell> {
+        let cell = Rc::new(CallbackCell {
+            f: RefCell::new(Some(f)),
+            cancelled: Cell::new(false),
+            context,
+            timer: Cell::new(None),
+            when: Some(self.instant_to_time(deadline)),
+        });
+        let key = self
+            .timers
+            .borrow_mut()
+            .insert(deadline, TimerAction::Call(cell.clone()));
+        cell.timer.set(Some(key));
+        cell
+    }
+
+    /// `Loop::time()` of an instant.
+    pub(crate) fn instant_to_time(&self, t: Instant) -> f64 {
+        match t.checked_duration_since(self.origin) {
+            Some(d) => d.as_secs_f64(),
+            None => -(self.origin.duration_since(t).as_secs_f64()),
+        }
+    }
+
+    /// The instant of a `Loop::time()` value.
+    pub(crate) fn time_to_instant(&self, when: f64) -> Instant {
+        if when >= 0.0 {
+            self.origin + Duration::from_secs_f64(when.min(1e12))
+        } else {
+            self.origin
+                .checked_sub(Duration::from_secs_f64((-when).min(1e9)))
+                .unwrap_or(self.origin)
+        }
+    }
+
+    /// Hands `report` to the exception handler, or the logger.
+    pub(crate) fn report(self: &Rc<Self>, report: Report) {
+        let handler = self.exception_handler.borrow().clone();
+        match handler {
+            Some(h) => {
+                let lp = crate::Loop::from_inner(self.clone());
+                if catch_unwind(AssertUnwindSafe(|| h(&lp, &report))).is_err() {
+                    // asyncio: an error in the handler is logged, not raised.
+                    self.default_report(&report);
+                }
+            }
+            None => self.default_report(&report),
+        }
+    }
+
+    /// The default exception handler: the logger.
+    pub(crate) fn default_report(&self, report: &Report) {
+        let logger = self.logger.borrow().clone();
+        logger(report);
+    }
+
+    /// One turn of the loop.
+    pub(crate) fn run_once(self: &Rc<Self>) {
+        // 1. How long may the ring wait?
+        let has_ready = !self.ready.borrow().is_empty() || self.shared.has_pending();
+        let timeout = if has_ready {
+            Some(Duration::ZERO)
+        } else {
+            self.timers
+                .borrow()
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()))
+        };
+
+        // 2. Enter the kernel once: submit, wait, reap. Skipped when work is
+        // ready and the kernel has nothing of ours to report or take.
+        let mut wake = std::mem::take(&mut *self.wake_buf.borrow_mut());
+        {
+            let mut driver = self.driver.borrow_mut();
+            let must_enter =
+                !has_ready || driver.has_ops_in_flight() || driver.has_pending_submissions();
+            if must_enter {
+                if !has_ready {
+                    driver.arm_eventfd();
+                }
+                let reaped = driver.park(timeout, &mut wake);
+                if reaped.remote_wakeup {
+                    self.shared.rearm();
+                }
+            }
+        }
+        for w in wake.drain(..) {
+            w.wake();
+        }
+        *self.wake_buf.borrow_mut() = wake;
+
+        // 3. Work from other threads.
+        if self.shared.has_pending() {
+            for item in self.shared.take() {
+                match item {
+                    Remote::Wake { key, id } => self.schedule(Runnable::Task { key, id }),
+                    Remote::Call(f) => {
+                        self.call_soon(Box::new(f), Context::default());
+                    }
+                }
+            }
+        }
+
+        // 4. Expired timers.
+        if self.timers.borrow().len() > 0 {
+            let now = Instant::now();
+            loop {
+                let action = self.timers.borrow_mut().pop_expired(now);
+                match action {
+                    Some(TimerAction::Wake(w)) => w.wake(),
+                    Some(TimerAction::Call(cell)) => {
+                        cell.timer.set(None);
+                        self.schedule(Runnable::Call(cell));
+                    }
+                    None => break,
+                }
+            }
+        }
+
+        // 5. Run what is ready now; what these schedule runs next turn.
+        let n = self.ready.borrow().len();
+        for _ in 0..n {
+            let Some(item) = self.ready.borrow_mut().pop_front() else {
+                break;
+            };
+            match item {
+                Runnable::Task { key, id } => {
+                    let task = self
+                        .tasks
+                        .borrow()
+                        .get(key)
+                        .filter(|t| t.core().id == id)
+                        .cloned();
+                    if let Some(task) = task {
+                        task.run(self);
+                    }
+                }
+                Runnable::Call(cell) => self.run_callback(&cell),
+            }
+        }
+    }
+
+    fn run_callback(self: &Rc<Self>, cell: &CallbackCell) {
+        if cell.cancelled.get() {
+            return;
+        }
+        let Some(f) = cell.f.borrow_mut().take() else {
+            return;
+        };
+        let start = self.debug.get().then(Instant::now);
+        let ctx = cell.context.clone();
+        let result = ctx.enter(|| catch_unwind(AssertUnwindSafe(f)));
+        if let Err(payload) = result {
+            let msg = crate::task::raw::panic_message(&*payload);
+            self.report(
+                Report::new(ReportKind::CallbackError, "Exception in callback")
+                    .error(Error::Panic(msg)),
+            );
+        }
+        if let Some(start) = start {
+            self.check_slow(start, || "<Handle callback>".to_string());
+        }
+    }
+
+    /// Debug mode: report a poll or callback that held the loop too long.
+    pub(crate) fn check_slow(self: &Rc<Self>, start: Instant, what: impl FnOnce() -> String) {
+        let took = start.elapsed();
+        if took >= self.slow_callback_duration.get() {
+            self.report(Report::new(
+                ReportKind::SlowCallback,
+                format!(
+                    "Executing {} took {:.3} seconds",
+                    what(),
+                    took.as_secs_f64()
+                ),
+            ));
+        }
+    }
+
+    /// Tasks not yet done.
+    pub(crate) fn live_tasks(&self) -> Vec<Rc<dyn TaskObj>> {
+        self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect()
+    }
+
+    /// The end of `run` (asyncio's `_cancel_all_tasks` and
+    /// `shutdown_default_executor`): cancel what is left and let it clean
+    /// up, report errors it raised doing so, shut down the hooks, then take
+    /// back from the kernel everything it still owns.
+    pub(crate) fn shutdown(self: &Rc<Self>) {
+        loop {
+            let left = self.live_tasks();
+            if left.is_empty() {
+                break;
+            }
+            for t in &left {
+                t.core().request_cancel(None);
+            }
+            while left.iter().any(|t| !t.core().is_done()) {
+                self.run_once();
+            }
+            for t in &left {
+                let core = t.core();
+                if let Some(e) = core.failed_error() {
+                    core.mark_retrieved();
+                    self.report(
+                        Report::new(
+                            ReportKind::ShutdownError,
+                            "unhandled exception during run() shutdown",
+                        )
+                        .error(e)
+                        .task(t.repr()),
+                    );
+                }
+            }
+        }
+        let hooks = std::mem::take(&mut *self.shutdown_hooks.borrow_mut());
+        for hook in hooks {
+            hook();
+        }
+        // Callbacks still queued (done callbacks of the cancelled tasks) run
+        // now, so their effects are not lost.
+        for _ in 0..16 {
+            if self.ready.borrow().is_empty() && !self.shared.has_pending() {
+                break;
+            }
+            self.run_once();
+        }
+        for leftover in self.shared.close() {
+            drop(leftover);
+        }
+        let timers = self.timers.borrow_mut().drain();
+        drop(timers);
+        self.ready.borrow_mut().clear();
+        self.driver.borrow_mut().drain();
+    }
+}

@@ -1,0 +1,224 @@
+//! `Op<D>`: the future of one kernel operation, and the await point where a
+//! task's cancellation meets the ring (SPEC §2.2, §2.5, §2.7).
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use io_uring::squeue;
+
+use super::context;
+use super::event_loop::LoopInner;
+use crate::driver::{OpKey, OrphanCleanup};
+use crate::error::{Error, Result};
+use crate::task::current;
+
+/// What an operation gives back: its result and the data it owned. The
+/// buffer comes back whatever happened, so nothing is lost.
+#[derive(Debug)]
+pub struct OpOutput<D> {
+    /// The CQE's result as a count (`res >= 0`), `Error::Io` for `-errno`,
+    /// or `Error::Cancelled` when the task's cancellation cancelled it.
+    pub result: Result<u32>,
+    /// The CQE's flags (`IORING_CQE_F_*`).
+    pub flags: u32,
+    /// The data handed over at submission (buffers, addresses).
+    pub data: D,
+}
+
+/// One operation on the current loop's ring.
+///
+/// The SQE may point only into heap memory owned by `data` (a `Vec`'s
+/// buffer, a `Box`), never into `data` itself: `data` moves with the
+/// future, and into the op table if the future is dropped first.
+///
+/// Awaiting it is a ringio await point: if the task is cancelled while the
+/// op is in flight, an `IORING_OP_ASYNC_CANCEL` goes to the kernel and the
+/// future resolves once the op's CQE is reaped — to `Err(Cancelled)` if the
+/// kernel cancelled it, or to the op's real result if it completed first
+/// (the cancel then waits for the task's next await point). Dropping it
+/// mid-flight cancels the op the same way and parks `data` until the CQE.
+///
+/// `Op` is `!Send`: it belongs to the loop whose ring runs it.
+#[must_use = "an Op is cancelled when dropped"]
+pub struct Op<D: 'static> {
+    lp: Rc<LoopInner>,
+    key: OpKey,
+    data: Option<D>,
+    /// The task-cancel message, once this op was cancelled for its task.
+    cancelled_for_task: Option<Option<String>>,
+    location: &'static Location<'static>,
+}
+
+impl<D: 'static> Op<D> {
+    /// Submits `sqe` on the current loop's ring, owning `data` until the
+    /// completion.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `sqe` must point into heap memory owned by `data`
+    /// (or memory otherwise valid until the op's CQE is reaped).
+    #[track_caller]
+    pub unsafe fn submit(sqe: squeue::Entry, data: D) -> Result<Op<D>> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::submit_with(sqe, None, data, None) }
+    }
+
+    /// Like [`Op::submit`], with a linked `IORING_OP_LINK_TIMEOUT` SQE and a
+    /// cleanup run on a successful result nobody will read (an fd to
+    /// close), so that nothing leaks when the future is dropped.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Op::submit`]; `link_timeout` must point into `data` too.
+    #[track_caller]
+    pub(crate) unsafe fn submit_with(
+        sqe: squeue::Entry,
+        link_timeout: Option<squeue::Entry>,
+        data: D,
+        cleanup: Option<OrphanCleanup>,
+    ) -> Result<Op<D>> {
+        let location = Location::caller();
+        let lp = context::current_loop().ok_or_else(Error::no_running_loop)?;
+        let key = {
+            let mut driver = lp.driver.borrow_mut();
+            // SAFETY: the caller promises the SQE points into `data`'s heap
+            // memory, which this `Op` (or, once dropped, the op table) owns
+            // until the final CQE.
+            unsafe {
+                match link_timeout {
+                    Some(t) => driver.submit_linked(sqe, t, cleanup),
+                    None => driver.submit(sqe, cleanup),
+                }
+            }
+        };
+        Ok(Op {
+            lp,
+            key,
+            data: Some(data),
+            cancelled_for_task: None,
+            location,
+        })
+    }
+
+    /// `Ok` if the running loop's ring supports `opcode`, else
+    /// `Error::Unsupported` naming it and the kernel that brings it.
+    pub fn require(opcode: u8) -> Result<()> {
+        context::with_loop(|lp| lp.driver.borrow().require(opcode))
+            .unwrap_or_else(|| Err(Error::no_running_loop()))
+    }
+
+    /// The data, while the op is not complete (to inspect, not to free).
+    pub fn data(&self) -> Option<&D> {
+        self.data.as_ref()
+    }
+
+    /// Polls for the next completion of a multishot op: `Ready(None)` once
+    /// the kernel posted its final CQE.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Result<u32>, u32)>> {
+        if self.data.is_none() {
+            return Poll::Ready(None);
+        }
+        let mut d = self.lp.driver.borrow_mut();
+        if let Some((res, flags, last)) = d.take_result(self.key) {
+            drop(d);
+            if last {
+                // The kernel is done with the data; keep it until drop.
+                self.finished_multishot();
+            }
+            return Poll::Ready(Some((
+                to_result(res, self.cancelled_for_task.clone()),
+                flags,
+            )));
+        }
+        if self.cancelled_for_task.is_none() {
+            if let Some(msg) = current::cancel_message() {
+                self.cancelled_for_task = Some(msg);
+                d.cancel(self.key);
+            }
+        }
+        d.set_waker(self.key, cx.waker());
+        drop(d);
+        current::note_await_point(self.location);
+        Poll::Pending
+    }
+
+    fn finished_multishot(&mut self) {
+        // Mark done: the slot is gone, so Drop must not orphan it.
+        self.key = OpKey::DONE;
+    }
+}
+
+// `data` is never pinned: the kernel points into its heap memory, which
+// does not move when the `Op` does.
+impl<D: 'static> Unpin for Op<D> {}
+
+fn to_result(res: i32, cancelled: Option<Option<String>>) -> Result<u32> {
+    if res >= 0 {
+        Ok(res as u32)
+    } else if res == -libc::ECANCELED {
+        match cancelled {
+            Some(msg) => Err(Error::Cancelled { msg }),
+            None => Err(Error::from_errno(libc::ECANCELED)),
+        }
+    } else {
+        Err(Error::from_errno(-res))
+    }
+}
+
+impl<D: 'static> Future for Op<D> {
+    type Output = OpOutput<D>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpOutput<D>> {
+        let this = &mut *self;
+        let mut d = this.lp.driver.borrow_mut();
+        let Some((res, flags, _)) = d.take_result(this.key) else {
+            if this.data.is_none() {
+                drop(d);
+                panic!("ringio: Op polled after completion");
+            }
+            // The task was asked to cancel: cancel the op in the kernel and
+            // stay here until its CQE says how it ended (SPEC §2.2).
+            if this.cancelled_for_task.is_none() {
+                if let Some(msg) = current::cancel_message() {
+                    this.cancelled_for_task = Some(msg);
+                    d.cancel(this.key);
+                }
+            }
+            d.set_waker(this.key, cx.waker());
+            drop(d);
+            current::note_await_point(this.location);
+            return Poll::Pending;
+        };
+        drop(d);
+        this.key = OpKey::DONE;
+        let cancelled = this.cancelled_for_task.take();
+        if res == -libc::ECANCELED && cancelled.is_some() {
+            // This await point delivers the cancellation. A successful
+            // result instead leaves it pending for the next await (§2.5).
+            current::take_cancel();
+        }
+        let result = to_result(res, cancelled);
+        let data = this.data.take().expect("Op data present until completion");
+        Poll::Ready(OpOutput {
+            result,
+            flags,
+            data,
+        })
+    }
+}
+
+impl<D: 'static> Drop for Op<D> {
+    fn drop(&mut self) {
+        if self.key == OpKey::DONE {
+            return;
+        }
+        let data = self.data.take().map(|d| Box::new(d) as Box<dyn Any>);
+        // Parks `data` in the op table until the CQE if the kernel still owns
+        // the op, and sends ASYNC_CANCEL (SPEC §2.7).
+        self.lp.driver.borrow_mut().orphan(self.key, data);
+    }
+}

@@ -1,0 +1,108 @@
+//! Creating tasks: `create_task` and `Task::builder()`.
+
+use std::future::Future;
+
+use super::context_var::Context;
+use super::handle::Task;
+use super::raw::TaskCell;
+use crate::error::{Error, Result};
+use crate::runtime::context;
+
+/// Options for a new task; [`spawn`](TaskBuilder::spawn) creates it.
+///
+/// ```
+/// ringio::run(async {
+///     let t = ringio::Task::builder()
+///         .name("worker")
+///         .spawn(async { Ok::<_, ringio::Error>(1) })
+///         .unwrap();
+///     assert_eq!(t.get_name(), "worker");
+///     assert_eq!(t.await.unwrap(), 1);
+/// });
+/// ```
+#[derive(Default, Debug)]
+#[must_use = "a builder does nothing until spawn() is called"]
+pub struct TaskBuilder {
+    name: Option<String>,
+    context: Option<Context>,
+}
+
+impl Task<()> {
+    /// A builder for a task with a name or a given context (the task's
+    /// result type comes from the future given to `spawn`).
+    pub fn builder() -> TaskBuilder {
+        TaskBuilder::default()
+    }
+}
+
+impl TaskBuilder {
+    /// The task's name (default `Task-N`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Runs the task in (a copy of) `context` instead of the current one.
+    pub fn context(mut self, context: Context) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// Schedules `fut` as a task on the running loop. Its first poll happens
+    /// on a later loop turn. `Err` outside a loop ("no running event loop")
+    /// or on a closed loop.
+    pub fn spawn<F, T, E>(self, fut: F) -> Result<Task<T>>
+    where
+        F: Future<Output = std::result::Result<T, E>> + 'static,
+        T: 'static,
+        E: Into<Error> + 'static,
+    {
+        let lp = context::current_loop().ok_or_else(Error::no_running_loop)?;
+        let ctx = match self.context {
+            Some(c) => c.copy(),
+            None => Context::current(),
+        };
+        let coro = std::any::type_name::<F>();
+        let fut = Box::pin(async move { fut.await.map_err(Into::into) });
+        let cell = TaskCell::spawn(&lp, fut, coro, self.name, ctx)?;
+        Ok(Task { cell })
+    }
+}
+
+/// Schedules `fut` as a task on the running loop (asyncio's
+/// `create_task`). The future returns `Result<T, E>`: `Ok` is the task's
+/// result, `Err` its exception, `Err(Cancelled)` a cancellation.
+///
+/// # Panics
+///
+/// Outside a running loop ("no running event loop"), as asyncio raises
+/// there; [`Task::builder`]`().spawn(..)` returns the error instead.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// async fn say_after(delay: Duration, what: &str) -> ringio::Result<()> {
+///     ringio::sleep(delay).await?;
+///     println!("{what}");
+///     Ok(())
+/// }
+///
+/// ringio::run(async {
+///     let task1 = ringio::create_task(say_after(Duration::from_millis(10), "hello"));
+///     let task2 = ringio::create_task(say_after(Duration::from_millis(20), "world"));
+///     task1.await.unwrap();
+///     task2.await.unwrap();
+/// });
+/// ```
+#[track_caller]
+pub fn create_task<F, T, E>(fut: F) -> Task<T>
+where
+    F: Future<Output = std::result::Result<T, E>> + 'static,
+    T: 'static,
+    E: Into<Error> + 'static,
+{
+    match TaskBuilder::default().spawn(fut) {
+        Ok(t) => t,
+        Err(e) => panic!("create_task: {e}"),
+    }
+}

@@ -1,0 +1,32 @@
+//! What an await point asks of the task it runs in: is a cancellation
+//! pending, take it, and "I am parked here" (for the foreign-future rule of
+//! SPEC §2.6 and for `get_stack`).
+
+use std::panic::Location;
+
+use crate::runtime::context;
+
+/// The pending cancellation's message, without taking it.
+#[inline]
+pub(crate) fn cancel_message() -> Option<Option<String>> {
+    context::with_task(|t| t.core().peek_cancel()).flatten()
+}
+
+/// Takes the pending cancellation: the caller delivers it as
+/// `Err(Cancelled)`.
+#[inline]
+pub(crate) fn take_cancel() -> Option<Option<String>> {
+    context::with_task(|t| t.core().take_cancel()).flatten()
+}
+
+/// Records that the task parks in a ringio await point at `location`.
+#[inline]
+pub(crate) fn note_await_point(location: &'static Location<'static>) {
+    context::with_task(|t| t.core().note_await_point(location));
+}
+
+/// The id of the task being polled.
+#[inline]
+pub(crate) fn task_id() -> Option<u64> {
+    context::with_task(|t| t.core().id)
+}

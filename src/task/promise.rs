@@ -1,0 +1,217 @@
+//! `Promise<T>`: asyncio's low-level `Future`, a result set by hand.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::IntoFuture;
+use std::panic::Location;
+use std::rc::{Rc, Weak};
+
+use super::context_var::Context;
+use super::handle::{Awaited, Join};
+use super::outcome::{Outcome, State};
+use super::raw::CallbackId;
+use crate::error::{Error, Result};
+use crate::runtime::context;
+use crate::runtime::event_loop::LoopInner;
+
+type PromiseCallback<T> = Box<dyn FnOnce(&Promise<T>)>;
+
+struct PromiseCell<T> {
+    outcome: Outcome<T>,
+    callbacks: RefCell<Vec<(CallbackId, PromiseCallback<T>)>>,
+    next_callback: Cell<u64>,
+    lp: Weak<LoopInner>,
+}
+
+/// A value that is set later (asyncio's low-level `Future`): someone calls
+/// [`set_result`](Promise::set_result) or
+/// [`set_exception`](Promise::set_exception); awaiters get it.
+///
+/// Cheap to clone; all clones are the same promise. Cancelling a task
+/// that awaits a promise cancels the promise (SPEC §2.4).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// ringio::run(async {
+///     let p = ringio::Promise::new();
+///     let setter = p.clone();
+///     ringio::get_running_loop().unwrap().call_later(Duration::from_millis(10), move || {
+///         setter.set_result("ready").unwrap();
+///     });
+///     assert_eq!(p.await.unwrap(), "ready");
+/// });
+/// ```
+pub struct Promise<T> {
+    cell: Rc<PromiseCell<T>>,
+}
+
+impl<T> Clone for Promise<T> {
+    fn clone(&self) -> Self {
+        Promise {
+            cell: self.cell.clone(),
+        }
+    }
+}
+
+impl<T: 'static> Default for Promise<T> {
+    fn default() -> Self {
+        Promise::new()
+    }
+}
+
+impl<T: 'static> Promise<T> {
+    /// A pending promise on the running loop (callbacks are scheduled on
+    /// it). Outside a loop it still works; callbacks then run inline.
+    pub fn new() -> Promise<T> {
+        let lp = context::current_loop()
+            .map(|l| Rc::downgrade(&l))
+            .unwrap_or_default();
+        Promise {
+            cell: Rc::new(PromiseCell {
+                outcome: Outcome::default(),
+                callbacks: RefCell::new(Vec::new()),
+                next_callback: Cell::new(0),
+                lp,
+            }),
+        }
+    }
+
+    /// Sets the value. `Err(InvalidState)` if already done.
+    pub fn set_result(&self, value: T) -> Result<()> {
+        self.settle(Ok(value))
+    }
+
+    /// Sets an exception. `Err(InvalidState)` if already done.
+    pub fn set_exception(&self, error: Error) -> Result<()> {
+        self.settle(Err(error))
+    }
+
+    /// Cancels the promise; `false` if it was already done.
+    pub fn cancel(&self) -> bool {
+        self.settle(Err(Error::Cancelled { msg: None })).is_ok()
+    }
+
+    /// Cancels with a message.
+    pub fn cancel_with(&self, msg: impl Into<String>) -> bool {
+        self.settle(Err(Error::Cancelled {
+            msg: Some(msg.into()),
+        }))
+        .is_ok()
+    }
+
+    /// Whether a result, exception or cancellation is set.
+    pub fn done(&self) -> bool {
+        self.cell.outcome.is_done()
+    }
+
+    /// Whether it was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.cell.outcome.state() == State::Cancelled
+    }
+
+    /// The value (cloned); the exception; `Err(Cancelled)`; or
+    /// `Err(InvalidState)` while pending.
+    pub fn result(&self) -> Result<T>
+    where
+        T: Clone,
+    {
+        self.cell.outcome.result()
+    }
+
+    /// `Ok(None)` after a value, `Ok(Some(e))` after an exception,
+    /// `Err(Cancelled)` if cancelled, `Err(InvalidState)` while pending.
+    pub fn exception(&self) -> Result<Option<Error>> {
+        self.cell.outcome.exception()
+    }
+
+    /// Runs `f(&promise)` soon after the promise is done (scheduled, never
+    /// inline), in the context current now.
+    pub fn add_done_callback(&self, f: impl FnOnce(&Promise<T>) + 'static) -> CallbackId {
+        let id = CallbackId(self.cell.next_callback.get());
+        self.cell.next_callback.set(id.0 + 1);
+        if self.done() {
+            self.schedule_callback(Box::new(f));
+        } else {
+            self.cell.callbacks.borrow_mut().push((id, Box::new(f)));
+        }
+        id
+    }
+
+    /// Removes the done callbacks registered under `id`; how many.
+    pub fn remove_done_callback(&self, id: CallbackId) -> usize {
+        let mut cbs = self.cell.callbacks.borrow_mut();
+        let before = cbs.len();
+        cbs.retain(|(i, _)| *i != id);
+        before - cbs.len()
+    }
+
+    fn settle(&self, result: Result<T>) -> Result<()> {
+        if !self.cell.outcome.settle(result) {
+            return Err(Error::InvalidState(
+                "invalid state: the promise is already done".into(),
+            ));
+        }
+        let callbacks = std::mem::take(&mut *self.cell.callbacks.borrow_mut());
+        for (_, f) in callbacks {
+            self.schedule_callback(f);
+        }
+        Ok(())
+    }
+
+    fn schedule_callback(&self, f: PromiseCallback<T>) {
+        let me = self.clone();
+        match self.cell.lp.upgrade() {
+            Some(lp) => {
+                lp.call_soon(Box::new(move || f(&me)), Context::current());
+            }
+            None => f(&me),
+        }
+    }
+}
+
+impl<T: 'static> Awaited for Promise<T> {
+    type Output = Result<T>;
+    fn awaited_id(&self) -> Option<u64> {
+        None
+    }
+    fn is_done(&self) -> bool {
+        self.done()
+    }
+    fn cancel_with(&self, msg: Option<String>) -> bool {
+        self.settle(Err(Error::Cancelled { msg })).is_ok()
+    }
+    fn add_waiter(&self, waker: &std::task::Waker) {
+        self.cell.outcome.add_waiter(waker)
+    }
+    fn take(&self) -> Result<T> {
+        self.cell.outcome.take()
+    }
+}
+
+impl<T: 'static> IntoFuture for Promise<T> {
+    type Output = Result<T>;
+    type IntoFuture = Join<Promise<T>>;
+
+    #[track_caller]
+    fn into_future(self) -> Join<Promise<T>> {
+        Join::new(self, Location::caller())
+    }
+}
+
+impl<T> PartialEq for Promise<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.cell, &other.cell)
+    }
+}
+
+impl<T> fmt::Debug for Promise<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.cell.outcome.state() {
+            State::Pending => "pending",
+            State::Done | State::Failed => "finished",
+            State::Cancelled => "cancelled",
+        };
+        write!(f, "<Promise {state}>")
+    }
+}

@@ -1,0 +1,417 @@
+//! The task itself: a boxed future, its outcome, and the cancellation state
+//! of SPEC §2; and how the loop polls it.
+//!
+//! `TaskCore` is the type-erased header (everything `TaskRef` can see);
+//! `TaskCell<T>` adds the future and the typed value.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Instant;
+
+use super::context_var::Context;
+use super::outcome::{Outcome, State};
+use crate::error::{Error, Result};
+use crate::runtime::context;
+use crate::runtime::event_loop::LoopInner;
+use crate::runtime::report::{Report, ReportKind};
+use crate::runtime::waker::TaskWaker;
+
+/// Task ids, and the `N` of default names `Task-N` (one counter per
+/// process, like asyncio's).
+static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Identifies a done callback, for `remove_done_callback`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallbackId(pub(crate) u64);
+
+type DoneCallback = Box<dyn FnOnce(&crate::TaskRef)>;
+
+/// The part of a task every handle can see, whatever its result type.
+pub(crate) struct TaskCore {
+    pub(crate) id: u64,
+    /// Slot in the loop's task table while the task is live.
+    key: Cell<usize>,
+    name: RefCell<Option<String>>,
+    coro: &'static str,
+    lp: Weak<LoopInner>,
+    waker: Waker,
+    waker_state: Arc<TaskWaker>,
+    /// Polled at least once (a cancel before the first poll ends the task
+    /// without running any of it, as asyncio's does).
+    started: Cell<bool>,
+    /// A cancellation waiting for the task's next await point: the message.
+    must_cancel: RefCell<Option<Option<String>>>,
+    num_cancels_requested: Cell<u32>,
+    /// Set by a ringio await point that parks during the current poll.
+    parked_in_ringio: Cell<bool>,
+    /// Where the task last parked (for `get_stack`).
+    location: Cell<Option<&'static Location<'static>>>,
+    /// The task's context-variable values, swapped in while it is polled.
+    pub(crate) context: RefCell<Context>,
+    callbacks: RefCell<Vec<(CallbackId, DoneCallback)>>,
+    next_callback: Cell<u64>,
+    /// State and error, mirrored here for type-erased access.
+    state: Cell<State>,
+    error: RefCell<Option<Error>>,
+    retrieved: Cell<bool>,
+}
+
+/// A task of result type `T`.
+pub(crate) struct TaskCell<T> {
+    pub(crate) core: TaskCore,
+    future: RefCell<Option<Pin<Box<dyn Future<Output = Result<T>>>>>>,
+    pub(crate) outcome: Outcome<T>,
+}
+
+/// What the loop and `TaskRef` need of a task, with `T` erased.
+pub(crate) trait TaskObj {
+    fn core(&self) -> &TaskCore;
+    /// Polls the task once (called from the run queue).
+    fn run(self: Rc<Self>, lp: &Rc<LoopInner>);
+    /// Its `<Task ...>` description.
+    fn repr(&self) -> String {
+        self.core().repr()
+    }
+    /// Registers `waker` for the task's end.
+    fn add_waiter(&self, waker: &Waker);
+    /// Marks the result as read (awaited through a type-erased handle).
+    fn mark_retrieved(&self);
+}
+
+impl TaskCore {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn name(&self) -> String {
+        self.name
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| format!("Task-{}", self.id))
+    }
+
+    pub(crate) fn set_name(&self, name: String) {
+        *self.name.borrow_mut() = Some(name);
+    }
+
+    pub(crate) fn coro(&self) -> &'static str {
+        self.coro
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state.get()
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.get() != State::Pending
+    }
+
+    pub(crate) fn location(&self) -> Option<&'static Location<'static>> {
+        self.location.get()
+    }
+
+    pub(crate) fn error(&self) -> Option<Error> {
+        self.error.borrow().clone()
+    }
+
+    /// The exception of a task that failed (not cancelled).
+    pub(crate) fn failed_error(&self) -> Option<Error> {
+        (self.state.get() == State::Failed)
+            .then(|| self.error())
+            .flatten()
+    }
+
+    pub(crate) fn mark_retrieved(&self) {
+        self.retrieved.set(true);
+    }
+
+    pub(crate) fn num_cancels_requested(&self) -> u32 {
+        self.num_cancels_requested.get()
+    }
+
+    /// `task.cancel()`: record the request and wake the task so its await
+    /// point can act on it (SPEC §2.1–2.2).
+    pub(crate) fn request_cancel(&self, msg: Option<String>) -> bool {
+        if self.is_done() {
+            return false;
+        }
+        self.num_cancels_requested
+            .set(self.num_cancels_requested.get() + 1);
+        *self.must_cancel.borrow_mut() = Some(msg);
+        self.waker.wake_by_ref();
+        true
+    }
+
+    pub(crate) fn peek_cancel(&self) -> Option<Option<String>> {
+        self.must_cancel.borrow().clone()
+    }
+
+    pub(crate) fn take_cancel(&self) -> Option<Option<String>> {
+        self.must_cancel.borrow_mut().take()
+    }
+
+    pub(crate) fn note_await_point(&self, location: &'static Location<'static>) {
+        self.parked_in_ringio.set(true);
+        self.location.set(Some(location));
+    }
+
+    /// Adds a done callback; `me` is the handle the callback receives.
+    pub(crate) fn add_done_callback(&self, me: crate::TaskRef, f: DoneCallback) -> CallbackId {
+        let id = CallbackId(self.next_callback.get());
+        self.next_callback.set(id.0 + 1);
+        if self.is_done() {
+            // Done already: schedule it right away (asyncio does the same).
+            if let Some(lp) = self.lp.upgrade() {
+                schedule_callback(&lp, me, f, self.context.borrow().clone());
+            }
+            return id;
+        }
+        self.callbacks.borrow_mut().push((id, f));
+        id
+    }
+
+    pub(crate) fn remove_done_callback(&self, id: CallbackId) -> usize {
+        let mut cbs = self.callbacks.borrow_mut();
+        let before = cbs.len();
+        cbs.retain(|(i, _)| *i != id);
+        before - cbs.len()
+    }
+
+    pub(crate) fn repr(&self) -> String {
+        let state = match self.state.get() {
+            State::Pending => "pending",
+            State::Done | State::Failed => "finished",
+            State::Cancelled => "cancelled",
+        };
+        let mut s = format!("<Task {state} name='{}' coro=<{}>", self.name(), self.coro);
+        if let Some(loc) = self.location.get().filter(|_| !self.is_done()) {
+            s.push_str(&format!(" at {}:{}", loc.file(), loc.line()));
+        }
+        if self.state.get() == State::Failed {
+            if let Some(e) = self.error() {
+                s.push_str(&format!(" exception={e}"));
+            }
+        }
+        s.push('>');
+        s
+    }
+}
+
+/// Schedules a done callback `f` of task `task` on `lp`, never inline.
+fn schedule_callback(lp: &LoopInner, task: crate::TaskRef, f: DoneCallback, ctx: Context) {
+    lp.call_soon(Box::new(move || f(&task)), ctx);
+}
+
+impl<T: 'static> TaskCell<T> {
+    /// Creates a task on `lp` and schedules its first poll.
+    pub(crate) fn spawn(
+        lp: &Rc<LoopInner>,
+        future: Pin<Box<dyn Future<Output = Result<T>>>>,
+        coro: &'static str,
+        name: Option<String>,
+        context: Context,
+    ) -> Result<Rc<TaskCell<T>>> {
+        if lp.closed.get() {
+            return Err(Error::InvalidState("the event loop is closed".into()));
+        }
+        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+        let mut tasks = lp.tasks.borrow_mut();
+        let entry = tasks.vacant_entry();
+        let key = entry.key();
+        let waker_state = Arc::new(TaskWaker {
+            key,
+            id,
+            scheduled: std::sync::atomic::AtomicBool::new(true),
+            shared: lp.shared.clone(),
+        });
+        let waker = futures_util::task::waker(waker_state.clone());
+        let cell = Rc::new(TaskCell {
+            core: TaskCore {
+                id,
+                key: Cell::new(key),
+                name: RefCell::new(name),
+                coro,
+                lp: Rc::downgrade(lp),
+                waker,
+                waker_state,
+                started: Cell::new(false),
+                must_cancel: RefCell::new(None),
+                num_cancels_requested: Cell::new(0),
+                parked_in_ringio: Cell::new(false),
+                location: Cell::new(None),
+                context: RefCell::new(context),
+                callbacks: RefCell::new(Vec::new()),
+                next_callback: Cell::new(0),
+                state: Cell::new(State::Pending),
+                error: RefCell::new(None),
+                retrieved: Cell::new(false),
+            },
+            future: RefCell::new(Some(future)),
+            outcome: Outcome::default(),
+        });
+        entry.insert(cell.clone() as Rc<dyn TaskObj>);
+        drop(tasks);
+        lp.schedule(crate::runtime::event_loop::Runnable::Task { key, id });
+        Ok(cell)
+    }
+
+    /// Ends the task with `result`: store it, leave the task table, wake
+    /// the awaiters, schedule the done callbacks.
+    fn finish(self: &Rc<Self>, lp: &Rc<LoopInner>, result: Result<T>) {
+        let core = &self.core;
+        match &result {
+            Ok(_) => core.state.set(State::Done),
+            Err(e) => {
+                core.state.set(if e.is_cancelled() {
+                    State::Cancelled
+                } else {
+                    State::Failed
+                });
+                *core.error.borrow_mut() = Some(e.clone());
+            }
+        }
+        core.must_cancel.borrow_mut().take();
+        self.outcome.settle(result);
+        lp.tasks.borrow_mut().try_remove(core.key.get());
+        let callbacks = std::mem::take(&mut *core.callbacks.borrow_mut());
+        if !callbacks.is_empty() {
+            let me = crate::TaskRef::from_rc(self.clone() as Rc<dyn TaskObj>);
+            let ctx = core.context.borrow().clone();
+            for (_, f) in callbacks {
+                schedule_callback(lp, me.clone(), f, ctx.clone());
+            }
+        }
+    }
+}
+
+impl<T: 'static> TaskObj for TaskCell<T> {
+    fn core(&self) -> &TaskCore {
+        &self.core
+    }
+
+    fn run(self: Rc<Self>, lp: &Rc<LoopInner>) {
+        let core = &self.core;
+        core.waker_state.scheduled.store(false, Ordering::Release);
+        if core.is_done() {
+            return;
+        }
+        if !core.started.replace(true) {
+            // Cancelled before it ever ran: none of it runs (asyncio).
+            if let Some(msg) = core.must_cancel.borrow_mut().take() {
+                self.future.borrow_mut().take();
+                self.finish(lp, Err(Error::Cancelled { msg }));
+                return;
+            }
+        }
+        let start = lp.debug.get().then(Instant::now);
+        let poll = {
+            let mut slot = self.future.borrow_mut();
+            let Some(fut) = slot.as_mut() else {
+                return;
+            };
+            core.parked_in_ringio.set(false);
+            let prev_task = context::set_task(Some(self.clone() as Rc<dyn TaskObj>));
+            let ctx = core.context.replace(Context::default());
+            let (ctx, poll) = ctx.enter_returning(|| {
+                let mut cx = TaskContext::from_waker(&core.waker);
+                catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+            });
+            *core.context.borrow_mut() = ctx;
+            context::set_task(prev_task);
+            poll
+        };
+        if let Some(start) = start {
+            lp.check_slow(start, || core.repr());
+        }
+        match poll {
+            Ok(Poll::Pending) => {
+                // SPEC §2.6: a cancel that found no ringio await point to
+                // deliver it (the task is parked in a foreign future) ends
+                // the task: its future is dropped.
+                if core.parked_in_ringio.get() {
+                    return;
+                }
+                let Some(msg) = core.must_cancel.borrow_mut().take() else {
+                    return;
+                };
+                let fut = self.future.borrow_mut().take();
+                drop(fut);
+                self.finish(lp, Err(Error::Cancelled { msg }));
+            }
+            Ok(Poll::Ready(result)) => {
+                let fut = self.future.borrow_mut().take();
+                drop(fut);
+                self.finish(lp, result);
+            }
+            Err(payload) => {
+                let fut = self.future.borrow_mut().take();
+                drop(fut);
+                self.finish(lp, Err(Error::Panic(panic_message(&*payload))));
+            }
+        }
+    }
+
+    fn add_waiter(&self, waker: &Waker) {
+        self.outcome.add_waiter(waker);
+    }
+
+    fn mark_retrieved(&self) {
+        self.core.retrieved.set(true);
+        self.outcome.mark_retrieved();
+    }
+}
+
+impl<T> Drop for TaskCell<T> {
+    fn drop(&mut self) {
+        let core = &self.core;
+        let report = match core.state.get() {
+            State::Pending if core.started.get() => Some(
+                Report::new(
+                    ReportKind::TaskDestroyedPending,
+                    "Task was destroyed but it is pending!",
+                )
+                .task(core.repr()),
+            ),
+            State::Failed if !core.retrieved.get() && !self.outcome.retrieved() => {
+                core.error().map(|e| {
+                    Report::new(
+                        ReportKind::ExceptionNeverRetrieved,
+                        "Task exception was never retrieved",
+                    )
+                    .error(e)
+                    .task(core.repr())
+                })
+            }
+            _ => None,
+        };
+        if let Some(report) = report {
+            match core.lp.upgrade() {
+                Some(lp)
+                    if report.kind == ReportKind::ExceptionNeverRetrieved || lp.debug.get() =>
+                {
+                    lp.report(report)
+                }
+                Some(_) => {}
+                None => crate::runtime::report::stderr_logger(&report),
+            }
+        }
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}

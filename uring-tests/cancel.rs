@@ -1,0 +1,1 @@
+//! Integration tests: cancel (against a real ring).

@@ -1,0 +1,1 @@
+//! Integration tests: core (against a real ring).

@@ -1,0 +1,1 @@
+//! Integration tests: threads (against a real ring).
