@@ -132,6 +132,7 @@ impl Runtime {
         lp.closed.set(false);
         lp.shared.reopen();
         let _guard = LoopGuard::enter(lp.clone());
+        let _slack = TimerSlack::set(TIMER_SLACK_NS);
         let main: Task<F::Output> = Task::builder()
             .context(Context::current())
             .spawn(async move { Ok::<_, Error>(fut.await) })?;
@@ -151,6 +152,36 @@ impl Runtime {
     /// Counters of the loop and its ring.
     pub fn stats(&self) -> LoopStats {
         self.event_loop().stats()
+    }
+}
+
+/// The loop thread's timer slack while it runs: the kernel may delay the
+/// ring wait's timeout by up to this much (Linux's default of 50 µs is most
+/// of a timer's lateness).
+const TIMER_SLACK_NS: libc::c_ulong = 1_000;
+
+/// Sets the calling thread's timer slack, restoring the old value on drop.
+struct TimerSlack {
+    old: libc::c_int,
+}
+
+impl TimerSlack {
+    fn set(ns: libc::c_ulong) -> TimerSlack {
+        // SAFETY: PR_GET/SET_TIMERSLACK take and return plain integers and
+        // only affect the calling thread.
+        let old = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK) };
+        // SAFETY: as above.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns) };
+        TimerSlack { old }
+    }
+}
+
+impl Drop for TimerSlack {
+    fn drop(&mut self) {
+        if self.old > 0 {
+            // SAFETY: as in `TimerSlack::set`.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, self.old as libc::c_ulong) };
+        }
     }
 }
 

@@ -28,6 +28,10 @@ use crate::time::heap::{TimerHeap, TimerKey};
 
 static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How long shutdown waits, with nothing that could wake a leftover task,
+/// before it gives up on that task.
+const STUCK_TASK_GRACE: Duration = Duration::from_secs(1);
+
 /// Something on the run queue.
 pub(crate) enum Runnable {
     /// Poll the task in slot `key` if it still has id `id`.
@@ -199,15 +203,25 @@ impl LoopInner {
 
     /// One turn of the loop.
     pub(crate) fn run_once(self: &Rc<Self>) {
+        self.turn(None)
+    }
+
+    /// One turn, waiting in the ring at most `max_wait` (beyond timers).
+    fn turn(self: &Rc<Self>, max_wait: Option<Duration>) {
         // 1. How long may the ring wait?
         let has_ready = !self.ready.borrow().is_empty() || self.shared.has_pending();
         let timeout = if has_ready {
             Some(Duration::ZERO)
         } else {
-            self.timers
+            let timer = self
+                .timers
                 .borrow()
                 .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()))
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            match (timer, max_wait) {
+                (Some(t), Some(m)) => Some(t.min(m)),
+                (t, m) => t.or(m),
+            }
         };
 
         // 2. Enter the kernel once: submit, wait, reap. Skipped when work is
@@ -320,6 +334,31 @@ impl LoopInner {
         }
     }
 
+    /// Whether anything local could still wake a task: ready work, a
+    /// timer, or a ring operation in flight.
+    fn can_make_progress(&self) -> bool {
+        !self.ready.borrow().is_empty()
+            || self.shared.has_pending()
+            || self.timers.borrow().len() > 0
+            || self.driver.borrow().has_ops_in_flight()
+    }
+
+    /// A turn that waits at most 100 ms (shutdown must notice when it is
+    /// stuck instead of blocking forever).
+    fn run_once_bounded(self: &Rc<Self>) {
+        self.turn(Some(Duration::from_millis(100)))
+    }
+
+    /// Drops the futures of tasks that will never finish, reporting each.
+    fn drop_stuck_tasks(self: &Rc<Self>, left: &[Rc<dyn TaskObj>]) {
+        for t in left.iter().filter(|t| !t.core().is_done()) {
+            self.report(
+                Report::new(ReportKind::TaskDestroyedPending, "Task was destroyed but it is pending!").task(t.repr()),
+            );
+            t.abandon(self);
+        }
+    }
+
     /// Tasks not yet done.
     pub(crate) fn live_tasks(&self) -> Vec<Rc<dyn TaskObj>> {
         self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect()
@@ -338,8 +377,20 @@ impl LoopInner {
             for t in &left {
                 t.core().request_cancel(None);
             }
+            let mut idle_since: Option<Instant> = None;
             while left.iter().any(|t| !t.core().is_done()) {
-                self.run_once();
+                // A task that suppressed its cancellation and now waits on
+                // something nothing can complete would hang asyncio's run()
+                // forever. Here, once the loop has had nothing that could
+                // wake it (no ready work, timer or ring op) for a second,
+                // such tasks are dropped and reported.
+                if self.can_make_progress() {
+                    idle_since = None;
+                } else if idle_since.get_or_insert_with(Instant::now).elapsed() > STUCK_TASK_GRACE {
+                    self.drop_stuck_tasks(&left);
+                    break;
+                }
+                self.run_once_bounded();
             }
             for t in &left {
                 let core = t.core();

@@ -55,10 +55,13 @@ impl Context {
         CURRENT.with(|c| c.borrow().copy())
     }
 
-    /// A copy of this context with its own identity.
+    /// A copy of this context with its own identity. (The identity is
+    /// drawn lazily, at the copy's first `set`: tokens of the original are
+    /// never valid in the copy, and tasks that never set a variable pay
+    /// nothing for it.)
     pub fn copy(&self) -> Context {
         Context {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: 0,
             values: self.values.clone(),
         }
     }
@@ -79,10 +82,12 @@ impl Context {
 
     /// Runs `f` in this context; returns the context as `f` left it.
     pub(crate) fn enter_returning<R>(self, f: impl FnOnce() -> R) -> (Context, R) {
-        let prev = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), self));
-        let r = f();
-        let ctx = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev));
-        (ctx, r)
+        CURRENT.with(|c| {
+            let prev = std::mem::replace(&mut *c.borrow_mut(), self);
+            let r = f();
+            let ctx = std::mem::replace(&mut *c.borrow_mut(), prev);
+            (ctx, r)
+        })
     }
 }
 

@@ -25,8 +25,3 @@ pub(crate) fn note_await_point(location: &'static Location<'static>) {
     context::with_task(|t| t.core().note_await_point(location));
 }
 
-/// The id of the task being polled.
-#[inline]
-pub(crate) fn task_id() -> Option<u64> {
-    context::with_task(|t| t.core().id)
-}

@@ -13,7 +13,6 @@ use super::raw::{CallbackId, TaskCell, TaskCore, TaskObj};
 use super::stack::Frame;
 use crate::error::{Error, Result};
 use crate::runtime::context;
-use crate::task::current;
 
 /// A handle to a task running on a loop (asyncio's `Task`).
 ///
@@ -179,7 +178,7 @@ fn stack_of(core: &TaskCore, limit: Option<usize>, here: &'static Location<'stat
     let mut frames = Vec::new();
     match core.state() {
         State::Pending => {
-            if current::task_id() == Some(core.id()) {
+            if context::with_task(|t| t.core().id()) == Some(core.id()) {
                 frames.push(Frame::at(here));
             } else if let Some(loc) = core.location() {
                 frames.push(Frame::at(loc));
@@ -334,17 +333,21 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
         let this = &mut *self;
-        if let (Some(me), Some(target)) = (current::task_id(), this.target.awaited_id()) {
-            if me == target {
+        // One thread-local lookup for the whole poll: this is the hot path
+        // of every `task.await`.
+        let current = context::with_task(Rc::clone);
+        let core = current.as_ref().map(|t| t.core());
+        if let (Some(core), Some(target)) = (core, this.target.awaited_id()) {
+            if core.id() == target {
                 return Poll::Ready(Err(Error::msg("Task cannot await on itself")));
             }
         }
-        if let Some(msg) = current::cancel_message() {
+        if let Some(msg) = core.and_then(|c| c.peek_cancel()) {
             if this.target.is_done() {
                 // asyncio: a cancel that lands after the awaited one finished
                 // but before this task resumed wins; the value stays readable
                 // from the task or promise.
-                current::take_cancel();
+                core.map(|c| c.take_cancel());
                 return Poll::Ready(Err(Error::Cancelled { msg }));
             }
             if !this.forwarded {
@@ -352,7 +355,7 @@ where
                 if this.target.cancel_with(msg) {
                     // The inner one carries the cancellation now; its outcome
                     // is ours.
-                    current::take_cancel();
+                    core.map(|c| c.take_cancel());
                 }
             }
         }
@@ -360,7 +363,9 @@ where
             return Poll::Ready(this.target.take());
         }
         this.target.add_waiter(cx.waker());
-        current::note_await_point(this.location);
+        if let Some(core) = core {
+            core.note_await_point(this.location);
+        }
         Poll::Pending
     }
 }

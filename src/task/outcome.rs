@@ -26,7 +26,10 @@ pub(crate) struct Outcome<T> {
     /// Set when the value was moved out by an await.
     value_taken: Cell<bool>,
     error: RefCell<Option<Error>>,
-    waiters: RefCell<Vec<Waker>>,
+    /// Who to wake when it settles. Most tasks have exactly one awaiter,
+    /// so the first waker has a slot of its own (no allocation).
+    first_waiter: RefCell<Option<Waker>>,
+    more_waiters: RefCell<Vec<Waker>>,
     /// Someone read the exception (for "exception was never retrieved").
     retrieved: Cell<bool>,
 }
@@ -38,7 +41,8 @@ impl<T> Default for Outcome<T> {
             value: RefCell::new(None),
             value_taken: Cell::new(false),
             error: RefCell::new(None),
-            waiters: RefCell::new(Vec::new()),
+            first_waiter: RefCell::new(None),
+            more_waiters: RefCell::new(Vec::new()),
             retrieved: Cell::new(false),
         }
     }
@@ -73,8 +77,12 @@ impl<T> Outcome<T> {
                 self.state.set(state);
             }
         }
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
+        let first = self.first_waiter.borrow_mut().take();
+        if let Some(w) = first {
+            w.wake();
+        }
+        let more = std::mem::take(&mut *self.more_waiters.borrow_mut());
+        for w in more {
             w.wake();
         }
         true
@@ -82,9 +90,16 @@ impl<T> Outcome<T> {
 
     /// Registers `waker` to be woken when the outcome settles.
     pub(crate) fn add_waiter(&self, waker: &Waker) {
-        let mut ws = self.waiters.borrow_mut();
-        if !ws.iter().any(|w| w.will_wake(waker)) {
-            ws.push(waker.clone());
+        let mut first = self.first_waiter.borrow_mut();
+        match &*first {
+            None => *first = Some(waker.clone()),
+            Some(w) if w.will_wake(waker) => {}
+            Some(_) => {
+                let mut more = self.more_waiters.borrow_mut();
+                if !more.iter().any(|w| w.will_wake(waker)) {
+                    more.push(waker.clone());
+                }
+            }
         }
     }
 

@@ -83,6 +83,9 @@ pub(crate) trait TaskObj {
     fn add_waiter(&self, waker: &Waker);
     /// Marks the result as read (awaited through a type-erased handle).
     fn mark_retrieved(&self);
+    /// Drops the future of a task that cannot finish (shutdown only); the
+    /// task ends cancelled.
+    fn abandon(&self, lp: &Rc<LoopInner>);
 }
 
 impl TaskCore {
@@ -365,6 +368,16 @@ impl<T: 'static> TaskObj for TaskCell<T> {
     fn mark_retrieved(&self) {
         self.core.retrieved.set(true);
         self.outcome.mark_retrieved();
+    }
+
+    fn abandon(&self, lp: &Rc<LoopInner>) {
+        let fut = self.future.borrow_mut().take();
+        drop(fut);
+        let core = &self.core;
+        core.state.set(State::Cancelled);
+        *core.error.borrow_mut() = Some(Error::Cancelled { msg: None });
+        self.outcome.settle(Err(Error::Cancelled { msg: None }));
+        lp.tasks.borrow_mut().try_remove(core.key.get());
     }
 }
 
