@@ -353,7 +353,11 @@ impl LoopInner {
     fn drop_stuck_tasks(self: &Rc<Self>, left: &[Rc<dyn TaskObj>]) {
         for t in left.iter().filter(|t| !t.core().is_done()) {
             self.report(
-                Report::new(ReportKind::TaskDestroyedPending, "Task was destroyed but it is pending!").task(t.repr()),
+                Report::new(
+                    ReportKind::TaskDestroyedPending,
+                    "Task was destroyed but it is pending!",
+                )
+                .task(t.repr()),
             );
             t.abandon(self);
         }

@@ -24,4 +24,3 @@ pub(crate) fn take_cancel() -> Option<Option<String>> {
 pub(crate) fn note_await_point(location: &'static Location<'static>) {
     context::with_task(|t| t.core().note_await_point(location));
 }
-

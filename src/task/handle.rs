@@ -18,7 +18,7 @@ use crate::runtime::context;
 ///
 /// Cheap to clone. Awaiting it gives the task's `Result<T>` — and, if the
 /// awaiting task is cancelled meanwhile, cancels this one too (SPEC §2.4;
-/// use [`crate::shield`] to prevent that). Dropping a handle does not cancel
+/// use `ringio::shield` to prevent that). Dropping a handle does not cancel
 /// the task.
 ///
 /// An await moves the value out; [`Task::result`] (for `T: Clone`) reads it
