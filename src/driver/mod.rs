@@ -62,8 +62,9 @@ pub(crate) struct Driver {
     ring: IoUring,
     ops: OpTable,
     /// SQEs that did not fit in the SQ even after a flush (the kernel said
-    /// EBUSY/EAGAIN). Their op slots stay in `ops`; they go in next turn.
-    backlog: VecDeque<squeue::Entry>,
+    /// EBUSY/EAGAIN), each with whether it heads a linked pair. Their op
+    /// slots stay in `ops`; they go in next turn.
+    backlog: VecDeque<(squeue::Entry, bool)>,
     support: OpcodeSupport,
     stats: DriverStats,
     /// The eventfd other threads write to wake this loop (owned by the
@@ -269,8 +270,14 @@ impl Driver {
     /// the kernel cannot take right now waits in the backlog; it is never
     /// dropped, and its op's memory stays in the op table meanwhile.
     fn push(&mut self, sqe: squeue::Entry) {
+        self.push_entry(sqe, false)
+    }
+
+    /// [`Driver::push`], marking whether `sqe` heads a linked pair (which
+    /// must enter the SQ together with its successor).
+    fn push_entry(&mut self, sqe: squeue::Entry, heads_link: bool) {
         if !self.backlog.is_empty() {
-            self.backlog.push_back(sqe);
+            self.backlog.push_back((sqe, heads_link));
             return;
         }
         // SAFETY: the memory behind every SQE is owned by the op table or by
@@ -283,13 +290,22 @@ impl Driver {
         self.flush();
         // SAFETY: as above.
         if unsafe { self.ring.submission().push(&sqe) }.is_err() {
-            self.backlog.push_back(sqe);
+            self.backlog.push_back((sqe, heads_link));
         }
     }
 
     /// Moves backlog entries into the SQ while there is room.
     fn refill_from_backlog(&mut self) {
-        while let Some(sqe) = self.backlog.front() {
+        while let Some((sqe, heads_link)) = self.backlog.front() {
+            let room = {
+                let sq = self.ring.submission();
+                sq.capacity() - sq.len()
+            };
+            // A linked pair goes in whole or not at all: a link cut at the
+            // end of a submission would run the op without its timeout.
+            if room < if *heads_link { 2 } else { 1 } {
+                break;
+            }
             // SAFETY: as in `push`.
             if unsafe { self.ring.submission().push(sqe) }.is_err() {
                 break;

@@ -88,6 +88,8 @@ pub(crate) struct LoopInner {
     pub(crate) shutdown_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
     /// Reused buffer for the wakers of one reap.
     wake_buf: RefCell<Vec<Waker>>,
+    /// Waker states of finished tasks, reused by new ones.
+    pub(crate) waker_pool: RefCell<Vec<Arc<super::waker::TaskWaker>>>,
 }
 
 impl LoopInner {
@@ -117,6 +119,7 @@ impl LoopInner {
             closed: Cell::new(false),
             shutdown_hooks: RefCell::new(Vec::new()),
             wake_buf: RefCell::new(Vec::new()),
+            waker_pool: RefCell::new(Vec::new()),
         }))
     }
 

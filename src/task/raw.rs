@@ -27,6 +27,9 @@ use crate::runtime::waker::TaskWaker;
 /// process, like asyncio's).
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How many finished tasks' waker states a loop keeps for reuse.
+const WAKER_POOL_MAX: usize = 1024;
+
 /// Identifies a done callback, for `remove_done_callback`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CallbackId(pub(crate) u64);
@@ -42,7 +45,9 @@ pub(crate) struct TaskCore {
     coro: &'static str,
     lp: Weak<LoopInner>,
     waker: Waker,
-    waker_state: Arc<TaskWaker>,
+    /// `None` only while the cell is being dropped (the state goes back to
+    /// the loop's pool for the next task).
+    waker_state: Option<Arc<TaskWaker>>,
     /// Polled at least once (a cancel before the first poll ends the task
     /// without running any of it, as asyncio's does).
     started: Cell<bool>,
@@ -231,12 +236,24 @@ impl<T: 'static> TaskCell<T> {
         let mut tasks = lp.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let key = entry.key();
-        let waker_state = Arc::new(TaskWaker {
-            key,
-            id,
-            scheduled: std::sync::atomic::AtomicBool::new(true),
-            shared: lp.shared.clone(),
+        // Reuse a finished task's waker state: pooled ones are unique (see
+        // `Drop for TaskCell`), so `get_mut` succeeds and neither an atomic
+        // refcount nor an allocation is paid.
+        let mut pooled = lp.waker_pool.borrow_mut().pop();
+        let reused = pooled.as_mut().and_then(Arc::get_mut).map(|w| {
+            w.key = key;
+            w.id = id;
+            *w.scheduled.get_mut() = true;
         });
+        let waker_state = match (reused, pooled) {
+            (Some(()), Some(ws)) => ws,
+            _ => Arc::new(TaskWaker {
+                key,
+                id,
+                scheduled: std::sync::atomic::AtomicBool::new(true),
+                shared: lp.shared.clone(),
+            }),
+        };
         let waker = futures_util::task::waker(waker_state.clone());
         let cell = Rc::new(TaskCell {
             core: TaskCore {
@@ -246,7 +263,7 @@ impl<T: 'static> TaskCell<T> {
                 coro,
                 lp: Rc::downgrade(lp),
                 waker,
-                waker_state,
+                waker_state: Some(waker_state),
                 started: Cell::new(false),
                 must_cancel: RefCell::new(None),
                 num_cancels_requested: Cell::new(0),
@@ -304,7 +321,9 @@ impl<T: 'static> TaskObj for TaskCell<T> {
 
     fn run(self: Rc<Self>, lp: &Rc<LoopInner>) {
         let core = &self.core;
-        core.waker_state.scheduled.store(false, Ordering::Release);
+        if let Some(ws) = &core.waker_state {
+            ws.scheduled.store(false, Ordering::Release);
+        }
         if core.is_done() {
             return;
         }
@@ -386,6 +405,19 @@ impl<T: 'static> TaskObj for TaskCell<T> {
 
 impl<T> Drop for TaskCell<T> {
     fn drop(&mut self) {
+        // Hand the waker state back to the loop for the next task, if no
+        // waker clone is still out there (a stale clone keeps it alive,
+        // harmlessly: its key and id no longer match any task).
+        let waker = std::mem::replace(&mut self.core.waker, Waker::noop().clone());
+        drop(waker);
+        if let (Some(mut ws), Some(lp)) = (self.core.waker_state.take(), self.core.lp.upgrade()) {
+            if Arc::get_mut(&mut ws).is_some() {
+                let mut pool = lp.waker_pool.borrow_mut();
+                if pool.len() < WAKER_POOL_MAX {
+                    pool.push(ws);
+                }
+            }
+        }
         let core = &self.core;
         let report = match core.state.get() {
             State::Pending if core.started.get() => Some(
