@@ -187,19 +187,22 @@ impl Driver {
     ) -> OpKey {
         let key = self.ops.insert(cleanup);
         self.stats.ops_submitted += 1;
-        // A link must not be split by a flush between the two entries.
-        let room = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if room < 2 {
+        // A link must not be split by a flush between the two entries: make
+        // room for both, or queue both in the backlog.
+        if self.sq_room() < 2 {
             self.flush();
         }
-        self.push(
-            sqe.user_data(key.index as u64)
-                .flags(squeue::Flags::IO_LINK),
-        );
-        self.push(timeout.user_data(UD_IGNORED));
+        let head = sqe
+            .user_data(key.index as u64)
+            .flags(squeue::Flags::IO_LINK);
+        let tail = timeout.user_data(UD_IGNORED);
+        if self.sq_room() < 2 || !self.backlog.is_empty() {
+            self.backlog.push_back((head, true));
+            self.backlog.push_back((tail, false));
+        } else {
+            self.push(head);
+            self.push(tail);
+        }
         key
     }
 
@@ -270,14 +273,8 @@ impl Driver {
     /// the kernel cannot take right now waits in the backlog; it is never
     /// dropped, and its op's memory stays in the op table meanwhile.
     fn push(&mut self, sqe: squeue::Entry) {
-        self.push_entry(sqe, false)
-    }
-
-    /// [`Driver::push`], marking whether `sqe` heads a linked pair (which
-    /// must enter the SQ together with its successor).
-    fn push_entry(&mut self, sqe: squeue::Entry, heads_link: bool) {
         if !self.backlog.is_empty() {
-            self.backlog.push_back((sqe, heads_link));
+            self.backlog.push_back((sqe, false));
             return;
         }
         // SAFETY: the memory behind every SQE is owned by the op table or by
@@ -290,17 +287,20 @@ impl Driver {
         self.flush();
         // SAFETY: as above.
         if unsafe { self.ring.submission().push(&sqe) }.is_err() {
-            self.backlog.push_back((sqe, heads_link));
+            self.backlog.push_back((sqe, false));
         }
+    }
+
+    /// Free entries in the submission queue.
+    fn sq_room(&mut self) -> usize {
+        let sq = self.ring.submission();
+        sq.capacity() - sq.len()
     }
 
     /// Moves backlog entries into the SQ while there is room.
     fn refill_from_backlog(&mut self) {
         while let Some((sqe, heads_link)) = self.backlog.front() {
-            let room = {
-                let sq = self.ring.submission();
-                sq.capacity() - sq.len()
-            };
+            let room = self.sq_room();
             // A linked pair goes in whole or not at all: a link cut at the
             // end of a submission would run the op without its timeout.
             if room < if *heads_link { 2 } else { 1 } {
