@@ -299,18 +299,20 @@ impl Driver {
 
     /// Moves backlog entries into the SQ while there is room.
     fn refill_from_backlog(&mut self) {
-        while let Some((sqe, heads_link)) = self.backlog.front() {
-            let room = self.sq_room();
+        while let Some(heads_link) = self.backlog.front().map(|&(_, h)| h) {
             // A linked pair goes in whole or not at all: a link cut at the
             // end of a submission would run the op without its timeout.
-            if room < if *heads_link { 2 } else { 1 } {
+            if self.sq_room() < if heads_link { 2 } else { 1 } {
                 break;
             }
+            let Some((sqe, _)) = self.backlog.pop_front() else {
+                break;
+            };
             // SAFETY: as in `push`.
-            if unsafe { self.ring.submission().push(sqe) }.is_err() {
+            if unsafe { self.ring.submission().push(&sqe) }.is_err() {
+                self.backlog.push_front((sqe, heads_link));
                 break;
             }
-            self.backlog.pop_front();
         }
     }
 
