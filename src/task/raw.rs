@@ -90,6 +90,13 @@ impl TaskCore {
         self.id
     }
 
+    /// The task's slot in its loop's task table while it is live (with
+    /// `id`, what a `Send` future may keep to find the task again on its
+    /// loop's thread: `wait_for` over a `Send` future does).
+    pub(crate) fn key(&self) -> usize {
+        self.key.get()
+    }
+
     pub(crate) fn name(&self) -> String {
         self.name
             .borrow()
