@@ -311,7 +311,11 @@ impl<T: 'static> TaskObj for TaskCell<T> {
         }
         if !core.started.replace(true) {
             // Cancelled before it ever ran: none of it runs (asyncio).
-            if let Some(msg) = core.must_cancel.borrow_mut().take() {
+            // (Taken in its own statement: an `if let` scrutinee's
+            // `RefMut` would live through the body, and `finish` borrows
+            // `must_cancel` again.)
+            let pending = core.must_cancel.borrow_mut().take();
+            if let Some(msg) = pending {
                 self.future.borrow_mut().take();
                 self.finish(lp, Err(Error::Cancelled { msg }));
                 return;
