@@ -156,6 +156,26 @@ fn gather_children_start_on_the_next_loop_turn() {
 }
 
 #[test]
+fn gather_cancelled_before_its_children_ran_runs_none_of_them() {
+    run(async {
+        let ran = Rc::new(Cell::new(0));
+        let child = || {
+            let ran = ran.clone();
+            async move {
+                ran.set(ran.get() + 1);
+                Ok::<_, Error>(())
+            }
+        };
+        let g = ringio::gather(vec![child(), child()]);
+        assert!(g.cancel());
+        assert!(g.clone().await.unwrap_err().is_cancelled());
+        assert!(g.cancelled());
+        assert_eq!(ran.get(), 0);
+        assert_nothing_left().await;
+    });
+}
+
+#[test]
 fn gather_results_are_in_input_order_not_completion_order() {
     run(async {
         let order = Log::default();
@@ -180,13 +200,16 @@ fn gather_first_error_propagates_at_once_and_siblings_keep_running() {
     run(async {
         let t0 = Instant::now();
         let slow = ringio::create_task(after(secs(3.0), "slow"));
+        let medium_done = Rc::new(Cell::new(false));
+        let m = medium_done.clone();
         let g = ringio::gather(vec![
-            boxed(fail_after(secs(1.0), "boom")),
-            boxed({
-                let slow = slow.clone();
-                async move { slow.await }
+            ringio::create_task(fail_after(secs(1.0), "boom")),
+            slow.clone(),
+            ringio::create_task(async move {
+                ringio::sleep(secs(2.0)).await?;
+                m.set(true);
+                Ok::<_, Error>("medium")
             }),
-            boxed(after(secs(2.0), "medium")),
         ]);
         let e = g.clone().await.unwrap_err();
         assert_eq!(e.to_string(), "boom");
@@ -200,6 +223,7 @@ fn gather_first_error_propagates_at_once_and_siblings_keep_running() {
         assert_eq!(slow.clone().await.unwrap(), "slow");
         about(t0, 3.0);
         assert!(!slow.cancelled());
+        assert!(medium_done.get());
         assert_nothing_left().await;
     });
 }
@@ -216,7 +240,10 @@ fn gather_cancel_cancels_every_child_not_done() {
         ringio::sleep(secs(0.1)).await.unwrap();
         assert!(g.cancel_with("stop"));
         let e = g.clone().await.unwrap_err();
-        assert!(matches!(&e, Error::Cancelled { msg: Some(m) } if m == "stop"), "{e:?}");
+        assert!(
+            matches!(&e, Error::Cancelled { msg: Some(m) } if m == "stop"),
+            "{e:?}"
+        );
         assert!(a.cancelled() && b.cancelled());
         assert!(!done_child.cancelled());
         assert!(g.cancelled());
@@ -286,13 +313,7 @@ fn gather_cancelled_child_fails_it_without_cancelling_gather_or_siblings() {
 fn gather_cancel_after_it_failed_does_not_cancel_the_others() {
     run(async {
         let other = ringio::create_task(after(secs(2.0), 7));
-        let g = ringio::gather(vec![
-            boxed(fail_after(secs(0.5), "early")),
-            boxed({
-                let o = other.clone();
-                async move { o.await }
-            }),
-        ]);
+        let g = ringio::gather!(fail_after::<()>(secs(0.5), "early"), other.clone());
         assert!(g.clone().await.is_err());
         // asyncio's note: cancelling a gather after it was marked done
         // does not cancel any submitted awaitable.
@@ -415,10 +436,11 @@ fn gather_macro_mixes_types_and_propagates_the_first_error() {
 
         let t0 = Instant::now();
         let slow = ringio::create_task(after(secs(2.0), ()));
-        let e = ringio::gather!(after(secs(0.5), 1), fail_after::<()>(secs(1.0), "x"), {
-            let s = slow.clone();
-            async move { s.await }
-        })
+        let e = ringio::gather!(
+            after(secs(0.5), 1),
+            fail_after::<()>(secs(1.0), "x"),
+            slow.clone()
+        )
         .await
         .unwrap_err();
         assert_eq!(e.to_string(), "x");
@@ -523,10 +545,7 @@ fn shield_outer_cancelled_inner_keeps_running() {
         assert!(!inner.cancelled());
         assert_nothing_left().await;
     });
-    assert_eq!(
-        log.lines(),
-        ["waiter: res = None", "something() finished"]
-    );
+    assert_eq!(log.lines(), ["waiter: res = None", "something() finished"]);
 }
 
 #[test]
@@ -786,7 +805,10 @@ fn wait_for_cancelling_the_waiter_cancels_the_inner() {
         ringio::sleep(secs(0.5)).await.unwrap();
         assert!(waiter.cancel_with("go away"));
         let e = waiter.clone().await.unwrap_err();
-        assert!(matches!(&e, Error::Cancelled { msg: Some(m) } if m == "go away"), "{e:?}");
+        assert!(
+            matches!(&e, Error::Cancelled { msg: Some(m) } if m == "go away"),
+            "{e:?}"
+        );
         assert!(waiter.cancelled());
         let inner = seen.borrow().clone().expect("inner saw nothing");
         assert!(inner.unwrap_err().is_cancelled());
@@ -847,8 +869,11 @@ fn wait_for_foreign_future_is_dropped_on_timeout() {
         let t0 = Instant::now();
         // A future that is no ringio await point: the cancel cannot be
         // delivered inside it, so its task is dropped (SPEC §2.6).
-        let r = ringio::wait_for(futures_util::future::pending::<Result<()>>(), Some(secs(0.5)))
-            .await;
+        let r = ringio::wait_for(
+            futures_util::future::pending::<Result<()>>(),
+            Some(secs(0.5)),
+        )
+        .await;
         assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
         about(t0, 0.5);
         assert_nothing_left().await;
@@ -902,7 +927,12 @@ fn wait_for_dropped_midway_cancels_its_private_task() {
 #[test]
 fn wait_empty_input_is_invalid_argument() {
     run(async {
-        let r = ringio::wait(Vec::<ringio::Task<()>>::new(), None, ReturnWhen::AllCompleted).await;
+        let r = ringio::wait(
+            Vec::<ringio::Task<()>>::new(),
+            None,
+            ReturnWhen::AllCompleted,
+        )
+        .await;
         assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
     });
 }
@@ -937,13 +967,10 @@ fn wait_first_completed_never_cancels() {
         let t0 = Instant::now();
         let a = ringio::create_task(after(secs(2.0), "a"));
         let b = ringio::create_task(after(secs(1.0), "b"));
-        let (done, pending) = ringio::wait(
-            [a.clone(), b.clone()],
-            None,
-            ReturnWhen::FirstCompleted,
-        )
-        .await
-        .unwrap();
+        let (done, pending) =
+            ringio::wait([a.clone(), b.clone()], None, ReturnWhen::FirstCompleted)
+                .await
+                .unwrap();
         about(t0, 1.0);
         assert_eq!(done.len(), 1);
         assert!(done[0] == b);
@@ -1078,13 +1105,10 @@ fn wait_coroutine_pitfall_fixed_with_a_task() {
 fn wait_same_task_twice_counts_once_and_accepts_task_refs() {
     run(async {
         let t = ringio::create_task(after(secs(0.1), ()));
-        let (done, pending) = ringio::wait(
-            [t.as_ref(), t.as_ref()],
-            None,
-            ReturnWhen::AllCompleted,
-        )
-        .await
-        .unwrap();
+        let (done, pending) =
+            ringio::wait([t.as_ref(), t.as_ref()], None, ReturnWhen::AllCompleted)
+                .await
+                .unwrap();
         assert_eq!(done.len(), 1);
         assert!(pending.is_empty());
         assert_eq!(done[0].task_ref(), Some(t.as_ref()));
