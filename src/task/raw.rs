@@ -63,10 +63,13 @@ pub(crate) struct TaskCore {
     retrieved: Cell<bool>,
 }
 
+/// The future a task runs, boxed so every task of result `T` has one type.
+pub(crate) type TaskFuture<T> = Pin<Box<dyn Future<Output = Result<T>>>>;
+
 /// A task of result type `T`.
 pub(crate) struct TaskCell<T> {
     pub(crate) core: TaskCore,
-    future: RefCell<Option<Pin<Box<dyn Future<Output = Result<T>>>>>>,
+    future: RefCell<Option<TaskFuture<T>>>,
     pub(crate) outcome: Outcome<T>,
 }
 
@@ -220,7 +223,7 @@ impl<T: 'static> TaskCell<T> {
     /// Creates a task on `lp` and schedules its first poll.
     pub(crate) fn spawn(
         lp: &Rc<LoopInner>,
-        future: Pin<Box<dyn Future<Output = Result<T>>>>,
+        future: TaskFuture<T>,
         coro: &'static str,
         name: Option<String>,
         context: Context,
