@@ -23,11 +23,21 @@ async fn factorial(name: &str, number: u64) -> Result<u64> {
 /// `gather`: three factorials concurrently, about 3 units in all.
 fn gather() {
     ringio::run(async {
-        // Schedule three calls *concurrently* (mixed future types: the
-        // `gather!` macro; `ringio::gather(vec)` takes one type).
-        let (a, b, c) =
-            ringio::gather!(factorial("A", 2), factorial("B", 3), factorial("C", 4)).await?;
-        say!("results: {:?}", [a, b, c]);
+        // Schedule three calls *concurrently*:
+        let results = ringio::gather(vec![
+            factorial("A", 2),
+            factorial("B", 3),
+            factorial("C", 4),
+        ])
+        .await?;
+        say!("results: {results:?}");
+        // Futures of different types: the `gather!` macro gives a tuple.
+        let (n, s) = ringio::gather!(
+            ringio::sleep_with(secs(1.0), 1),
+            ringio::sleep_with(secs(1.0), "one")
+        )
+        .await?;
+        say!("gather!: ({n}, {s:?})");
         Ok::<_, Error>(())
     })
     .unwrap();

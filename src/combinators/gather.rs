@@ -96,9 +96,9 @@ impl<O> Clone for Gather<O> {
 /// ringio::run(async {
 ///     // Schedule three calls *concurrently*:
 ///     let results = ringio::gather(vec![
-///         Box::pin(factorial("A", 2)) as std::pin::Pin<Box<dyn Future<Output = _>>>,
-///         Box::pin(factorial("B", 3)),
-///         Box::pin(factorial("C", 4)),
+///         factorial("A", 2),
+///         factorial("B", 3),
+///         factorial("C", 4),
 ///     ])
 ///     .await
 ///     .unwrap();

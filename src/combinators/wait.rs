@@ -46,6 +46,10 @@ pub type WaitResult<T> = (Vec<Child<T>>, Vec<Child<T>>);
 /// `done` child. An empty input is `Err(Error::InvalidArgument)`.
 /// Cancelling the task that awaits `wait` cancels only the wait.
 ///
+/// A [`Task`](crate::Task) or [`Promise`](crate::Promise) given needs a
+/// `Clone` value (the value is read by cloning, see [`Awaitable`]); for a
+/// task whose value is not `Clone`, pass [`task.as_ref()`](crate::Task::as_ref).
+///
 /// A plain future is scheduled as a task, and it is that task which comes
 /// back in `done` or `pending` — not the future, which was moved in. So
 /// to find one of your own in the result, create the task yourself and
