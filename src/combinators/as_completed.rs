@@ -17,7 +17,7 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures_util::stream::Stream;
+use futures_util::stream::{FusedStream, Stream};
 
 use super::awaitable::{Awaitable, Child};
 use crate::error::{Error, Result};
@@ -185,7 +185,11 @@ where
 }
 
 /// What [`as_completed`] returns: an [`Iterator`] of [`Next`] awaitables,
-/// and a [`Stream`] of results.
+/// and a [`Stream`] of results (both hand out the same results: use one or
+/// the other). With `StreamExt` in scope, methods both traits have
+/// (`next`, `map`, `collect`, …) need the trait named:
+/// `Iterator::next(&mut it)`, `StreamExt::next(&mut it)`; a `for` loop
+/// needs nothing.
 #[must_use = "iterate it, or poll it as a stream"]
 pub struct AsCompleted<T: 'static> {
     shared: Rc<Shared<T>>,
@@ -244,6 +248,12 @@ impl<T: 'static> Stream for AsCompleted<T> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = self.count - self.handed;
         (n, Some(n))
+    }
+}
+
+impl<T: 'static> FusedStream for AsCompleted<T> {
+    fn is_terminated(&self) -> bool {
+        self.handed == self.count
     }
 }
 

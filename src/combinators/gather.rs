@@ -105,7 +105,6 @@ impl<O> Clone for Gather<O> {
 ///     assert_eq!(results, [2, 6, 24]);
 /// });
 /// ```
-#[track_caller]
 pub fn gather<I>(aws: I) -> Gather<Vec<<I::Item as Awaitable>::Output>>
 where
     I: IntoIterator,
@@ -141,7 +140,6 @@ where
 ///     assert_eq!(results[1].as_ref().unwrap_err().to_string(), "boom");
 /// });
 /// ```
-#[track_caller]
 pub fn gather_settled<I>(aws: I) -> Gather<Vec<Result<<I::Item as Awaitable>::Output>>>
 where
     I: IntoIterator,

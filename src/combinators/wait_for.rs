@@ -40,7 +40,10 @@ use crate::time::{Sleep, sleep};
 /// - Cancelling the task awaiting `wait_for` cancels `aw` as well (wrap it
 ///   in [`shield`](crate::shield) to prevent both).
 ///
-/// A plain future is scheduled as a task at the first poll; a
+/// A plain future is scheduled as a task at the first poll (so, unlike
+/// asyncio 3.12's inline `wait_for`, it runs as a task of its own: it sees
+/// its own `current_task()` and a copy of the context, as the document's
+/// "automatically scheduled as a Task" says); a
 /// [`Task`](crate::Task) or [`Promise`](crate::Promise) is awaited as is
 /// (a timeout cancels it). The returned future is `Send` when `aw` is a
 /// `Send` future with a `Send` value.
