@@ -928,6 +928,48 @@ fn wait_for_dropped_midway_cancels_its_private_task() {
     });
 }
 
+#[test]
+fn wait_for_a_gather_cancels_its_children_on_timeout() {
+    run(async {
+        let a = ringio::create_task(after(HOUR, 1));
+        let b = ringio::create_task(after(secs(0.1), 2));
+        let t0 = Instant::now();
+        let r = ringio::wait_for(ringio::gather(vec![a.clone(), b.clone()]), Some(secs(0.5))).await;
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        about(t0, 0.5);
+        assert!(a.cancelled());
+        assert_eq!(b.result().unwrap(), 2);
+        assert_nothing_left().await;
+    });
+}
+
+#[test]
+fn a_task_parked_in_a_combinator_shows_where() {
+    run(async {
+        let t = ringio::create_task(async {
+            let line = line!() + 1;
+            let r = ringio::wait_for(after(HOUR, 0), Some(HOUR)).await;
+            Ok::<_, Error>((line, r))
+        });
+        ringio::sleep(secs(0.1)).await.unwrap();
+        let stack = t.get_stack(None);
+        assert_eq!(stack.len(), 1, "{stack:?}");
+        let line = match &stack[0] {
+            ringio::Frame::Location { file, line, .. } => {
+                assert!(file.ends_with("combinators.rs"), "{file}");
+                *line
+            }
+            other => panic!("{other:?}"),
+        };
+        // The cancel goes through the combinator into the inner task.
+        t.cancel();
+        let (want, r) = t.await.unwrap();
+        assert_eq!(line, want);
+        assert!(r.unwrap_err().is_cancelled());
+        assert_nothing_left().await;
+    });
+}
+
 // --- wait ---------------------------------------------------------------
 
 #[test]
