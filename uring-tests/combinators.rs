@@ -851,6 +851,37 @@ fn wait_for_future_is_send_for_a_send_future() {
 }
 
 #[test]
+fn wait_for_runs_inside_a_future_sent_from_another_thread() {
+    run(async {
+        let handle = ringio::get_running_loop().unwrap().handle();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Another thread builds the future (wait_for over a Send future is
+        // Send) and hands it to this loop.
+        std::thread::spawn(move || {
+            let fut = async move {
+                let quick =
+                    ringio::wait_for(ringio::sleep_with(secs(0.5), 7), Some(secs(2.0))).await;
+                let slow = ringio::wait_for(ringio::sleep_with(HOUR, 0), Some(secs(0.5))).await;
+                tx.send((quick, slow)).unwrap();
+                Ok::<_, Error>(())
+            };
+            handle.spawn_detached(fut).unwrap();
+        })
+        .join()
+        .unwrap();
+        let got = loop {
+            if let Ok(got) = rx.try_recv() {
+                break got;
+            }
+            ringio::sleep(secs(0.1)).await.unwrap();
+        };
+        assert_eq!(got.0.unwrap(), 7);
+        assert!(matches!(got.1, Err(Error::Timeout)), "{:?}", got.1);
+        assert_nothing_left().await;
+    });
+}
+
+#[test]
 fn wait_for_on_a_ring_operation_leaves_nothing_in_flight() {
     run(async {
         let (a, _b) = UnixStream::pair().unwrap();
