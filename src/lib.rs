@@ -36,6 +36,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod combinators;
 mod driver;
 mod error;
 pub mod io;
@@ -43,6 +44,10 @@ mod runtime;
 mod task;
 mod time;
 
+pub use combinators::{
+    AsCompleted, Awaitable, Child, Gather, ReturnWhen, WaitFor, as_completed, gather,
+    gather_settled, shield, wait, wait_for,
+};
 pub use driver::{DriverStats, MAX_RING_ENTRIES};
 pub use error::{Error, Result};
 pub use runtime::{

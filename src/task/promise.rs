@@ -77,6 +77,12 @@ impl<T: 'static> Promise<T> {
         }
     }
 
+    /// The address of the shared cell: the promise's identity (the
+    /// combinators use it to see the same promise given twice).
+    pub(crate) fn cell_addr(&self) -> usize {
+        Rc::as_ptr(&self.cell) as *const () as usize
+    }
+
     /// Sets the value. `Err(InvalidState)` if already done.
     pub fn set_result(&self, value: T) -> Result<()> {
         self.settle(Ok(value))

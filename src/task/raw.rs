@@ -101,6 +101,13 @@ impl TaskCore {
         self.id
     }
 
+    /// The task's slot in its loop's task table while it is live (with
+    /// `id`, what a `Send` future may keep to find the task again on its
+    /// loop's thread: `wait_for` over a `Send` future does).
+    pub(crate) fn key(&self) -> usize {
+        self.key.get()
+    }
+
     pub(crate) fn name(&self) -> String {
         self.name
             .borrow()
@@ -329,7 +336,11 @@ impl<T: 'static> TaskObj for TaskCell<T> {
         }
         if !core.started.replace(true) {
             // Cancelled before it ever ran: none of it runs (asyncio).
-            if let Some(msg) = core.must_cancel.borrow_mut().take() {
+            // (Taken in its own statement: an `if let` scrutinee's
+            // `RefMut` would live through the body, and `finish` borrows
+            // `must_cancel` again.)
+            let pending = core.must_cancel.borrow_mut().take();
+            if let Some(msg) = pending {
                 self.future.borrow_mut().take();
                 self.finish(lp, Err(Error::Cancelled { msg }));
                 return;
