@@ -1,5 +1,5 @@
-//! Timers (issues 6 and 8): wake-up lateness of 100k concurrent sleeps of
-//! 1–100 ms, and the cost of arming and cancelling one timer per simulated
+//! Timers (issues 6 and 8): wake-up lateness of 100k (and 10k) concurrent
+//! sleeps of 1–100 ms, and the cost of arming and cancelling one timer per simulated
 //! request with 100 / 10,000 / 100,000 timers pending.
 //!
 //! The raw ring's rows use one kernel `IORING_OP_TIMEOUT` per sleep and
@@ -13,8 +13,6 @@ use io_uring::{opcode, types};
 
 use crate::util::{poll_once, push, raw_ring, thread_cpu, tokio_ct};
 use crate::{Better, Row};
-
-const SLEEPS: usize = 100_000;
 
 /// Sleep `i` lasts 1..=100 ms, spread evenly.
 fn delay_of(i: usize) -> Duration {
@@ -49,12 +47,12 @@ fn summarize(late_ns: &[u64], total: Duration, cpu: Duration) -> Lateness {
     }
 }
 
-fn ringio_lateness() -> Lateness {
-    ringio::run(async {
+fn ringio_lateness(sleeps: usize) -> Lateness {
+    ringio::run(async move {
         let cpu0 = thread_cpu();
         let t0 = Instant::now();
-        let mut v = Vec::with_capacity(SLEEPS);
-        for i in 0..SLEEPS {
+        let mut v = Vec::with_capacity(sleeps);
+        for i in 0..sleeps {
             let d = delay_of(i);
             v.push(ringio::create_task(async move {
                 let t = Instant::now();
@@ -62,7 +60,7 @@ fn ringio_lateness() -> Lateness {
                 Ok::<u64, ringio::Error>(t.elapsed().saturating_sub(d).as_nanos() as u64)
             }));
         }
-        let mut late = Vec::with_capacity(SLEEPS);
+        let mut late = Vec::with_capacity(sleeps);
         for t in v {
             late.push(t.await.unwrap());
         }
@@ -70,12 +68,12 @@ fn ringio_lateness() -> Lateness {
     })
 }
 
-fn tokio_lateness(rt: &tokio::runtime::Runtime) -> Lateness {
-    rt.block_on(async {
+fn tokio_lateness(rt: &tokio::runtime::Runtime, sleeps: usize) -> Lateness {
+    rt.block_on(async move {
         let cpu0 = thread_cpu();
         let t0 = Instant::now();
-        let mut v = Vec::with_capacity(SLEEPS);
-        for i in 0..SLEEPS {
+        let mut v = Vec::with_capacity(sleeps);
+        for i in 0..sleeps {
             let d = delay_of(i);
             v.push(tokio::spawn(async move {
                 let t = Instant::now();
@@ -83,7 +81,7 @@ fn tokio_lateness(rt: &tokio::runtime::Runtime) -> Lateness {
                 t.elapsed().saturating_sub(d).as_nanos() as u64
             }));
         }
-        let mut late = Vec::with_capacity(SLEEPS);
+        let mut late = Vec::with_capacity(sleeps);
         for h in v {
             late.push(h.await.unwrap());
         }
@@ -93,15 +91,15 @@ fn tokio_lateness(rt: &tokio::runtime::Runtime) -> Lateness {
 
 /// One kernel timeout per sleep, submitted in batches of 32 (the arming
 /// time of a batch is taken after its submit), reaped as they fire.
-fn raw_lateness() -> Lateness {
+fn raw_lateness(sleeps: usize) -> Lateness {
     let mut ring = raw_ring(4096);
     let cpu0 = thread_cpu();
     let t0 = Instant::now();
-    let ts: Vec<types::Timespec> = (0..SLEEPS)
+    let ts: Vec<types::Timespec> = (0..sleeps)
         .map(|i| types::Timespec::from(delay_of(i)))
         .collect();
-    let mut armed = vec![t0; SLEEPS];
-    let mut late = vec![0u64; SLEEPS];
+    let mut armed = vec![t0; sleeps];
+    let mut late = vec![0u64; sleeps];
     let mut done = 0usize;
     let reap = |ring: &mut io_uring::IoUring, late: &mut Vec<u64>, armed: &[Instant]| {
         let now = Instant::now();
@@ -115,8 +113,8 @@ fn raw_lateness() -> Lateness {
         }
         n
     };
-    for start in (0..SLEEPS).step_by(32) {
-        let end = (start + 32).min(SLEEPS);
+    for start in (0..sleeps).step_by(32) {
+        let end = (start + 32).min(sleeps);
         for (i, t) in ts.iter().enumerate().take(end).skip(start) {
             let sqe = opcode::Timeout::new(t).build().user_data(i as u64);
             push(&mut ring, &sqe);
@@ -133,7 +131,7 @@ fn raw_lateness() -> Lateness {
         armed[start..end].fill(now);
         done += reap(&mut ring, &mut late, &armed);
     }
-    while done < SLEEPS {
+    while done < sleeps {
         ring.submit_and_wait(1).unwrap();
         done += reap(&mut ring, &mut late, &armed);
     }
@@ -221,47 +219,55 @@ fn raw_arm_cancel(pending: usize, iters: usize) -> f64 {
 
 pub fn run(cfg: &crate::util::Config) -> Vec<Row> {
     let ct = tokio_ct();
-    let mut over = Row::new(
-        "timers",
-        "100k sleeps 1–100 ms: wall over 100 ms floor",
-        "ms",
-        Better::Lower,
-    );
-    let mut mean = Row::new("timers", "100k sleeps: mean lateness", "µs", Better::Lower);
-    let mut mean2 = Row::new(
-        "timers",
-        "100k sleeps: mean lateness of 50–100 ms ones",
-        "µs",
-        Better::Lower,
-    );
-    let mut cpu = Row::new(
-        "timers",
-        "100k sleeps: CPU per sleep (spawn, arm, fire, join)",
-        "ns",
-        Better::Lower,
-    );
-    for rep in 0..cfg.reps {
-        let runs: [(usize, &dyn Fn() -> Lateness); 3] = [
-            (0, &ringio_lateness),
-            (1, &|| tokio_lateness(&ct)),
-            (2, &raw_lateness),
-        ];
-        for k in 0..3 {
-            // Rotate the order between repetitions.
-            let (which, f) = &runs[(k + rep) % 3];
-            let l = f();
-            let pick = |r: &mut Row, v: f64| match which {
-                0 => r.ringio.push(v),
-                1 => r.tokio.push(v),
-                _ => r.raw.push(v),
-            };
-            pick(&mut over, l.over_floor_ms);
-            pick(&mut mean, l.mean_all_us);
-            pick(&mut mean2, l.mean_50_100_us);
-            pick(&mut cpu, l.cpu_ns_per_sleep);
+    let mut rows = Vec::new();
+    for sleeps in [100_000usize, 10_000] {
+        let k = sleeps / 1000;
+        let mut over = Row::new(
+            "timers",
+            format!("{k}k sleeps 1–100 ms: wall over 100 ms floor"),
+            "ms",
+            Better::Lower,
+        );
+        let mut mean = Row::new(
+            "timers",
+            format!("{k}k sleeps: mean lateness"),
+            "µs",
+            Better::Lower,
+        );
+        let mut mean2 = Row::new(
+            "timers",
+            format!("{k}k sleeps: mean lateness of 50–100 ms ones"),
+            "µs",
+            Better::Lower,
+        );
+        let mut cpu = Row::new(
+            "timers",
+            format!("{k}k sleeps: CPU per sleep (spawn, arm, fire, join)"),
+            "ns",
+            Better::Lower,
+        );
+        for rep in 0..cfg.reps {
+            for j in 0..3 {
+                // Rotate the order between repetitions.
+                let which = (j + rep) % 3;
+                let l = match which {
+                    0 => ringio_lateness(sleeps),
+                    1 => tokio_lateness(&ct, sleeps),
+                    _ => raw_lateness(sleeps),
+                };
+                let pick = |r: &mut Row, v: f64| match which {
+                    0 => r.ringio.push(v),
+                    1 => r.tokio.push(v),
+                    _ => r.raw.push(v),
+                };
+                pick(&mut over, l.over_floor_ms);
+                pick(&mut mean, l.mean_all_us);
+                pick(&mut mean2, l.mean_50_100_us);
+                pick(&mut cpu, l.cpu_ns_per_sleep);
+            }
         }
+        rows.extend([over, mean, mean2, cpu]);
     }
-    let mut rows = vec![over, mean, mean2, cpu];
     for (pending, raw_iters) in [(100usize, 4000usize), (10_000, 200), (100_000, 12)] {
         let mut arm = Row::new(
             "timers",
