@@ -38,7 +38,8 @@ fn bench_file() -> (PathBuf, u64) {
     let dir = std::env::var_os("RINGIO_BENCH_DIR")
         .or_else(|| std::env::var_os("CARGO_TARGET_DIR"))
         .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")));
+    std::fs::create_dir_all(&dir).expect("bench file directory");
     let path = dir.join(format!("ringio-bench-{mb}MiB.dat"));
     let size = mb << 20;
     if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(size) {

@@ -13,7 +13,7 @@
 //! measurement, interleaved, default 3; tcp_echo and file_read use
 //! `max(1, REPS - 1)`), `RINGIO_BENCH_FILE_MB` (file_read's file, default
 //! 256), `RINGIO_BENCH_DIR` (where that file goes, default the cargo target
-//! dir or /tmp), `RINGIO_BENCH_ODIRECT=1` (add O_DIRECT rows to file_read).
+//! dir), `RINGIO_BENCH_ODIRECT=1` (add O_DIRECT rows to file_read).
 //!
 //! Every figure is the median of its repetitions; the `spread` column is
 //! (max - min) / median of ringio's repetitions, the noise of the machine.
