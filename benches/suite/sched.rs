@@ -1,0 +1,197 @@
+//! Scheduler costs: spawn+join of trivial tasks, two tasks passing a token
+//! (wake + switch), and a `sleep(ZERO)` / `yield_now` loop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+
+use crate::util::{tokio_ct, tokio_mt};
+use crate::{Better, Row};
+
+const SPAWN_N: usize = 100_000;
+const SWITCH_N: usize = 1_000_000;
+
+fn ringio_spawn_join(n: usize) -> f64 {
+    ringio::run(async move {
+        let t = Instant::now();
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            v.push(ringio::create_task(
+                async move { Ok::<usize, ringio::Error>(i) },
+            ));
+        }
+        let mut sum = 0usize;
+        for t in v {
+            sum += t.await.unwrap();
+        }
+        assert_eq!(sum, n * (n - 1) / 2);
+        t.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
+fn tokio_spawn_join(rt: &tokio::runtime::Runtime, n: usize) -> f64 {
+    rt.block_on(async move {
+        let t = Instant::now();
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            v.push(tokio::spawn(async move { i }));
+        }
+        let mut sum = 0usize;
+        for h in v {
+            sum += h.await.unwrap();
+        }
+        assert_eq!(sum, n * (n - 1) / 2);
+        t.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
+pub fn spawn_join(cfg: &crate::util::Config) -> Vec<Row> {
+    let mut row = Row::new(
+        "spawn_join",
+        "spawn+join 100k trivial tasks",
+        "ns/task",
+        Better::Lower,
+    );
+    let ct = tokio_ct();
+    let mt = tokio_mt();
+    // Warm up allocators and code paths once, unrecorded.
+    ringio_spawn_join(SPAWN_N / 10);
+    tokio_spawn_join(&ct, SPAWN_N / 10);
+    for _ in 0..cfg.reps {
+        row.ringio.push(ringio_spawn_join(SPAWN_N));
+        row.tokio.push(tokio_spawn_join(&ct, SPAWN_N));
+        row.tokio_mt.push(tokio_spawn_join(&mt, SPAWN_N));
+    }
+    vec![row]
+}
+
+/// A token two tasks pass back and forth. Runtime-neutral (an atomic and
+/// two `AtomicWaker`s), so both runtimes pay the same for it and the
+/// difference is their wake → run-queue → poll path.
+struct Baton {
+    turn: AtomicUsize,
+    wakers: [AtomicWaker; 2],
+}
+
+struct MyTurn<'a> {
+    b: &'a Baton,
+    me: usize,
+}
+
+impl Future for MyTurn<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.b.turn.load(Ordering::Acquire) == self.me {
+            return Poll::Ready(());
+        }
+        self.b.wakers[self.me].register(cx.waker());
+        if self.b.turn.load(Ordering::Acquire) == self.me {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+async fn player(b: Arc<Baton>, me: usize, passes: usize) {
+    for _ in 0..passes {
+        MyTurn { b: &b, me }.await;
+        b.turn.store(1 - me, Ordering::Release);
+        b.wakers[1 - me].wake();
+    }
+}
+
+fn baton() -> Arc<Baton> {
+    Arc::new(Baton {
+        turn: AtomicUsize::new(0),
+        wakers: [AtomicWaker::new(), AtomicWaker::new()],
+    })
+}
+
+fn ringio_pingpong(n: usize) -> f64 {
+    ringio::run(async move {
+        let b = baton();
+        let t = Instant::now();
+        let a = ringio::create_task({
+            let b = b.clone();
+            async move {
+                player(b, 0, n / 2).await;
+                Ok::<(), ringio::Error>(())
+            }
+        });
+        let c = ringio::create_task(async move {
+            player(b, 1, n / 2).await;
+            Ok::<(), ringio::Error>(())
+        });
+        a.await.unwrap();
+        c.await.unwrap();
+        t.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
+fn tokio_pingpong(rt: &tokio::runtime::Runtime, n: usize) -> f64 {
+    rt.block_on(async move {
+        let b = baton();
+        let t = Instant::now();
+        let a = tokio::spawn(player(b.clone(), 0, n / 2));
+        let c = tokio::spawn(player(b, 1, n / 2));
+        a.await.unwrap();
+        c.await.unwrap();
+        t.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
+fn ringio_sleep_zero(n: usize) -> f64 {
+    ringio::run(async move {
+        let t = Instant::now();
+        for _ in 0..n {
+            ringio::sleep(Duration::ZERO).await.unwrap();
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
+fn tokio_yield(rt: &tokio::runtime::Runtime, n: usize) -> f64 {
+    rt.block_on(async move {
+        // Inside a spawned task, as ringio's loop runs `run`'s future as one.
+        tokio::spawn(async move {
+            let t = Instant::now();
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .await
+        .unwrap()
+    })
+}
+
+pub fn switch(cfg: &crate::util::Config) -> Vec<Row> {
+    let mut pp = Row::new(
+        "switch",
+        "2 tasks pass a token 1M times",
+        "ns/switch",
+        Better::Lower,
+    );
+    let mut sz = Row::new(
+        "switch",
+        "1M sleep(ZERO) (tokio: yield_now)",
+        "ns/yield",
+        Better::Lower,
+    );
+    let ct = tokio_ct();
+    ringio_pingpong(SWITCH_N / 10);
+    tokio_pingpong(&ct, SWITCH_N / 10);
+    for _ in 0..cfg.reps {
+        pp.ringio.push(ringio_pingpong(SWITCH_N));
+        pp.tokio.push(tokio_pingpong(&ct, SWITCH_N));
+        sz.ringio.push(ringio_sleep_zero(SWITCH_N));
+        sz.tokio.push(tokio_yield(&ct, SWITCH_N));
+    }
+    vec![pp, sz]
+}
