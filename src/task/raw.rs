@@ -304,7 +304,10 @@ impl<T: 'static> TaskObj for TaskCell<T> {
         }
         if !core.started.replace(true) {
             // Cancelled before it ever ran: none of it runs (asyncio).
-            if let Some(msg) = core.must_cancel.borrow_mut().take() {
+            // (Taken first: `finish` borrows `must_cancel` again, and an
+            // `if let` scrutinee's borrow would live through the block.)
+            let pending = core.must_cancel.borrow_mut().take();
+            if let Some(msg) = pending {
                 self.future.borrow_mut().take();
                 self.finish(lp, Err(Error::Cancelled { msg }));
                 return;
