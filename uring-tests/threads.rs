@@ -761,3 +761,82 @@ fn cross_thread_wake_latency() {
     assert!(per_trip.1 > 0);
     assert!(per_trip.0 < ms(5) && plain < ms(5));
 }
+
+// ---- nothing leaks --------------------------------------------------------
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn os_threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Runs in a process of its own (see `shutdown_with_pending_work_leaks_nothing`):
+/// descriptor and thread counts are per process, and other tests would
+/// disturb them.
+#[test]
+#[ignore = "run in a child process by shutdown_with_pending_work_leaks_nothing"]
+fn leak_probe() {
+    let (fds0, threads0) = (open_fds(), os_threads());
+    let pending = Arc::new(Mutex::new(Vec::<ConcurrentFuture<()>>::new()));
+    {
+        let mut rt = Runtime::builder().cores(2).build_multi().unwrap();
+        let p = pending.clone();
+        let t0 = Instant::now();
+        rt.run_on_each(move |core| {
+            let p = p.clone();
+            async move {
+                let other = core.handle((core.id() + 1) % core.count()).clone();
+                // Cross-core work still pending when every core is done.
+                p.lock().unwrap().push(other.spawn(async {
+                    ringio::sleep(Duration::from_secs(3600)).await?;
+                    Ok::<_, Error>(())
+                }));
+                // Thread work nobody awaits, still running at the end.
+                ringio::create_task(to_thread(|| thread::sleep(ms(50))));
+                ringio::sleep(ms(10)).await.unwrap();
+            }
+        })
+        .unwrap();
+        assert!(t0.elapsed() < ms(2000), "shutdown took {:?}", t0.elapsed());
+    }
+    for cf in pending.lock().unwrap().iter() {
+        assert!(cf.result(Some(ms(1000))).unwrap_err().is_cancelled());
+    }
+    ringio::run(async {
+        ringio::create_task(to_thread(|| thread::sleep(ms(30))));
+    });
+    // Exited threads leave the process list a moment after they finish.
+    let t0 = Instant::now();
+    while os_threads() > threads0 && t0.elapsed() < ms(3000) {
+        thread::sleep(ms(10));
+    }
+    assert_eq!(os_threads(), threads0, "threads left behind");
+    assert_eq!(open_fds(), fds0, "descriptors left open");
+    println!("leak probe ok: fds {fds0}, threads {threads0}");
+}
+
+/// Shutting down while work is pending everywhere — cross-core tasks,
+/// blocking-pool jobs — finishes promptly and leaves no descriptor (rings,
+/// eventfds) and no thread (cores, pool) behind.
+#[test]
+fn shutdown_with_pending_work_leaks_nothing() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "leak_probe", "--ignored", "--nocapture", "--test-threads=1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("leak probe ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
