@@ -91,22 +91,27 @@ fn to_thread_overlaps_with_sleep() {
     );
 }
 
-/// Calling the blocking function directly on the loop serialises the two:
-/// the control case for the test above.
+/// SPEC §1: the futures of `to_thread` and of awaiting a
+/// `ConcurrentFuture` are `Send`; handles and concurrent futures are
+/// `Send + Sync`. (A compile-time check, plus a `Send` future that uses
+/// `to_thread`, run on another thread's loop.)
 #[test]
-fn blocking_on_the_loop_does_not_overlap() {
-    let unit = ms(60);
-    let took = ringio::run(async move {
-        let t0 = Instant::now();
-        let nap = ringio::create_task(ringio::sleep(unit));
-        ringio::sleep(Duration::ZERO).await.unwrap();
-        thread::sleep(unit);
-        nap.await.unwrap();
-        let again = Instant::now();
-        ringio::sleep(unit).await.unwrap();
-        (again - t0) + again.elapsed()
-    });
-    assert!(took >= ms(115), "took {took:?}");
+fn thread_crossing_types_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync + Clone>(_: &T) {}
+    let fut = to_thread(|| 1);
+    send(&fut);
+    let cf = ConcurrentFuture::<u8>::new();
+    send_sync(&cf);
+    send(&std::future::IntoFuture::into_future(cf));
+    let bg = BackgroundLoop::start();
+    send_sync(&bg.handle);
+    let cf = run_coroutine_threadsafe(
+        async { to_thread(|| thread::current().name().map(String::from)).await },
+        &bg.handle,
+    );
+    let name = cf.result(Some(ms(5000))).unwrap().unwrap();
+    assert!(name.starts_with("ringio-blocking"), "{name}");
 }
 
 #[test]
@@ -830,7 +835,13 @@ fn leak_probe() {
 #[test]
 fn shutdown_with_pending_work_leaks_nothing() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "leak_probe", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "leak_probe",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
