@@ -166,6 +166,9 @@ impl LoopShared {
     pub(crate) fn reopen(&self) {
         let _q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         self.closed.store(false, Ordering::Release);
+        // The eventfd read was cancelled at the last shutdown; a write
+        // flagged since then must not stop the next push from writing.
+        self.notified.store(false, Ordering::Release);
     }
 
     pub(crate) fn is_closed(&self) -> bool {
