@@ -642,10 +642,20 @@ fn multi_core_runtime_exchanges_work() {
         // Replies from the other core arrived by MSG_RING into this ring.
         assert!(stats.wakeups_msg_ring > 0, "{stats:?}");
     }
-    // Between runs the loops are closed; a second run works.
+    // Between runs the loops are closed; a second run works, and work sent
+    // at once to a core whose run may not have started yet is not refused.
     assert!(rt.handles().iter().all(|h| h.is_closed()));
-    let again = rt.run_on_each(|core| async move { core.id() * 2 }).unwrap();
-    assert_eq!(again, vec![0, 2]);
+    let again = rt
+        .run_on_each(|core| async move {
+            let other = core.handle((core.id() + 1) % core.count()).clone();
+            let id = core.id();
+            other.spawn(async move { Ok::<_, Error>(id * 2) }).await
+        })
+        .unwrap();
+    assert_eq!(
+        again.into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(),
+        vec![0, 2]
+    );
 }
 
 /// A plain thread can feed the cores while they run.

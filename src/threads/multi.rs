@@ -311,6 +311,12 @@ impl MultiRuntime {
         T: Send + 'static,
     {
         let n = self.cores();
+        // Open every loop's queue before any core starts: a core may send
+        // work to another whose run has not begun yet (the loops are
+        // closed between runs); it waits in that loop's queue.
+        for h in self.handles.iter() {
+            h.shared.reopen();
+        }
         let f = Arc::new(f);
         let latch = Latch::new(n);
         let (out_tx, out_rx) = mpsc::channel::<(usize, Result<T>)>();
