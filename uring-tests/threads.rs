@@ -861,3 +861,36 @@ fn shutdown_with_pending_work_leaks_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The `ConcurrentFuture` by itself: set from another thread, callbacks
+/// (a panicking one does not stop the others), `take` for values that are
+/// not `Clone`, `exception`.
+#[test]
+fn concurrent_future_on_its_own() {
+    let cf = ConcurrentFuture::<Box<str>>::new();
+    assert!(!cf.done());
+    assert!(!cf.wait(Some(ms(5))));
+    let calls = Arc::new(AtomicUsize::new(0));
+    cf.add_done_callback(|_| panic!("bad callback"));
+    let c = calls.clone();
+    cf.add_done_callback(move |f| {
+        assert!(f.done());
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    let setter = cf.clone();
+    thread::spawn(move || setter.set_result("value".into()).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(cf.set_result("again".into()).is_err());
+    assert_eq!(cf.exception(None).unwrap().map(|e| e.to_string()), None);
+    assert_eq!(&*cf.take(None).unwrap(), "value");
+    assert!(matches!(cf.take(None), Err(Error::InvalidState(_))));
+    let failed = ConcurrentFuture::<u8>::new();
+    failed.set_exception(Error::msg("no")).unwrap();
+    assert_eq!(
+        failed.exception(Some(ms(1))).unwrap().unwrap().to_string(),
+        "no"
+    );
+    assert!(!failed.cancel());
+}

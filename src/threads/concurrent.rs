@@ -270,7 +270,14 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
             w.wake();
         }
         for f in callbacks {
-            f(self);
+            // As concurrent.futures: a failing callback is logged and the
+            // others still run.
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+                eprintln!(
+                    "exception calling callback for {self:?}: {}",
+                    crate::task::raw::panic_message(&*p)
+                );
+            }
         }
         Ok(())
     }
