@@ -718,9 +718,10 @@ fn a_panicking_core_is_an_error_and_the_others_finish() {
 #[test]
 fn cross_thread_wake_latency() {
     const N: u32 = 2000;
-    let mut rt = Runtime::builder().cores(2).build_multi().unwrap();
-    let per_trip = rt
-        .run_on_each(|core| async move {
+    // Core 0 sends an empty task to core 1 and awaits it, N times.
+    let pinned = |cpus: [usize; 2]| {
+        let mut rt = Runtime::builder().cpus(cpus).build_multi().unwrap();
+        rt.run_on_each(|core| async move {
             if core.id() != 0 {
                 return None;
             }
@@ -740,7 +741,19 @@ fn cross_thread_wake_latency() {
             ))
         })
         .unwrap()[0]
-        .unwrap();
+            .unwrap()
+    };
+    let cpus = Runtime::builder().build_multi().unwrap().cpus();
+    let per_trip = pinned([cpus[0], *cpus.last().unwrap()]);
+    let same_cpu = pinned([cpus[0], cpus[0]]);
+    println!(
+        "pinned loop->loop round trip, CPUs {:?}: {:?}; same CPU: {:?}; wakeups into core 0: msg_ring={} eventfd={}",
+        [cpus[0], *cpus.last().unwrap()],
+        per_trip.0,
+        same_cpu.0,
+        per_trip.1,
+        per_trip.2
+    );
     let bg = BackgroundLoop::start();
     for _ in 0..100 {
         run_coroutine_threadsafe(async { Ok::<_, Error>(()) }, &bg.handle)
@@ -768,13 +781,9 @@ fn cross_thread_wake_latency() {
         (t0.elapsed() / N, stats.wakeups_msg_ring)
     });
     println!("unpinned loop->loop round trip: {unpinned:?} (msg_ring wakeups {msg_ring})");
-    println!(
-        "loop->loop round trip (MSG_RING both ways): {:?}; wakeups into core 0: msg_ring={} eventfd={}",
-        per_trip.0, per_trip.1, per_trip.2
-    );
     println!("plain thread->loop->thread round trip (eventfd): {plain:?}");
     assert!(per_trip.1 > 0);
-    assert!(per_trip.0 < ms(5) && plain < ms(5));
+    assert!(per_trip.0 < ms(5) && same_cpu.0 < ms(5) && plain < ms(5) && unpinned < ms(5));
 }
 
 // ---- nothing leaks --------------------------------------------------------
