@@ -584,7 +584,7 @@ fn current_cpu() -> usize {
 fn multi_core_runtime_exchanges_work() {
     let mut rt = Runtime::builder().cores(2).build_multi().unwrap();
     assert_eq!(rt.cores(), 2);
-    let cpus = rt.cpus();
+    let cpus = rt.cpus().to_vec();
     let outs = rt
         .run_on_each(|core| async move {
             let me = core.id();
@@ -743,7 +743,7 @@ fn cross_thread_wake_latency() {
         .unwrap()[0]
             .unwrap()
     };
-    let cpus = Runtime::builder().build_multi().unwrap().cpus();
+    let cpus = Runtime::builder().build_multi().unwrap().cpus().to_vec();
     let per_trip = pinned([cpus[0], *cpus.last().unwrap()]);
     let same_cpu = pinned([cpus[0], cpus[0]]);
     println!(

@@ -61,7 +61,7 @@ struct CoreThread {
 pub struct MultiRuntime {
     threads: Vec<CoreThread>,
     handles: Arc<[LoopHandle]>,
-    cpus: Vec<Option<usize>>,
+    cpus: Vec<usize>,
 }
 
 /// What each core's main future is built from: which core it runs on, and
@@ -69,7 +69,7 @@ pub struct MultiRuntime {
 #[derive(Clone)]
 pub struct Core {
     id: usize,
-    cpu: Option<usize>,
+    cpu: usize,
     handles: Arc<[LoopHandle]>,
 }
 
@@ -80,7 +80,7 @@ impl Core {
     }
 
     /// The CPU this core's thread is pinned to.
-    pub fn cpu(&self) -> Option<usize> {
+    pub fn cpu(&self) -> usize {
         self.cpu
     }
 
@@ -106,13 +106,7 @@ impl Core {
 
 impl fmt::Debug for Core {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "<Core {} of {} cpu={:?}>",
-            self.id,
-            self.count(),
-            self.cpu
-        )
+        write!(f, "<Core {} of {} cpu={}>", self.id, self.count(), self.cpu)
     }
 }
 
@@ -269,7 +263,7 @@ impl MultiRuntime {
         let rt = MultiRuntime {
             threads,
             handles: handles.into(),
-            cpus: cpus.iter().map(|&c| Some(c)).collect(),
+            cpus,
         };
         match failure {
             // Dropping `rt` stops the cores already started.
@@ -284,8 +278,8 @@ impl MultiRuntime {
     }
 
     /// The CPU each core is pinned to, in core order.
-    pub fn cpus(&self) -> Vec<usize> {
-        self.cpus.iter().flatten().copied().collect()
+    pub fn cpus(&self) -> &[usize] {
+        &self.cpus
     }
 
     /// The handles of the cores' loops, in core order: plain threads may
