@@ -620,6 +620,7 @@ fn multi_core_runtime_exchanges_work() {
                     remote_sum += v;
                 }
             }
+            assert_eq!(core.cpu(), current_cpu());
             let stats = ringio::get_running_loop().unwrap().stats();
             (
                 me,
