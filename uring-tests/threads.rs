@@ -269,7 +269,7 @@ fn pool_is_bounded_lazy_and_retires_idle_threads() {
         assert_eq!(lp.run_in_executor(Some(&p), || 5).await.unwrap(), 5);
     });
     assert_eq!(pool.stats().started, 3);
-    assert!(pool.shutdown(Some(ms(1000))));
+    assert!(pool.shutdown(Some(Duration::MAX)));
     let e = pool.execute(|| {}).unwrap_err();
     assert!(
         e.to_string()
@@ -896,6 +896,8 @@ fn concurrent_future_on_its_own() {
     assert_eq!(cf.exception(None).unwrap().map(|e| e.to_string()), None);
     assert_eq!(&*cf.take(None).unwrap(), "value");
     assert!(matches!(cf.take(None), Err(Error::InvalidState(_))));
+    // A timeout too long to represent waits without a limit.
+    assert!(cf.exception(Some(Duration::MAX)).unwrap().is_none());
     let failed = ConcurrentFuture::<u8>::new();
     failed.set_exception(Error::msg("no")).unwrap();
     assert_eq!(

@@ -225,7 +225,8 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
     }
 
     fn wait_done(&self, timeout: Option<Duration>) -> Option<MutexGuard<'_, CfState<T>>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to represent is no limit.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = self.lock();
         while st.outcome.is_none() {
             st = match deadline {

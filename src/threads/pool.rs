@@ -231,7 +231,8 @@ impl ThreadPool {
     /// they all did. Threads still busy at the deadline finish their job
     /// and exit on their own.
     pub fn shutdown(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to represent is no limit.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = self.inner.lock();
         st.shutdown = true;
         self.inner.work.notify_all();

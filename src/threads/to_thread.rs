@@ -174,7 +174,10 @@ fn shutdown_executor(lp: Weak<LoopInner>) {
     let Some((pool, owned, outstanding)) = entry else {
         return;
     };
-    let bound = pool.shutdown_timeout();
+    // Capped so the deadline and its timer stay representable.
+    let bound = pool
+        .shutdown_timeout()
+        .min(Duration::from_secs(365 * 24 * 3600));
     let deadline = Instant::now() + bound;
     outstanding.draining.store(true, Ordering::SeqCst);
     // A timer at the deadline bounds the ring wait of each turn.
