@@ -610,7 +610,7 @@ fn multi_core_runtime_exchanges_work() {
                     if other == me {
                         continue;
                     }
-                    let cf = core.handle(other).spawn(async move {
+                    let cf = core.handles()[other].spawn(async move {
                         // Runs on `other`'s thread.
                         let name = thread::current().name().map(String::from);
                         Ok::<_, Error>((name, round * 100 + me as u64))
@@ -648,7 +648,7 @@ fn multi_core_runtime_exchanges_work() {
     assert!(rt.handles().iter().all(|h| h.is_closed()));
     let again = rt
         .run_on_each(|core| async move {
-            let other = core.handle((core.id() + 1) % core.count()).clone();
+            let other = core.next().clone();
             let id = core.id();
             other.spawn(async move { Ok::<_, Error>(id * 2) }).await
         })
@@ -726,7 +726,7 @@ fn cross_thread_wake_latency() {
             if core.id() != 0 {
                 return None;
             }
-            let other = core.handle(1).clone();
+            let other = core.handle(1).unwrap().clone();
             for _ in 0..100 {
                 other.spawn(async { Ok::<_, Error>(()) }).await.unwrap();
             }
@@ -819,7 +819,7 @@ fn leak_probe() {
         rt.run_on_each(move |core| {
             let p = p.clone();
             async move {
-                let other = core.handle((core.id() + 1) % core.count()).clone();
+                let other = core.next().clone();
                 // Cross-core work still pending when every core is done.
                 p.lock().unwrap().push(other.spawn(async {
                     ringio::sleep(Duration::from_secs(3600)).await?;

@@ -84,7 +84,7 @@ fn thread_per_core() -> Result<()> {
     let mut rt = ringio::Runtime::builder().build_multi()?;
     say!("{} cores on CPUs {:?}", rt.cores(), rt.cpus());
     let outs = rt.run_on_each(|core| async move {
-        let next = core.handle((core.id() + 1) % core.count()).clone();
+        let next = core.next().clone();
         let me = core.id();
         let reply = next
             .spawn(async move {

@@ -50,7 +50,7 @@ struct CoreThread {
 /// let mut rt = ringio::Runtime::builder().cores(2).build_multi()?;
 /// let ids = rt.run_on_each(|core| async move {
 ///     // Ask the next core to compute something and await it here.
-///     let next = core.handle((core.id() + 1) % core.count()).clone();
+///     let next = core.next().clone();
 ///     let id = core.id();
 ///     next.spawn(async move { Ok::<_, ringio::Error>(id * 10) }).await
 /// })?;
@@ -89,13 +89,17 @@ impl Core {
         self.handles.len()
     }
 
-    /// The handle of core `i`, to send it work ([`LoopHandle::spawn`]).
-    ///
-    /// # Panics
-    ///
-    /// If `i >= count()`, like slice indexing.
-    pub fn handle(&self, i: usize) -> &LoopHandle {
-        &self.handles[i]
+    /// The handle of core `i`, to send it work ([`LoopHandle::spawn`]);
+    /// `None` if there is no core `i`.
+    pub fn handle(&self, i: usize) -> Option<&LoopHandle> {
+        self.handles.get(i)
+    }
+
+    /// The handle of the next core (`id() + 1`, wrapping around; this
+    /// core's own when it is the only one): the neighbour in a ring of
+    /// cores.
+    pub fn next(&self) -> &LoopHandle {
+        &self.handles[(self.id + 1) % self.handles.len()]
     }
 
     /// The handles of all cores, in core order.
