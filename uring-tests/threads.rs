@@ -906,3 +906,35 @@ fn concurrent_future_on_its_own() {
     );
     assert!(!failed.cancel());
 }
+
+/// Cancelled before the loop could start it: none of the coroutine runs
+/// (as a task cancelled before its first step in asyncio).
+#[test]
+fn cancel_before_the_loop_starts_the_coroutine() {
+    let bg = BackgroundLoop::start();
+    let (busy_tx, busy_rx) = mpsc::channel();
+    // Hold the loop in a callback so the submission waits in its queue.
+    bg.handle
+        .call_soon_threadsafe(move || {
+            busy_tx.send(()).unwrap();
+            thread::sleep(ms(80));
+        })
+        .unwrap();
+    busy_rx.recv().unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let cf = run_coroutine_threadsafe(
+        async move {
+            r.store(true, Ordering::SeqCst);
+            Ok::<_, Error>(())
+        },
+        &bg.handle,
+    );
+    assert!(cf.cancel());
+    // The loop is free again and has seen the submission.
+    run_coroutine_threadsafe(ringio::sleep(ms(1)), &bg.handle)
+        .result(Some(ms(5000)))
+        .unwrap();
+    assert!(cf.cancelled());
+    assert!(!ran.load(Ordering::SeqCst), "a cancelled submission ran");
+}
