@@ -283,18 +283,17 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
         Ok(())
     }
 
-    /// Installs how to cancel the work; if the future was cancelled
-    /// meanwhile, runs it at once.
-    fn set_canceller(&self, c: Box<dyn FnOnce(Option<String>) + Send>) {
+    /// Installs how to cancel the work. If the future was cancelled
+    /// meanwhile, installs nothing and gives the cancel message instead.
+    fn set_canceller(&self, c: Box<dyn FnOnce(Option<String>) + Send>) -> Option<Option<String>> {
         let mut st = self.lock();
         match &st.outcome {
-            None => st.canceller = Some(c),
-            Some(Err(Error::Cancelled { msg })) => {
-                let msg = msg.clone();
-                drop(st);
-                c(msg);
+            None => {
+                st.canceller = Some(c);
+                None
             }
-            Some(_) => {}
+            Some(Err(Error::Cancelled { msg })) => Some(msg.clone()),
+            Some(_) => None,
         }
     }
 }
@@ -505,7 +504,7 @@ where
             REMOTE_TASKS.with(|m| m.borrow_mut().remove(&ticket));
             completer.complete(done.take_outcome());
         });
-        cf.set_canceller(Box::new(move |msg| {
+        let cancelled_meanwhile = cf.set_canceller(Box::new(move |msg| {
             // Runs on the cancelling thread: reach the task on its loop.
             let _ = target.call_soon_threadsafe(move || {
                 let task = REMOTE_TASKS.with(|m| m.borrow().get(&ticket).and_then(Weak::upgrade));
@@ -518,6 +517,14 @@ where
                 }
             });
         }));
+        // Cancelled from another thread between the check above and now:
+        // cancel the task here, before its first step.
+        if let Some(msg) = cancelled_meanwhile {
+            match msg {
+                Some(m) => task.cancel_with(m),
+                None => task.cancel(),
+            };
+        }
     };
     // On a closed loop the closure comes back dropped, and its completer
     // has settled the future with the error.
