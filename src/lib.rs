@@ -42,6 +42,7 @@ mod error;
 pub mod io;
 mod runtime;
 mod task;
+mod threads;
 mod time;
 
 pub use combinators::{
@@ -57,5 +58,9 @@ pub use runtime::{
 pub use task::{
     CallbackId, Context, ContextVar, Frame, Join, Promise, Task, TaskBuilder, TaskRef, Token,
     all_tasks, create_task, current_task,
+};
+pub use threads::{
+    ConcurrentFuture, Core, DEFAULT_KEEP_ALIVE, DEFAULT_SHUTDOWN_TIMEOUT, MultiRuntime, PoolStats,
+    ThreadPool, ThreadPoolBuilder, ToThread, WaitConcurrent, run_coroutine_threadsafe, to_thread,
 };
 pub use time::{Sleep, SleepWith, sleep, sleep_with};

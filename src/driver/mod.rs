@@ -28,6 +28,13 @@ use probe::OpcodeSupport;
 const UD_IGNORED: u64 = u64::MAX;
 /// `user_data` of the eventfd read that wakes the loop from other threads.
 const UD_EVENTFD: u64 = u64::MAX - 1;
+/// `user_data` of the CQE another loop posts into this ring with
+/// `IORING_OP_MSG_RING` to wake it (cross-loop wakeup without an eventfd).
+pub(crate) const UD_MSG_RING: u64 = u64::MAX - 2;
+/// Tag of this ring's own internal operations (the MSG_RING it sends):
+/// `user_data` is `UD_INTERNAL | index` into `Driver::internal`. Op-table
+/// keys are slab indices, far below this bit.
+const UD_INTERNAL: u64 = 1 << 62;
 
 /// Largest ring the kernel accepts (`IORING_MAX_ENTRIES`).
 pub const MAX_RING_ENTRIES: u32 = 32768;
@@ -78,6 +85,12 @@ pub(crate) struct Driver {
     /// Cached whether a non-blocking reap needs a syscall (DEFER_TASKRUN
     /// posts completions only inside `io_uring_enter`).
     defer_taskrun: bool,
+    /// The ring's own operations that have no future (MSG_RING sent to
+    /// another loop): what to do with their result. They point to no
+    /// memory, so nothing has to outlive them but this callback.
+    internal: slab::Slab<Box<dyn FnOnce(i32)>>,
+    /// The ring supports `IORING_OP_MSG_RING` (5.18+), probed at start.
+    msg_ring: bool,
 }
 
 /// What a CQE reap turned up besides op completions.
@@ -119,6 +132,7 @@ impl Driver {
             Err(e) => return Err(setup_error(e, entries)),
         };
         let support = OpcodeSupport::read(&ring.submitter());
+        let msg_ring = support.supports(opcode::MsgRingData::CODE);
         Ok(Driver {
             ring,
             ops: OpTable::default(),
@@ -132,7 +146,43 @@ impl Driver {
             eventfd_buf: Box::new(0),
             eventfd_armed: false,
             defer_taskrun,
+            internal: slab::Slab::new(),
+            msg_ring,
         })
+    }
+
+    /// Whether this ring can send `IORING_OP_MSG_RING` (probed at start).
+    pub(crate) fn supports_msg_ring(&self) -> bool {
+        self.msg_ring
+    }
+
+    /// A duplicate of the ring's descriptor, for other loops to target with
+    /// `IORING_OP_MSG_RING`. A duplicate (not the number itself) so that a
+    /// handle outliving this driver never messages a reused descriptor.
+    pub(crate) fn dup_ring_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: F_DUPFD_CLOEXEC on the ring's open descriptor; the result
+        // is checked and owned by the `OwnedFd` alone.
+        let fd = unsafe { libc::fcntl(self.ring.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Posts a wake-up CQE (`UD_MSG_RING`) into the ring `target` with
+    /// `IORING_OP_MSG_RING`, submitted at once (a loop thread that blocks
+    /// right after must not hold the message back). `on_done` gets the
+    /// result of the send (negative errno if the message was not posted).
+    pub(crate) fn send_msg_ring(&mut self, target: RawFd, on_done: Box<dyn FnOnce(i32)>) {
+        let index = self.internal.insert(on_done);
+        let sqe = opcode::MsgRingData::new(types::Fd(target), 0, UD_MSG_RING, None)
+            .build()
+            .user_data(UD_INTERNAL | index as u64);
+        self.push(sqe);
+        self.refill_from_backlog();
+        self.flush();
     }
 
     /// `Ok` if the ring supports `code`; else an error naming the opcode and
@@ -409,6 +459,13 @@ impl Driver {
                     self.eventfd_armed = false;
                     reaped.remote_wakeup = true;
                 }
+                UD_MSG_RING => reaped.remote_wakeup = true,
+                ud if ud & UD_INTERNAL != 0 => {
+                    let index = (ud & !UD_INTERNAL) as usize;
+                    if let Some(on_done) = self.internal.try_remove(index) {
+                        on_done(cqe.result());
+                    }
+                }
                 key => {
                     if cqe.result() == -libc::ECANCELED {
                         self.stats.ops_canceled_by_kernel += 1;
@@ -438,7 +495,7 @@ impl Driver {
         // Each round waits up to 100 ms; cancels of ordinary ops finish in
         // microseconds, so the bound only matters for a wedged device.
         for _ in 0..600 {
-            if self.ops.len() == 0 && !self.eventfd_armed {
+            if self.ops.len() == 0 && !self.eventfd_armed && self.internal.is_empty() {
                 break;
             }
             let reaped = self.park(Some(Duration::from_millis(100)), &mut wake);

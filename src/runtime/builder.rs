@@ -21,6 +21,12 @@ pub struct Builder {
     debug: bool,
     slow_callback_duration: Duration,
     logger: Logger,
+    /// `logger(..)` was called (an `Rc`, which cannot go to core threads).
+    custom_logger: bool,
+    /// Thread-per-core: how many loops (`None`: one per available CPU).
+    cores: Option<usize>,
+    /// Thread-per-core: the CPUs to pin the cores to, in order.
+    cpus: Option<Vec<usize>>,
 }
 
 impl Default for Builder {
@@ -30,6 +36,9 @@ impl Default for Builder {
             debug: false,
             slow_callback_duration: Duration::from_millis(100),
             logger: Rc::new(stderr_logger),
+            custom_logger: false,
+            cores: None,
+            cpus: None,
         }
     }
 }
@@ -40,6 +49,8 @@ impl std::fmt::Debug for Builder {
             .field("ring_entries", &self.ring_entries)
             .field("debug", &self.debug)
             .field("slow_callback_duration", &self.slow_callback_duration)
+            .field("cores", &self.cores)
+            .field("cpus", &self.cpus)
             .finish()
     }
 }
@@ -70,13 +81,65 @@ impl Builder {
     /// stderr).
     pub fn logger(mut self, f: impl Fn(&Report) + 'static) -> Self {
         self.logger = Rc::new(f);
+        self.custom_logger = true;
         self
     }
 
-    /// Creates the loop and its ring on the calling thread. Errors say what
-    /// to change: a ring size of 0 or above 32768, `RLIMIT_MEMLOCK` too low,
+    /// Thread-per-core: run `n` loops, one thread and one ring each, each
+    /// thread pinned to a CPU (default: one loop per CPU this process may
+    /// use; more loops than CPUs share them round-robin). Build with
+    /// [`build_multi`](Builder::build_multi).
+    pub fn cores(mut self, n: usize) -> Self {
+        self.cores = Some(n);
+        self
+    }
+
+    /// Thread-per-core: pin core `i` to `cpus[i]` (round-robin if there are
+    /// more cores than CPUs listed) instead of the CPUs of the process's
+    /// affinity mask. Without [`cores`](Builder::cores), one core per CPU
+    /// listed.
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
+        self.cpus = Some(cpus.into_iter().collect());
+        self
+    }
+
+    /// Starts the thread-per-core runtime: one thread per core, pinned with
+    /// `sched_setaffinity`, each with its own loop and ring, all idle until
+    /// [`MultiRuntime::run_on_each`](crate::MultiRuntime::run_on_each).
+    ///
+    /// Errors say what to change: a CPU the kernel refuses to pin to (not
+    /// online, not in the process's allowed set), a ring that cannot be set
+    /// up, `cores(0)`, or a [`logger`](Builder::logger) (an `Rc`, bound to
+    /// one thread: install an exception handler in each core's future
+    /// instead).
+    pub fn build_multi(self) -> Result<crate::MultiRuntime> {
+        if self.custom_logger {
+            return Err(Error::InvalidArgument(
+                "Builder::logger is bound to one thread and cannot go to the core threads; \
+                 set an exception handler on each core's loop (Loop::set_exception_handler) instead"
+                    .into(),
+            ));
+        }
+        crate::threads::multi::MultiRuntime::start(crate::threads::multi::MultiConfig {
+            cores: self.cores,
+            cpus: self.cpus,
+            ring_entries: self.ring_entries,
+            debug: self.debug,
+            slow_callback_duration: self.slow_callback_duration,
+        })
+    }
+
+    /// Creates the loop and its ring on the calling thread (one loop; see
+    /// [`build_multi`](Builder::build_multi) for thread-per-core). Errors
+    /// say what to change: a ring size of 0 or above 32768, `RLIMIT_MEMLOCK` too low,
     /// io_uring missing or disabled.
     pub fn build(self) -> Result<Runtime> {
+        if self.cores.is_some_and(|n| n != 1) || self.cpus.is_some() {
+            return Err(Error::InvalidArgument(
+                "cores(n)/cpus(..) run one loop per core on its own thread: build with build_multi()"
+                    .into(),
+            ));
+        }
         let config = LoopConfig {
             ring_entries: self.ring_entries,
             debug: self.debug,

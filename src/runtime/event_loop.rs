@@ -104,6 +104,13 @@ impl LoopInner {
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(LoopShared::new(id, eventfd));
         let driver = Driver::new(config.ring_entries, shared.eventfd())?;
+        if driver.supports_msg_ring() {
+            // Other loops wake this one with IORING_OP_MSG_RING into this
+            // ring; without a duplicate they keep using the eventfd.
+            if let Ok(fd) = driver.dup_ring_fd() {
+                shared.set_ring_fd(fd);
+            }
+        }
         Ok(Rc::new(LoopInner {
             id,
             shared,

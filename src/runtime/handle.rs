@@ -178,6 +178,16 @@ impl Loop {
             driver: self.inner.driver.borrow().stats(),
             timers: self.inner.timers.borrow().len(),
             tasks: self.inner.tasks.borrow().len(),
+            wakeups_msg_ring: self
+                .inner
+                .shared
+                .wakeups_msg_ring
+                .load(std::sync::atomic::Ordering::Relaxed),
+            wakeups_eventfd: self
+                .inner
+                .shared
+                .wakeups_eventfd
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -218,6 +228,12 @@ pub struct LoopStats {
     pub timers: usize,
     /// Tasks not done.
     pub tasks: usize,
+    /// Times another loop woke this one with an `IORING_OP_MSG_RING`
+    /// posted into its ring.
+    pub wakeups_msg_ring: u64,
+    /// Times another thread woke this one through its eventfd (plain
+    /// threads, or a kernel without MSG_RING).
+    pub wakeups_eventfd: u64,
 }
 
 /// A `Send + Sync + Clone` handle to a loop, for other threads.

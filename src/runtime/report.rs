@@ -21,6 +21,9 @@ pub enum ReportKind {
     SlowCallback,
     /// A report made by user code through `call_exception_handler`.
     Custom,
+    /// At `run`'s end, thread-pool work (`to_thread`) did not finish within
+    /// the pool's shutdown bound; `run` returned without it.
+    ExecutorShutdownTimeout,
 }
 
 /// One report: asyncio's exception-handler `context` dict, as a struct.

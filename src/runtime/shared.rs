@@ -1,13 +1,19 @@
 //! `LoopShared`: the part of a loop other threads may touch.
 //!
 //! Everything else in a loop is single-threaded (`Rc`, `RefCell`). Other
-//! threads reach a loop only through this: a queue of remote work, and an
-//! eventfd whose read is kept armed on the loop's ring, so a remote push
-//! wakes a loop blocked in `io_uring_enter` without any polling.
+//! threads reach a loop only through this: a queue of remote work, and a
+//! wake-up through the loop's ring, so a remote push wakes a loop blocked in
+//! `io_uring_enter` without any polling. The wake-up is an
+//! `IORING_OP_MSG_RING` CQE posted into the ring when the pusher is itself a
+//! loop thread whose ring supports it (a ring is `SINGLE_ISSUER`: only the
+//! sender's own ring may carry the message), else a write to an eventfd
+//! whose read is kept armed on the ring.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::context;
 
 use crate::error::{Error, Result};
 
@@ -30,6 +36,12 @@ pub(crate) struct LoopShared {
     /// Owned here, not by the driver, so a handle that outlives the loop
     /// never writes to a closed (and perhaps reused) descriptor number.
     eventfd: OwnedFd,
+    /// A duplicate of the loop's ring descriptor, the target of MSG_RING
+    /// wake-ups from other loops (unset if the kernel lacks MSG_RING).
+    ring_fd: OnceLock<OwnedFd>,
+    /// Wake-ups sent to this loop: through MSG_RING, through the eventfd.
+    pub(crate) wakeups_msg_ring: AtomicU64,
+    pub(crate) wakeups_eventfd: AtomicU64,
 }
 
 impl LoopShared {
@@ -41,7 +53,15 @@ impl LoopShared {
             notified: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             eventfd,
+            ring_fd: OnceLock::new(),
+            wakeups_msg_ring: AtomicU64::new(0),
+            wakeups_eventfd: AtomicU64::new(0),
         }
+    }
+
+    /// Records the ring descriptor other loops may send MSG_RING to.
+    pub(crate) fn set_ring_fd(&self, fd: OwnedFd) {
+        let _ = self.ring_fd.set(fd);
     }
 
     pub(crate) fn eventfd(&self) -> std::os::fd::RawFd {
@@ -49,7 +69,7 @@ impl LoopShared {
     }
 
     /// Queues `item` and wakes the loop. Fails once the loop has closed.
-    pub(crate) fn push(&self, item: Remote) -> Result<()> {
+    pub(crate) fn push(self: &Arc<Self>, item: Remote) -> Result<()> {
         {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             if self.closed.load(Ordering::Acquire) {
@@ -58,17 +78,62 @@ impl LoopShared {
             q.push(item);
             self.pending.store(true, Ordering::Release);
         }
-        if !self.notified.swap(true, Ordering::AcqRel) {
-            let one: u64 = 1;
-            // SAFETY: the eventfd is open for as long as `self` lives, and we
-            // pass a pointer to 8 readable bytes, as eventfd requires.
-            let n =
-                unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-            // EAGAIN only when the counter is at its maximum: the loop is
-            // already due to wake.
-            let _ = n;
-        }
+        self.notify();
         Ok(())
+    }
+
+    /// Wakes the loop after a push, once per batch of pushes.
+    fn notify(self: &Arc<Self>) {
+        // Pushed from the loop's own thread: the loop looks at its queue
+        // before it blocks, so no wake-up is needed (and marking one as
+        // outstanding would make later pushes from other threads skip
+        // theirs).
+        let own = context::with_loop(|lp| lp.id == self.id).unwrap_or(false);
+        if own || self.notified.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(ring) = self.ring_fd.get() {
+            let sent = context::with_loop(|lp| {
+                // The driver is busy only if the push comes from inside a
+                // reap; the eventfd serves then.
+                let Ok(mut driver) = lp.driver.try_borrow_mut() else {
+                    return false;
+                };
+                if !driver.supports_msg_ring() {
+                    return false;
+                }
+                let target = self.clone();
+                driver.send_msg_ring(
+                    ring.as_raw_fd(),
+                    Box::new(move |res| {
+                        // Not posted (the target ring is gone or its CQ
+                        // overflowed): fall back to the eventfd so the
+                        // wake-up is not lost.
+                        if res < 0 {
+                            target.write_eventfd();
+                        }
+                    }),
+                );
+                true
+            })
+            .unwrap_or(false);
+            if sent {
+                self.wakeups_msg_ring.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.write_eventfd();
+    }
+
+    fn write_eventfd(&self) {
+        self.wakeups_eventfd.fetch_add(1, Ordering::Relaxed);
+        let one: u64 = 1;
+        // SAFETY: the eventfd is open for as long as `self` lives, and we
+        // pass a pointer to 8 readable bytes, as eventfd requires.
+        let n = unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        // EAGAIN only when the counter is at its maximum: the loop is
+        // already due to wake.
+        let _ = n;
     }
 
     /// Whether remote work is waiting.
