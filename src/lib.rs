@@ -38,7 +38,9 @@
 
 mod driver;
 mod error;
+pub mod fs;
 pub mod io;
+pub mod net;
 mod runtime;
 mod task;
 mod time;
