@@ -93,7 +93,13 @@ fn unreachable_loop() -> ! {
 
 /// Reads into `buf` (its whole capacity, from its start) from `fd` at
 /// `offset` (`u64::MAX`: the file position; sockets ignore it).
+///
+/// A buffer with no room gives `Ok(0)` at once, as `std`'s `read` does (an
+/// io_uring `RECV` of 0 bytes would instead wait for data to arrive).
 pub(crate) async fn read_at<B: IoBufMut>(fd: RawFd, mut buf: B, offset: u64) -> BufResult<usize, B> {
+    if buf.bytes_total() == 0 {
+        return (Ok(0), buf);
+    }
     let len = buf.bytes_total().min(MAX_LEN) as u32;
     let sqe = opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), len)
         .offset(offset)
@@ -105,7 +111,11 @@ pub(crate) async fn read_at<B: IoBufMut>(fd: RawFd, mut buf: B, offset: u64) -> 
 }
 
 /// Receives into `buf` from socket `fd` (`IORING_OP_RECV`).
+/// A buffer with no room gives `Ok(0)` at once (see `read_at`).
 pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufResult<usize, B> {
+    if buf.bytes_total() == 0 {
+        return (Ok(0), buf);
+    }
     let len = buf.bytes_total().min(MAX_LEN) as u32;
     let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len)
         .flags(flags)
