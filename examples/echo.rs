@@ -166,7 +166,10 @@ fn main() -> ExitCode {
         .collect();
     let mut code = ExitCode::SUCCESS;
     for t in threads {
-        match t.map_err(|e| e.to_string()).and_then(|h| h.join().map_err(|_| "panicked".to_string())) {
+        match t
+            .map_err(|e| e.to_string())
+            .and_then(|h| h.join().map_err(|_| "panicked".to_string()))
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 eprintln!("echo: {e}");

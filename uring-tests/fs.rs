@@ -235,14 +235,29 @@ fn open_options_and_bad_input() {
         let e = File::open(&p).await.unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
         // create_new, then again: EEXIST.
-        let f = OpenOptions::new().write(true).create_new(true).open(&p).await.unwrap();
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .await
+            .unwrap();
         f.close().await.unwrap();
-        let e = OpenOptions::new().write(true).create_new(true).open(&p).await.unwrap_err();
+        let e = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .await
+            .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
         // Neither read nor write; create without write: clear errors.
         let e = OpenOptions::new().open(&p).await.unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
-        let e = OpenOptions::new().read(true).create(true).open(&p).await.unwrap_err();
+        let e = OpenOptions::new()
+            .read(true)
+            .create(true)
+            .open(&p)
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
         // A NUL in a path.
         let e = File::open("bad\0path").await.unwrap_err();
@@ -273,7 +288,10 @@ fn open_options_and_bad_input() {
             bogus.metadata().await.unwrap_err().raw_os_error(),
             Some(libc::EBADF)
         );
-        assert_eq!(bogus.sync_all().await.unwrap_err().raw_os_error(), Some(libc::EBADF));
+        assert_eq!(
+            bogus.sync_all().await.unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
         let _ = bogus.into_raw_fd();
         // Out-of-range slice: error with the buffer back.
         let (e, v) = vec![1u8; 3].try_slice(4..).unwrap_err();
@@ -336,7 +354,10 @@ fn cancel_pending_pipe_read_keeps_data_and_times_out() {
         ringio::sleep(Duration::from_millis(20)).await.unwrap();
         t.cancel_with("stop reading");
         let e = t.clone().await.unwrap_err();
-        assert!(matches!(&e, Error::Cancelled { msg: Some(m) } if m == "stop reading"), "{e:?}");
+        assert!(
+            matches!(&e, Error::Cancelled { msg: Some(m) } if m == "stop reading"),
+            "{e:?}"
+        );
         assert!(stats().ops_canceled_by_kernel > before);
         // Data written while no read is pending is read later.
         let (res, _) = ringio::io::write_all(&w, &b"later"[..]).await;
@@ -400,6 +421,9 @@ fn compat_reader_over_a_file_and_close_errors() {
         // Closing a descriptor that is not open reports EBADF.
         // SAFETY: 1_000_000 is above the fd limit; `close` gives it up.
         let bogus = unsafe { File::from_raw_fd(1_000_000) };
-        assert_eq!(bogus.close().await.unwrap_err().raw_os_error(), Some(libc::EBADF));
+        assert_eq!(
+            bogus.close().await.unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
     });
 }

@@ -168,7 +168,11 @@ fn echo_with_single_accept_and_ipv6() {
             let listener = match TcpListener::bind(bind) {
                 Ok(l) => l,
                 // A host without IPv6 loopback.
-                Err(e) if bind.starts_with('[') && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => continue,
+                Err(e)
+                    if bind.starts_with('[') && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+                {
+                    continue;
+                }
                 Err(e) => panic!("bind {bind}: {e}"),
             };
             let addr = listener.local_addr().unwrap();
@@ -233,7 +237,10 @@ fn unix_sockets() {
     ringio::run(async move {
         let dir = d;
         let listener = UnixListener::bind(&path).unwrap();
-        assert_eq!(listener.local_addr().unwrap().as_pathname(), Some(path.as_path()));
+        assert_eq!(
+            listener.local_addr().unwrap().as_pathname(),
+            Some(path.as_path())
+        );
         let client = {
             let path = path.clone();
             ringio::create_task(async move {
@@ -297,7 +304,10 @@ fn cancel_pending_accept_then_listener_still_works() {
         let r = t.clone().await;
         assert!(r.unwrap_err().is_cancelled());
         assert!(t.cancelled());
-        assert!(stats().ops_canceled_by_kernel > before, "the kernel's CQE said -ECANCELED");
+        assert!(
+            stats().ops_canceled_by_kernel > before,
+            "the kernel's CQE said -ECANCELED"
+        );
         // The listener still accepts, and the same for the multishot stream.
         let c = ringio::create_task(async move { TcpStream::connect(addr).await });
         let (s, _) = listener.accept().await.unwrap();
@@ -310,7 +320,11 @@ fn cancel_pending_accept_then_listener_still_works() {
             ringio::create_task(async move {
                 let mut incoming = listener.incoming();
                 let r = incoming.next().await.unwrap();
-                assert!(matches!(r, Err(Error::Cancelled { .. })), "{:?}", r.as_ref().map(|_| ()));
+                assert!(
+                    matches!(r, Err(Error::Cancelled { .. })),
+                    "{:?}",
+                    r.as_ref().map(|_| ())
+                );
                 // The cancel was delivered once: further awaits work.
                 ringio::io::nop().await?;
                 Ok::<_, Error>(())
@@ -466,7 +480,12 @@ fn dropping_op_futures_mid_flight_leaks_nothing() {
         for i in 0..3000 {
             poll_once_and_drop(server.read(vec![0u8; 4096])).await;
             poll_once_and_drop(listener.accept()).await;
-            poll_once_and_drop(server.read(Vec::with_capacity(64)).timeout(Duration::from_secs(60))).await;
+            poll_once_and_drop(
+                server
+                    .read(Vec::with_capacity(64))
+                    .timeout(Duration::from_secs(60)),
+            )
+            .await;
             if i % 100 == 0 {
                 // Connections the kernel accepts for a dropped accept are
                 // closed by the orphan cleanup.
@@ -596,7 +615,11 @@ fn zero_byte_buffers_and_invalid_fds() {
     };
     let fut = client.read(Vec::with_capacity(8));
     let (res, buf) = futures_util::FutureExt::now_or_never(fut).unwrap();
-    assert!(res.unwrap_err().to_string().contains("no running event loop"));
+    assert!(
+        res.unwrap_err()
+            .to_string()
+            .contains("no running event loop")
+    );
     assert_eq!(buf.capacity(), 8);
 }
 

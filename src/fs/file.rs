@@ -107,7 +107,10 @@ impl File {
     }
 
     /// Reads the whole file (from offset 0), appending to `buf`.
-    pub fn read_to_end(&self, buf: Vec<u8>) -> Io<impl Future<Output = BufResult<usize, Vec<u8>>> + '_> {
+    pub fn read_to_end(
+        &self,
+        buf: Vec<u8>,
+    ) -> Io<impl Future<Output = BufResult<usize, Vec<u8>>> + '_> {
         self.read_to_end_at(buf, 0)
     }
 
@@ -168,7 +171,9 @@ async fn read_to_end(fd: i32, mut buf: Vec<u8>, mut offset: u64) -> BufResult<us
     // the end.
     if let Ok(stx) = ops::statx(fd, c"".to_owned(), libc::AT_EMPTY_PATH).await {
         let left = stx.stx_size.saturating_sub(offset);
-        let want = usize::try_from(left).unwrap_or(usize::MAX).saturating_add(1);
+        let want = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
         if buf.try_reserve(want).is_err() {
             return (
                 Err(crate::Error::InvalidArgument(format!(

@@ -49,7 +49,10 @@ pub fn read(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<Vec<u8>>>>
 
 /// Writes `contents` (its initialised bytes) to the file at `path`,
 /// creating it or truncating it first.
-pub fn write<B: IoBuf>(path: impl AsRef<Path>, contents: B) -> Io<impl Future<Output = Result<()>>> {
+pub fn write<B: IoBuf>(
+    path: impl AsRef<Path>,
+    contents: B,
+) -> Io<impl Future<Output = Result<()>>> {
     let path = path.as_ref().to_path_buf();
     Io::new(async move {
         let file = File::create(&path).await?;
@@ -75,7 +78,10 @@ pub fn remove_dir(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<()>>
 
 /// Renames `from` to `to`, replacing `to` if it exists
 /// (`IORING_OP_RENAMEAT`).
-pub fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> Io<impl Future<Output = Result<()>>> {
+pub fn rename(
+    from: impl AsRef<Path>,
+    to: impl AsRef<Path>,
+) -> Io<impl Future<Output = Result<()>>> {
     let from = c_path(from.as_ref());
     let to = c_path(to.as_ref());
     Io::new(async move { ops::rename_at(from?, to?).await })

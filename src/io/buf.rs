@@ -55,7 +55,10 @@ pub unsafe trait IoBuf: Unpin + 'static {
 
     /// Like [`IoBuf::slice`], but gives an error (and the buffer back) for a
     /// range that does not fit.
-    fn try_slice(self, range: impl RangeBounds<usize>) -> std::result::Result<Slice<Self>, (Error, Self)>
+    fn try_slice(
+        self,
+        range: impl RangeBounds<usize>,
+    ) -> std::result::Result<Slice<Self>, (Error, Self)>
     where
         Self: Sized,
     {
@@ -254,7 +257,10 @@ unsafe impl<T: IoBuf> IoBuf for Slice<T> {
         self.buf.stable_ptr().wrapping_add(self.begin)
     }
     fn bytes_init(&self) -> usize {
-        self.buf.bytes_init().min(self.end).saturating_sub(self.begin)
+        self.buf
+            .bytes_init()
+            .min(self.end)
+            .saturating_sub(self.begin)
     }
     fn bytes_total(&self) -> usize {
         self.end - self.begin
@@ -329,8 +335,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        let layout =
-            Layout::from_size_align(self.layout.size().max(1), self.layout.align()).unwrap_or(self.layout);
+        let layout = Layout::from_size_align(self.layout.size().max(1), self.layout.align())
+            .unwrap_or(self.layout);
         // SAFETY: allocated in `new` with this (size >= 1) layout.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
     }

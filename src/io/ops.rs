@@ -64,7 +64,11 @@ pub(crate) async unsafe fn submit<D: 'static>(
                 return (Err(Error::Timeout), 0, data);
             }
             let left = deadline - now;
-            let ts = Box::new(Timespec::new().sec(left.as_secs()).nsec(left.subsec_nanos()));
+            let ts = Box::new(
+                Timespec::new()
+                    .sec(left.as_secs())
+                    .nsec(left.subsec_nanos()),
+            );
             let link = opcode::LinkTimeout::new(&*ts as *const Timespec).build();
             // SAFETY: `sqe` points into `data` (caller), the link timeout into
             // the boxed timespec; both are owned by the op's data.
@@ -96,7 +100,11 @@ fn unreachable_loop() -> ! {
 ///
 /// A buffer with no room gives `Ok(0)` at once, as `std`'s `read` does (an
 /// io_uring `RECV` of 0 bytes would instead wait for data to arrive).
-pub(crate) async fn read_at<B: IoBufMut>(fd: RawFd, mut buf: B, offset: u64) -> BufResult<usize, B> {
+pub(crate) async fn read_at<B: IoBufMut>(
+    fd: RawFd,
+    mut buf: B,
+    offset: u64,
+) -> BufResult<usize, B> {
     if buf.bytes_total() == 0 {
         return (Ok(0), buf);
     }
@@ -149,7 +157,11 @@ fn write_sqe(fd: RawFd, ptr: *const u8, len: usize, to: WriteTo, done: usize) ->
             .flags(flags | libc::MSG_NOSIGNAL)
             .build(),
         WriteTo::File(off) => {
-            let off = if off == u64::MAX { off } else { off + done as u64 };
+            let off = if off == u64::MAX {
+                off
+            } else {
+                off + done as u64
+            };
             opcode::Write::new(Fd(fd), ptr, len).offset(off).build()
         }
     }
@@ -319,9 +331,8 @@ fn new_msg() -> Box<MsgBuf> {
 /// A path as the kernel wants it: NUL-terminated, on the heap.
 pub(crate) fn c_path(path: &std::path::Path) -> Result<CString> {
     use std::os::unix::ffi::OsStrExt;
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        Error::InvalidArgument(format!("path {} contains a NUL byte", path.display()))
-    })
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidArgument(format!("path {} contains a NUL byte", path.display())))
 }
 
 /// Opens `path` (`IORING_OP_OPENAT` relative to the working directory).

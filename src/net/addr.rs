@@ -52,7 +52,10 @@ pub(crate) fn to_boxed(addr: &SocketAddr) -> Box<SockAddrBuf> {
 }
 
 /// An IP socket address from what the kernel wrote.
-pub(crate) fn from_raw(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Result<SocketAddr> {
+pub(crate) fn from_raw(
+    storage: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> Result<SocketAddr> {
     match storage.ss_family as i32 {
         libc::AF_INET if len as usize >= mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says it is a sockaddr_in, and it fits.

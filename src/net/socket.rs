@@ -43,7 +43,8 @@ pub(crate) fn get_int_opt(fd: RawFd, level: i32, name: i32) -> Result<i32> {
     let mut value: i32 = 0;
     let mut len = mem::size_of::<i32>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `value`.
-    let rc = unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
+    let rc =
+        unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
     if rc < 0 {
         return Err(io::Error::last_os_error().into());
     }
@@ -53,7 +54,13 @@ pub(crate) fn get_int_opt(fd: RawFd, level: i32, name: i32) -> Result<i32> {
 /// `bind(2)`.
 pub(crate) fn bind(fd: RawFd, addr: &(libc::sockaddr_storage, libc::socklen_t)) -> Result<()> {
     // SAFETY: `addr` is a valid sockaddr of the given length.
-    let rc = unsafe { libc::bind(fd, (&addr.0 as *const libc::sockaddr_storage).cast(), addr.1) };
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&addr.0 as *const libc::sockaddr_storage).cast(),
+            addr.1,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error().into());
     }
@@ -70,9 +77,18 @@ pub(crate) fn listen(fd: RawFd, backlog: i32) -> Result<()> {
 }
 
 /// `connect(2)` for datagram sockets (it only records the peer).
-pub(crate) fn connect_now(fd: RawFd, addr: &(libc::sockaddr_storage, libc::socklen_t)) -> Result<()> {
+pub(crate) fn connect_now(
+    fd: RawFd,
+    addr: &(libc::sockaddr_storage, libc::socklen_t),
+) -> Result<()> {
     // SAFETY: `addr` is a valid sockaddr of the given length.
-    let rc = unsafe { libc::connect(fd, (&addr.0 as *const libc::sockaddr_storage).cast(), addr.1) };
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&addr.0 as *const libc::sockaddr_storage).cast(),
+            addr.1,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error().into());
     }
@@ -81,7 +97,10 @@ pub(crate) fn connect_now(fd: RawFd, addr: &(libc::sockaddr_storage, libc::sockl
 
 /// Runs `f` on `fd` seen as the `std` socket type `T`, without taking
 /// ownership (for getters such as `local_addr` that `std` already has).
-pub(crate) fn with_std<T: FromRawFd, R>(fd: RawFd, f: impl FnOnce(&T) -> io::Result<R>) -> Result<R> {
+pub(crate) fn with_std<T: FromRawFd, R>(
+    fd: RawFd,
+    f: impl FnOnce(&T) -> io::Result<R>,
+) -> Result<R> {
     // SAFETY: `fd` is open for the duration of the call (the caller owns
     // it), and `ManuallyDrop` keeps the borrowed `T` from closing it.
     let sock = ManuallyDrop::new(unsafe { T::from_raw_fd(fd) });

@@ -290,7 +290,12 @@ impl TcpStream {
 
     /// Sets `TCP_NODELAY` (no Nagle delay for small writes).
     pub fn set_nodelay(&self, on: bool) -> Result<()> {
-        set_int_opt(self.fd.raw(), libc::IPPROTO_TCP, libc::TCP_NODELAY, on as i32)
+        set_int_opt(
+            self.fd.raw(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            on as i32,
+        )
     }
 
     /// Whether `TCP_NODELAY` is set.

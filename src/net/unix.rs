@@ -9,9 +9,9 @@ use super::addr::unix_raw;
 use super::socket::{bind, listen, socket, with_std};
 use super::{fd_traits, stream_io};
 use crate::error::Result;
+use crate::io::Io;
 use crate::io::fd::RingFd;
 use crate::io::ops::{self, SockAddrBuf};
-use crate::io::Io;
 
 /// A Unix-domain socket listening for connections.
 ///
