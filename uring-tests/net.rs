@@ -462,8 +462,10 @@ fn read_timeout_is_link_timeout_and_socket_stays_usable() {
             })
         };
         ringio::sleep(Duration::from_millis(10)).await.unwrap();
+        let before = stats().ops_canceled_by_kernel;
         t.cancel();
         assert!(t.clone().await.unwrap_err().is_cancelled());
+        assert!(stats().ops_canceled_by_kernel > before);
         settle().await;
     });
 }

@@ -19,13 +19,15 @@ use super::fd::close_orphan;
 use super::timeout::current_deadline;
 use crate::driver::OrphanCleanup;
 use crate::error::{Error, Result};
-use crate::runtime::{Op, context};
+use crate::runtime::Op;
 
 /// The largest length one SQE can carry.
 const MAX_LEN: usize = u32::MAX as usize;
 
 /// Submits `sqe`, owning `data` until its completion, and waits for it.
-/// Returns the result, the CQE flags and the data back.
+/// Returns the result, the CQE flags and the data back. Without a running
+/// loop, or on a kernel whose ring lacks the opcode, nothing is submitted
+/// and the error comes back with the data.
 ///
 /// A -ECANCELED completion caused by the deadline's linked timeout becomes
 /// `Error::Timeout`; one caused by the task's cancellation is
@@ -40,12 +42,19 @@ pub(crate) async unsafe fn submit<D: 'static>(
     data: D,
     cleanup: Option<OrphanCleanup>,
 ) -> (Result<u32>, u32, D) {
-    // Checked first so that the data can be handed back: `Op::submit_with`
-    // consumes it.
-    if context::with_loop(|_| ()).is_none() {
-        return (Err(Error::no_running_loop()), 0, data);
+    // Checked first so that the data can be handed back (`Op::submit_with`
+    // consumes it): a running loop, and a ring that knows the opcode (else
+    // `Unsupported` naming it and the kernel that brings it).
+    if let Err(e) = Op::<()>::require(sqe.get_opcode() as u8) {
+        return (Err(e), 0, data);
     }
-    match current_deadline() {
+    let deadline = current_deadline();
+    if deadline.is_some() {
+        if let Err(e) = Op::<()>::require(opcode::LinkTimeout::CODE) {
+            return (Err(e), 0, data);
+        }
+    }
+    match deadline {
         None => {
             // SAFETY: forwarded from the caller.
             let op = match unsafe { Op::submit_with(sqe, None, data, cleanup) } {
@@ -254,7 +263,6 @@ pub(crate) async fn connect(fd: RawFd, addr: Box<SockAddrBuf>) -> Result<()> {
 
 /// Shuts down part of a full-duplex connection (`IORING_OP_SHUTDOWN`).
 pub(crate) async fn shutdown(fd: RawFd, how: i32) -> Result<()> {
-    Op::<()>::require(opcode::Shutdown::CODE)?;
     // SAFETY: the SQE points to no memory.
     let (res, _, _) = unsafe { submit(opcode::Shutdown::new(Fd(fd), how).build(), (), None) }.await;
     res.map(|_| ())
@@ -378,7 +386,6 @@ pub(crate) async fn fsync(fd: RawFd, data_only: bool) -> Result<()> {
 
 /// `unlinkat(2)` relative to the working directory.
 pub(crate) async fn unlink_at(path: CString, flags: i32) -> Result<()> {
-    Op::<()>::require(opcode::UnlinkAt::CODE)?;
     let sqe = opcode::UnlinkAt::new(Fd(libc::AT_FDCWD), path.as_ptr())
         .flags(flags)
         .build();
@@ -389,7 +396,6 @@ pub(crate) async fn unlink_at(path: CString, flags: i32) -> Result<()> {
 
 /// `renameat(2)` relative to the working directory.
 pub(crate) async fn rename_at(from: CString, to: CString) -> Result<()> {
-    Op::<()>::require(opcode::RenameAt::CODE)?;
     let sqe = opcode::RenameAt::new(
         Fd(libc::AT_FDCWD),
         from.as_ptr(),
@@ -404,7 +410,6 @@ pub(crate) async fn rename_at(from: CString, to: CString) -> Result<()> {
 
 /// `mkdirat(2)` relative to the working directory.
 pub(crate) async fn mkdir_at(path: CString, mode: u32) -> Result<()> {
-    Op::<()>::require(opcode::MkDirAt::CODE)?;
     let sqe = opcode::MkDirAt::new(Fd(libc::AT_FDCWD), path.as_ptr())
         .mode(mode)
         .build();

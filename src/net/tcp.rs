@@ -181,6 +181,15 @@ impl Incoming<'_> {
 
     fn arm(&mut self) -> Result<()> {
         Op::<()>::require(opcode::Accept::CODE)?;
+        // The probe has no bit for the multishot flag; IORING_OP_SOCKET came
+        // in the same release (5.19), so it stands in for it.
+        if Op::<()>::require(opcode::Socket::CODE).is_err() {
+            return Err(Error::Unsupported(
+                "multishot IORING_OP_ACCEPT is not supported by this kernel (it needs Linux 5.19); \
+                 use TcpListener::accept"
+                    .into(),
+            ));
+        }
         let sqe = opcode::AcceptMulti::new(Fd(self.listener.fd.raw()))
             .flags(libc::SOCK_CLOEXEC)
             .build();
@@ -223,11 +232,6 @@ impl Stream for Incoming<'_> {
                         // SAFETY: a fresh descriptor the kernel created for us.
                         fd: unsafe { RingFd::from_raw(fd as RawFd) },
                     }),
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(Error::Unsupported(
-                        "multishot IORING_OP_ACCEPT is not supported by this kernel (it needs Linux 5.19); \
-                         use TcpListener::accept"
-                            .into(),
-                    )),
                     Err(e) => Err(e),
                 }))
             }
