@@ -662,3 +662,104 @@ fn compat_adapters_async_read_write() {
         assert!(got == data);
     });
 }
+
+#[test]
+fn closing_a_stream_never_lets_a_queued_op_reach_a_reused_fd() {
+    let _g = serial();
+    ringio::run(async {
+        for _ in 0..50 {
+            let (a, _b) = UnixStream::pair().unwrap();
+            let n = a.as_raw_fd();
+            // A read queued in the SQ (not yet seen by the kernel), dropped...
+            poll_once_and_drop(a.read(Vec::with_capacity(64))).await;
+            // ...then its socket closed, and the number reused at once by a
+            // new socket that already holds data.
+            drop(a);
+            let (c, mut d) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (cn, dn) = (c.as_raw_fd(), d.as_raw_fd());
+            assert!(cn == n || dn == n, "fd {n} was not reused ({cn}, {dn})");
+            std::io::Write::write_all(&mut d, b"not yours").unwrap();
+            let (mut c, d) = if cn == n { (c, d) } else { (d, c) };
+            std::io::Write::write_all(&mut c, b"not yours").unwrap();
+            // SAFETY: the std streams give up their descriptors.
+            let (c, d) = unsafe {
+                (
+                    UnixStream::from_raw_fd(c.into_raw_fd()),
+                    UnixStream::from_raw_fd(d.into_raw_fd()),
+                )
+            };
+            // The dropped read must not have consumed the new socket's data.
+            for s in [&c, &d] {
+                let (res, buf) = s
+                    .read(Vec::with_capacity(64))
+                    .timeout(Duration::from_secs(2))
+                    .await;
+                assert_eq!(&buf[..res.unwrap()], b"not yours");
+            }
+        }
+        settle().await;
+    });
+}
+
+#[test]
+fn loop_shutdown_with_ops_in_flight_leaks_nothing() {
+    let _g = serial();
+    let fds_before = open_fds();
+    let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+    ringio::run(async move {
+        // SAFETY: the std streams give up their descriptors.
+        let (client, server) = unsafe {
+            (
+                Rc::new(UnixStream::from_raw_fd(client.into_raw_fd())),
+                UnixStream::from_raw_fd(server.into_raw_fd()),
+            )
+        };
+        let listener = Rc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        for _ in 0..100 {
+            let (c, l) = (client.clone(), listener.clone());
+            ringio::create_task(async move {
+                let (r, _) = c.read(vec![0u8; 1024]).await;
+                r?;
+                l.accept().await?;
+                Ok::<_, Error>(())
+            });
+        }
+        ringio::sleep(Duration::from_millis(10)).await.unwrap();
+        assert!(stats().ops_in_flight >= 100);
+        drop(server);
+        // `run` returns with the reads in flight: shutdown cancels the tasks
+        // and reaps every completion before the ring closes.
+    });
+    assert_eq!(open_fds(), fds_before, "file descriptors leaked");
+}
+
+#[test]
+fn connect_deadline_when_the_backlog_is_full() {
+    let _g = serial();
+    ringio::run(async {
+        // Backlog 0 and nobody accepting: once the accept queue is full the
+        // kernel drops further SYNs, so those connects hang until a deadline.
+        let listener =
+            TcpListener::bind_with("127.0.0.1:0", ListenOptions::new().backlog(0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut ok = Vec::new();
+        let mut timed_out = 0;
+        for _ in 0..8 {
+            let start = Instant::now();
+            match TcpStream::connect(addr)
+                .timeout(Duration::from_millis(150))
+                .await
+            {
+                Ok(s) => ok.push(s),
+                Err(Error::Timeout) => {
+                    timed_out += 1;
+                    assert!(start.elapsed() >= Duration::from_millis(150));
+                }
+                Err(e) => panic!("unexpected connect error: {e}"),
+            }
+        }
+        assert!(!ok.is_empty(), "the first connects fit in the queue");
+        assert!(timed_out > 0, "a connect hung and timed out");
+        settle().await;
+    });
+}
