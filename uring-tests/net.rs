@@ -763,3 +763,26 @@ fn connect_deadline_when_the_backlog_is_full() {
         settle().await;
     });
 }
+
+#[test]
+fn compat_read_cancelled_ends_the_task_cancelled() {
+    let _g = serial();
+    ringio::run(async {
+        let (client, server) = tcp_pair().await;
+        let before = stats().ops_canceled_by_kernel;
+        let t = ringio::create_task(async move {
+            let mut r = Compat::new(server);
+            let mut buf = [0u8; 16];
+            // `?` turns the adapter's io::Error back into the cancellation.
+            r.read(&mut buf).await?;
+            Ok::<_, Error>(())
+        });
+        ringio::sleep(Duration::from_millis(10)).await.unwrap();
+        t.cancel();
+        assert!(t.clone().await.unwrap_err().is_cancelled());
+        assert!(t.cancelled());
+        assert!(stats().ops_canceled_by_kernel > before);
+        drop(client);
+        settle().await;
+    });
+}
