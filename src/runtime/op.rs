@@ -104,6 +104,13 @@ impl<D: 'static> Op<D> {
         })
     }
 
+    /// Sets the source location this op reports as its task's await point
+    /// (`Task::get_stack`): the user's call of the I/O API rather than the
+    /// line inside ringio that submitted it.
+    pub(crate) fn set_location(&mut self, location: &'static Location<'static>) {
+        self.location = location;
+    }
+
     /// `Ok` if the running loop's ring supports `opcode`, else
     /// `Error::Unsupported` naming it and the kernel that brings it.
     pub fn require(opcode: u8) -> Result<()> {
