@@ -786,3 +786,35 @@ fn compat_read_cancelled_ends_the_task_cancelled() {
         settle().await;
     });
 }
+
+#[test]
+fn get_stack_shows_the_io_call_site() {
+    let _g = serial();
+    ringio::run(async {
+        let (client, server) = tcp_pair().await;
+        let server = Rc::new(server);
+        let line = Rc::new(std::cell::Cell::new(0));
+        let t = {
+            let (server, line) = (server.clone(), line.clone());
+            ringio::create_task(async move {
+                let buf = Vec::with_capacity(8);
+                line.set(line!() + 1);
+                let io = server.read(buf);
+                let (r, _) = io.timeout(Duration::from_secs(30)).await;
+                r
+            })
+        };
+        ringio::sleep(Duration::from_millis(10)).await.unwrap();
+        let stack = t.get_stack(None);
+        match stack.as_slice() {
+            [ringio::Frame::Location { file, line: l, .. }] => {
+                assert!(file.ends_with("net.rs"), "{file}");
+                assert_eq!(*l, line.get(), "{stack:?}");
+            }
+            other => panic!("unexpected stack {other:?}"),
+        }
+        let (res, _) = client.write_all(&b"x"[..]).await;
+        res.unwrap();
+        assert_eq!(t.await.unwrap(), 1);
+    });
+}

@@ -29,11 +29,13 @@ impl File {
     }
 
     /// Opens `path` for reading.
+    #[track_caller]
     pub fn open(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<File>>> {
         OpenOptions::new().read(true).open(path)
     }
 
     /// Opens `path` for writing, creating it or truncating it.
+    #[track_caller]
     pub fn create(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<File>>> {
         OpenOptions::new()
             .write(true)
@@ -51,6 +53,7 @@ impl File {
     /// length becomes the count read) from byte `offset` of the file. Gives
     /// the count and the buffer back, also on error, timeout or
     /// cancellation. `Ok(0)` is end of file. A short count is not an error.
+    #[track_caller]
     pub fn read_at<B: IoBufMut>(
         &self,
         buf: B,
@@ -65,6 +68,7 @@ impl File {
 
     /// Writes the initialised bytes of `buf` at byte `offset`, once. Gives
     /// the count written and the buffer back.
+    #[track_caller]
     pub fn write_at<B: IoBuf>(
         &self,
         buf: B,
@@ -79,6 +83,7 @@ impl File {
 
     /// Writes every initialised byte of `buf` from byte `offset` on, as
     /// many writes as it takes.
+    #[track_caller]
     pub fn write_all_at<B: IoBuf>(
         &self,
         buf: B,
@@ -94,6 +99,7 @@ impl File {
     /// Reads from byte `offset` to the end of the file, appending to `buf`.
     /// Gives the count appended and the buffer (with whatever was read
     /// before an error).
+    #[track_caller]
     pub fn read_to_end_at(
         &self,
         buf: Vec<u8>,
@@ -107,6 +113,7 @@ impl File {
     }
 
     /// Reads the whole file (from offset 0), appending to `buf`.
+    #[track_caller]
     pub fn read_to_end(
         &self,
         buf: Vec<u8>,
@@ -115,6 +122,7 @@ impl File {
     }
 
     /// Flushes data and metadata to the device (`IORING_OP_FSYNC`).
+    #[track_caller]
     pub fn sync_all(&self) -> Io<impl Future<Output = Result<()>> + '_> {
         let fd = self.fd.raw();
         Io::new(async move {
@@ -125,6 +133,7 @@ impl File {
 
     /// Flushes data, and only the metadata needed to read it back
     /// (`IORING_OP_FSYNC` with `IORING_FSYNC_DATASYNC`).
+    #[track_caller]
     pub fn sync_data(&self) -> Io<impl Future<Output = Result<()>> + '_> {
         let fd = self.fd.raw();
         Io::new(async move {
@@ -134,6 +143,7 @@ impl File {
     }
 
     /// The file's metadata (`IORING_OP_STATX` with `AT_EMPTY_PATH`).
+    #[track_caller]
     pub fn metadata(&self) -> Io<impl Future<Output = Result<Metadata>> + '_> {
         let fd = self.fd.raw();
         Io::new(async move {
@@ -147,6 +157,7 @@ impl File {
     /// Closes the file on the ring (`IORING_OP_CLOSE`) and reports the
     /// close's error, if any. Dropping this future before it ran closes
     /// the file on drop instead.
+    #[track_caller]
     pub fn close(self) -> Io<impl Future<Output = Result<()>>> {
         Io::new(async move {
             // Given up only here, in the first poll: a future dropped unpolled

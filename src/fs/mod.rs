@@ -34,6 +34,7 @@ use crate::io::ops::{self, c_path};
 use crate::io::{Io, IoBuf};
 
 /// Reads the whole file at `path` into a new vector.
+#[track_caller]
 pub fn read(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<Vec<u8>>>> {
     let path = path.as_ref().to_path_buf();
     Io::new(async move {
@@ -49,6 +50,7 @@ pub fn read(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<Vec<u8>>>>
 
 /// Writes `contents` (its initialised bytes) to the file at `path`,
 /// creating it or truncating it first.
+#[track_caller]
 pub fn write<B: IoBuf>(
     path: impl AsRef<Path>,
     contents: B,
@@ -64,6 +66,7 @@ pub fn write<B: IoBuf>(
 }
 
 /// Removes the file (not a directory) at `path` (`IORING_OP_UNLINKAT`).
+#[track_caller]
 pub fn remove_file(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<()>>> {
     let path = c_path(path.as_ref());
     Io::new(async move { ops::unlink_at(path?, 0).await })
@@ -71,6 +74,7 @@ pub fn remove_file(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<()>
 
 /// Removes the empty directory at `path` (`IORING_OP_UNLINKAT` with
 /// `AT_REMOVEDIR`).
+#[track_caller]
 pub fn remove_dir(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<()>>> {
     let path = c_path(path.as_ref());
     Io::new(async move { ops::unlink_at(path?, libc::AT_REMOVEDIR).await })
@@ -78,6 +82,7 @@ pub fn remove_dir(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<()>>
 
 /// Renames `from` to `to`, replacing `to` if it exists
 /// (`IORING_OP_RENAMEAT`).
+#[track_caller]
 pub fn rename(
     from: impl AsRef<Path>,
     to: impl AsRef<Path>,
@@ -89,6 +94,7 @@ pub fn rename(
 
 /// Creates the directory `path` with mode 0o777 (less the umask)
 /// (`IORING_OP_MKDIRAT`). Its parent must exist.
+#[track_caller]
 pub fn create_dir(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<()>>> {
     let path = c_path(path.as_ref());
     Io::new(async move { ops::mkdir_at(path?, 0o777).await })
@@ -96,6 +102,7 @@ pub fn create_dir(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<()>>
 
 /// The metadata of the file at `path`, following symbolic links
 /// (`IORING_OP_STATX`).
+#[track_caller]
 pub fn metadata(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<Metadata>>> {
     let path = c_path(path.as_ref());
     Io::new(async move {
@@ -107,6 +114,7 @@ pub fn metadata(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<Metada
 
 /// The metadata of the file at `path` itself, not following a symbolic
 /// link (`IORING_OP_STATX` with `AT_SYMLINK_NOFOLLOW`).
+#[track_caller]
 pub fn symlink_metadata(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<Metadata>>> {
     let path = c_path(path.as_ref());
     Io::new(async move {

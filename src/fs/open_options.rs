@@ -96,6 +96,7 @@ impl OpenOptions {
     }
 
     /// Opens `path` with these options.
+    #[track_caller]
     pub fn open<P: AsRef<Path>>(&self, path: P) -> Io<impl Future<Output = Result<File>> + use<P>> {
         let flags = self.flags(path.as_ref());
         let path = c_path(path.as_ref());

@@ -34,6 +34,7 @@ use ops::WriteTo;
 
 /// A no-op through the ring (`IORING_OP_NOP`): the cost of one op, and a
 /// cancellation point.
+#[track_caller]
 pub fn nop() -> Io<impl Future<Output = Result<()>>> {
     Io::new(async {
         // SAFETY: NOP points to no memory.
@@ -46,6 +47,7 @@ pub fn nop() -> Io<impl Future<Output = Result<()>>> {
 /// into `buf` (its whole capacity, from its start; a `Vec`'s length becomes
 /// the count read). Gives the count and the buffer back, also on error,
 /// timeout or cancellation. `Ok(0)` is end of file (or a 0-byte buffer).
+#[track_caller]
 pub fn read<'a, F: AsRawFd, B: IoBufMut>(
     fd: &'a F,
     buf: B,
@@ -61,6 +63,7 @@ pub fn read<'a, F: AsRawFd, B: IoBufMut>(
 
 /// Writes the initialised bytes of `buf` to `fd` at its current position
 /// (`IORING_OP_WRITE`, offset -1), once. Gives the count and the buffer.
+#[track_caller]
 pub fn write<'a, F: AsRawFd, B: IoBuf>(
     fd: &'a F,
     buf: B,
@@ -74,6 +77,7 @@ pub fn write<'a, F: AsRawFd, B: IoBuf>(
 
 /// Writes every initialised byte of `buf` to `fd` at its current position,
 /// as many `IORING_OP_WRITE`s as it takes.
+#[track_caller]
 pub fn write_all<'a, F: AsRawFd, B: IoBuf>(
     fd: &'a F,
     buf: B,

@@ -16,7 +16,7 @@ use io_uring::{opcode, squeue, types};
 
 use super::buf::{BufResult, IoBuf, IoBufMut};
 use super::fd::close_orphan;
-use super::timeout::current_deadline;
+use super::timeout::{current_caller, current_deadline};
 use crate::driver::OrphanCleanup;
 use crate::error::{Error, Result};
 use crate::runtime::Op;
@@ -57,11 +57,14 @@ pub(crate) async unsafe fn submit<D: 'static>(
     match deadline {
         None => {
             // SAFETY: forwarded from the caller.
-            let op = match unsafe { Op::submit_with(sqe, None, data, cleanup) } {
+            let mut op = match unsafe { Op::submit_with(sqe, None, data, cleanup) } {
                 Ok(op) => op,
                 // Unreachable: the loop was checked above on this thread.
                 Err(_) => unreachable_loop(),
             };
+            if let Some(loc) = current_caller() {
+                op.set_location(loc);
+            }
             let out = op.await;
             (out.result, out.flags, out.data)
         }
@@ -81,10 +84,13 @@ pub(crate) async unsafe fn submit<D: 'static>(
             let link = opcode::LinkTimeout::new(&*ts as *const Timespec).build();
             // SAFETY: `sqe` points into `data` (caller), the link timeout into
             // the boxed timespec; both are owned by the op's data.
-            let op = match unsafe { Op::submit_with(sqe, Some(link), (data, ts), cleanup) } {
+            let mut op = match unsafe { Op::submit_with(sqe, Some(link), (data, ts), cleanup) } {
                 Ok(op) => op,
                 Err(_) => unreachable_loop(),
             };
+            if let Some(loc) = current_caller() {
+                op.set_location(loc);
+            }
             let out = op.await;
             let result = match out.result {
                 // Not the task's cancel (that is `Cancelled`), so the linked

@@ -10,12 +10,16 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Where the outermost I/O call being polled was made: the await point
+    /// `Task::get_stack` shows for the ring operations it submits.
+    static CALLER: Cell<Option<&'static Location<'static>>> = const { Cell::new(None) };
 }
 
 /// The deadline for ring operations submitted now, if any.
@@ -23,12 +27,19 @@ pub(crate) fn current_deadline() -> Option<Instant> {
     DEADLINE.with(|d| d.get())
 }
 
-/// Restores the previous ambient deadline, also if the poll panics.
-struct Restore(Option<Instant>);
+/// The user's call site of the I/O call being polled, if any.
+pub(crate) fn current_caller() -> Option<&'static Location<'static>> {
+    CALLER.with(|c| c.get())
+}
+
+/// Restores the previous ambient deadline and caller, also if the poll
+/// panics.
+struct Restore(Option<Instant>, Option<&'static Location<'static>>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
         DEADLINE.with(|d| d.set(self.0));
+        CALLER.with(|c| c.set(self.1));
     }
 }
 
@@ -44,13 +55,16 @@ impl Drop for Restore {
 pub struct Io<F> {
     fut: F,
     deadline: Option<Instant>,
+    location: &'static Location<'static>,
 }
 
 impl<F: Future> Io<F> {
+    #[track_caller]
     pub(crate) fn new(fut: F) -> Io<F> {
         Io {
             fut,
             deadline: None,
+            location: Location::caller(),
         }
     }
 
@@ -89,7 +103,11 @@ impl<F: Future> Future for Io<F> {
             (a, b) => a.or(b),
         };
         DEADLINE.with(|d| d.set(effective));
-        let _restore = Restore(outer);
+        let outer_caller = current_caller();
+        // The outermost call is the one the user wrote (`fs::read`, not the
+        // `File::open` inside it).
+        CALLER.with(|c| c.set(Some(outer_caller.unwrap_or(this.location))));
+        let _restore = Restore(outer, outer_caller);
         // SAFETY: see above.
         unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx)
     }
@@ -102,6 +120,7 @@ impl<F: Future> Future for Io<F> {
 /// Only ring operations are bounded: a future that waits for something else
 /// (a task, a promise, a sleep) is not interrupted by this deadline; use
 /// `wait_for` for that.
+#[track_caller]
 pub fn with_timeout<F: Future>(d: Duration, fut: F) -> Io<F> {
     Io::new(fut).timeout(d)
 }

@@ -48,6 +48,7 @@ macro_rules! stream_io {
         /// `IORING_OP_RECV`. Gives the count and the buffer back, also on
         /// error, timeout or cancellation. `Ok(0)` means the peer closed its
         /// write half (or `buf` has no room).
+        #[track_caller]
         pub fn read<B: $crate::io::IoBufMut>(
             &self,
             buf: B,
@@ -65,6 +66,7 @@ macro_rules! stream_io {
         /// Sends the initialised bytes of `buf` once with `IORING_OP_SEND`
         /// (`MSG_NOSIGNAL`: a reset peer gives `EPIPE`, not `SIGPIPE`).
         /// Gives the count sent and the buffer back.
+        #[track_caller]
         pub fn write<B: $crate::io::IoBuf>(
             &self,
             buf: B,
@@ -79,6 +81,7 @@ macro_rules! stream_io {
         }
 
         /// Sends every initialised byte of `buf`, as many sends as it takes.
+        #[track_caller]
         pub fn write_all<B: $crate::io::IoBuf>(
             &self,
             buf: B,
@@ -94,6 +97,7 @@ macro_rules! stream_io {
 
         /// Shuts down the read half, the write half (the peer reads end of
         /// stream) or both, with `IORING_OP_SHUTDOWN`.
+        #[track_caller]
         pub fn shutdown(
             &self,
             how: ::std::net::Shutdown,

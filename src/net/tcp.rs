@@ -111,6 +111,7 @@ impl TcpListener {
     /// peer's address. A connection the kernel accepted after this future
     /// was dropped is closed, not leaked; one accepted before a task cancel
     /// reached the kernel is returned (the cancel comes at the next await).
+    #[track_caller]
     pub fn accept(&self) -> Io<impl Future<Output = Result<(TcpStream, SocketAddr)>> + '_> {
         let fd = self.fd.raw();
         Io::new(async move {
@@ -263,6 +264,7 @@ impl TcpStream {
     /// address in turn; the last error is returned if none accepts
     /// (`ECONNREFUSED` "Connection refused" for a closed port). Name lookup,
     /// if `addr` is a name, blocks; IP addresses do not.
+    #[track_caller]
     pub fn connect(addr: impl ToSocketAddrs) -> Io<impl Future<Output = Result<TcpStream>>> {
         let addrs = resolve(addr);
         Io::new(async move {

@@ -52,6 +52,7 @@ impl UdpSocket {
     }
 
     /// Sends the initialised bytes of `buf` as one datagram to `target`.
+    #[track_caller]
     pub fn send_to<B: IoBuf>(
         &self,
         buf: B,
@@ -70,6 +71,7 @@ impl UdpSocket {
 
     /// Receives one datagram into `buf` (its whole capacity; a longer
     /// datagram is truncated): its length and sender.
+    #[track_caller]
     pub fn recv_from<B: IoBufMut>(
         &self,
         buf: B,
@@ -84,6 +86,7 @@ impl UdpSocket {
     }
 
     /// Sends `buf` as one datagram to the connected peer.
+    #[track_caller]
     pub fn send<B: IoBuf>(&self, buf: B) -> Io<impl Future<Output = BufResult<usize, B>> + '_> {
         let fd = self.fd.raw();
         Io::new(async move {
@@ -93,6 +96,7 @@ impl UdpSocket {
     }
 
     /// Receives one datagram from the connected peer into `buf`.
+    #[track_caller]
     pub fn recv<B: IoBufMut>(&self, buf: B) -> Io<impl Future<Output = BufResult<usize, B>> + '_> {
         let fd = self.fd.raw();
         Io::new(async move {

@@ -35,6 +35,7 @@ impl UnixListener {
     /// Accepts one connection (`IORING_OP_ACCEPT`): the stream and the
     /// peer's address (usually unnamed). A connection accepted after the
     /// future was dropped is closed, not leaked.
+    #[track_caller]
     pub fn accept(&self) -> Io<impl Future<Output = Result<(UnixStream, SocketAddr)>> + '_> {
         let fd = self.fd.raw();
         Io::new(async move {
@@ -75,6 +76,7 @@ pub struct UnixStream {
 
 impl UnixStream {
     /// Connects to the socket file `path` (`IORING_OP_CONNECT`).
+    #[track_caller]
     pub fn connect(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<UnixStream>>> {
         let addr = unix_raw(path.as_ref());
         Io::new(async move {
