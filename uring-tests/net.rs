@@ -818,3 +818,51 @@ fn get_stack_shows_the_io_call_site() {
         assert_eq!(t.await.unwrap(), 1);
     });
 }
+
+#[test]
+fn compat_read_deadline_and_udp_recv_cancel() {
+    let _g = serial();
+    ringio::run(async {
+        // A deadline around adapter reads: TimedOut, and `?` gives Timeout.
+        let (client, server) = tcp_pair().await;
+        let mut r = Compat::new(server);
+        let mut buf = [0u8; 8];
+        let e = ringio::io::with_timeout(Duration::from_millis(30), r.read(&mut buf))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(matches!(Error::from(e), Error::Timeout));
+        // The adapter still works afterwards.
+        let (res, _) = client.write_all(&b"late"[..]).await;
+        res.unwrap();
+        let n = r.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"late");
+
+        // A pending UDP receive, cancelled; a datagram sent afterwards is
+        // received by the next call.
+        let a = Rc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = stats().ops_canceled_by_kernel;
+        let t = {
+            let a = a.clone();
+            ringio::create_task(async move {
+                let (r, _) = a.recv_from(Vec::with_capacity(64)).await;
+                r.map(|_| ())
+            })
+        };
+        ringio::sleep(Duration::from_millis(10)).await.unwrap();
+        t.cancel();
+        assert!(t.clone().await.unwrap_err().is_cancelled());
+        assert!(stats().ops_canceled_by_kernel > before);
+        let (res, _) = b.send_to(&b"dgram"[..], a.local_addr().unwrap()).await;
+        res.unwrap();
+        let (res, buf) = a
+            .recv_from(Vec::with_capacity(64))
+            .timeout(Duration::from_secs(2))
+            .await;
+        let (n, from) = res.unwrap();
+        assert_eq!(&buf[..n], b"dgram");
+        assert_eq!(from, b.local_addr().unwrap());
+        settle().await;
+    });
+}

@@ -3,10 +3,11 @@
 //!
 //! Those traits lend the caller's `&mut [u8]` for one poll only, but the
 //! kernel needs a buffer that lives until the completion is reaped. So the
-//! adapter owns a read buffer and a write buffer, hands them to the ring,
-//! and copies between them and the caller's slices. A read the caller
-//! stopped waiting for keeps going and its bytes are served by the next
-//! `poll_read` (nothing lost).
+//! adapter owns a read buffer and a write buffer, hands them to the ring
+//! (through the same operation helpers as the owned-buffer API, so probe
+//! checks, deadlines and cancellation behave the same), and copies between
+//! them and the caller's slices. A read the caller stopped waiting for keeps
+//! going and its bytes are served by the next `poll_read` (nothing lost).
 
 use std::fmt;
 use std::future::Future;
@@ -16,14 +17,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures_util::io::{AsyncRead, AsyncWrite};
-use io_uring::opcode;
-use io_uring::types::Fd;
 
-use crate::error::Error;
-use crate::runtime::Op;
+use super::buf::BufResult;
+use super::ops::{self, WriteTo};
+use crate::error::{Error, Result};
 
 /// Default size of each of the adapter's two buffers.
 const DEFAULT_CAPACITY: usize = 64 * 1024;
+
+type OpFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// A stream (socket, pipe or file at its current position) as
 /// `futures_util::io::AsyncRead + AsyncWrite`, through the ring.
@@ -34,9 +36,14 @@ const DEFAULT_CAPACITY: usize = 64 * 1024;
 /// `poll_close`. `poll_close` flushes and shuts down the write half of a
 /// socket.
 ///
-/// Errors are `std::io::Error`s; a ringio error (cancellation, timeout) is
-/// carried inside one (`io::Error::other`, find it with `get_ref` and
-/// `downcast_ref::<ringio::Error>`).
+/// A deadline applies as for the owned-buffer calls: poll the adapter's
+/// futures inside [`with_timeout`](crate::io::with_timeout) and the ring
+/// operations they start carry a linked timeout.
+///
+/// Errors are `std::io::Error`s. OS errors keep their errno; a ringio error
+/// (cancellation, timeout) travels inside one, and `?` into a
+/// `ringio::Error` gives it back as it was, so a cancelled task still ends
+/// cancelled.
 pub struct Compat<S> {
     inner: S,
     fd: RawFd,
@@ -46,13 +53,11 @@ pub struct Compat<S> {
     /// buffer is with the kernel.
     rbuf: Option<Vec<u8>>,
     rpos: usize,
-    read_op: Option<Op<Vec<u8>>>,
+    read_op: Option<OpFuture<BufResult<usize, Vec<u8>>>>,
     /// The write buffer, `None` while it is with the kernel.
     wbuf: Option<Vec<u8>>,
-    /// How much of the in-flight write buffer has gone out.
-    wpos: usize,
-    write_op: Option<Op<Vec<u8>>>,
-    shutdown_op: Option<Op<()>>,
+    write_op: Option<OpFuture<BufResult<(), Vec<u8>>>>,
+    shutdown_op: Option<OpFuture<Result<()>>>,
     shut_down: bool,
 }
 
@@ -74,7 +79,6 @@ impl<S: AsRawFd> Compat<S> {
             rpos: 0,
             read_op: None,
             wbuf: Some(Vec::new()),
-            wpos: 0,
             write_op: None,
             shutdown_op: None,
             shut_down: false,
@@ -93,75 +97,32 @@ impl<S: AsRawFd> Compat<S> {
         self.inner
     }
 
-    fn start_read(&mut self) -> io::Result<()> {
+    fn start_read(&mut self) {
         let mut buf = self.rbuf.take().unwrap_or_default();
         buf.clear();
         buf.reserve(self.cap);
-        let len = buf.capacity().min(u32::MAX as usize) as u32;
-        let sqe = if self.socket {
-            opcode::Recv::new(Fd(self.fd), buf.as_mut_ptr(), len).build()
+        let fd = self.fd;
+        // The future owns the buffer; the descriptor outlives it because the
+        // future lives in `self`, next to `inner`, and is dropped first
+        // (field order does not matter: a dropped op was already submitted,
+        // and the kernel holds its own reference to the file).
+        self.read_op = Some(if self.socket {
+            Box::pin(ops::recv(fd, buf, 0))
         } else {
-            opcode::Read::new(Fd(self.fd), buf.as_mut_ptr(), len)
-                .offset(u64::MAX)
-                .build()
-        };
-        // SAFETY: the SQE points into `buf`'s heap allocation, which the Op
-        // owns (and parks in the op table if dropped) until the CQE.
-        let op = unsafe { Op::submit(sqe, buf) }.map_err(to_io)?;
-        self.read_op = Some(op);
-        Ok(())
-    }
-
-    fn submit_write(&mut self, buf: Vec<u8>) -> io::Result<()> {
-        let ptr = buf.as_ptr().wrapping_add(self.wpos);
-        let len = (buf.len() - self.wpos).min(u32::MAX as usize) as u32;
-        let sqe = if self.socket {
-            opcode::Send::new(Fd(self.fd), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        } else {
-            opcode::Write::new(Fd(self.fd), ptr, len)
-                .offset(u64::MAX)
-                .build()
-        };
-        // SAFETY: the SQE points into `buf`'s heap allocation, owned by the
-        // Op until the CQE.
-        let op = unsafe { Op::submit(sqe, buf) }.map_err(to_io)?;
-        self.write_op = Some(op);
-        Ok(())
+            Box::pin(ops::read_at(fd, buf, u64::MAX))
+        });
     }
 
     /// Drives the in-flight write until its buffer has gone out entirely.
     fn poll_write_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(op) = self.write_op.as_mut() {
-            let out = ready!(Pin::new(op).poll(cx));
-            self.write_op = None;
-            let mut buf = out.data;
-            match out.result {
-                Ok(0) if self.wpos < buf.len() => {
-                    buf.clear();
-                    self.wbuf = Some(buf);
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                Ok(n) => {
-                    self.wpos += n as usize;
-                    if self.wpos < buf.len() {
-                        self.submit_write(buf)?;
-                        continue;
-                    }
-                    buf.clear();
-                    self.wpos = 0;
-                    self.wbuf = Some(buf);
-                }
-                Err(e) => {
-                    buf.clear();
-                    self.wpos = 0;
-                    self.wbuf = Some(buf);
-                    return Poll::Ready(Err(to_io(e)));
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
+        let Some(op) = self.write_op.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let (res, mut buf) = ready!(op.as_mut().poll(cx));
+        self.write_op = None;
+        buf.clear();
+        self.wbuf = Some(buf);
+        Poll::Ready(res.map_err(to_io))
     }
 }
 
@@ -182,18 +143,17 @@ impl<S: AsRawFd + Unpin> AsyncRead for Compat<S> {
                 }
             }
             if let Some(op) = this.read_op.as_mut() {
-                let res = ready!(Pin::new(op).poll(cx));
+                let (res, mut buf) = ready!(op.as_mut().poll(cx));
                 this.read_op = None;
-                let mut buf = res.data;
                 this.rpos = 0;
-                match res.result {
-                    Ok(n) => {
-                        // SAFETY: the kernel initialised the first `n` bytes.
-                        unsafe { buf.set_len(n as usize) };
+                match res {
+                    // The read set the buffer's length to the count.
+                    Ok(0) => {
                         this.rbuf = Some(buf);
-                        if n == 0 {
-                            return Poll::Ready(Ok(0));
-                        }
+                        return Poll::Ready(Ok(0));
+                    }
+                    Ok(_) => {
+                        this.rbuf = Some(buf);
                         continue;
                     }
                     Err(e) => {
@@ -206,7 +166,7 @@ impl<S: AsRawFd + Unpin> AsyncRead for Compat<S> {
             if out.is_empty() {
                 return Poll::Ready(Ok(0));
             }
-            this.start_read()?;
+            this.start_read();
         }
     }
 }
@@ -232,8 +192,17 @@ impl<S: AsRawFd + Unpin> AsyncWrite for Compat<S> {
         let n = data.len().min(this.cap);
         buf.clear();
         buf.extend_from_slice(&data[..n]);
-        this.wpos = 0;
-        this.submit_write(buf)?;
+        let to = if this.socket {
+            WriteTo::Socket(0)
+        } else {
+            WriteTo::File(u64::MAX)
+        };
+        this.write_op = Some(Box::pin(ops::write_all(this.fd, buf, to)));
+        // Start it now rather than at the next poll: the bytes are reported
+        // written, so they should be on their way.
+        if let Poll::Ready(Err(e)) = this.poll_write_done(cx) {
+            return Poll::Ready(Err(e));
+        }
         Poll::Ready(Ok(n))
     }
 
@@ -247,22 +216,17 @@ impl<S: AsRawFd + Unpin> AsyncWrite for Compat<S> {
         if !this.socket || this.shut_down {
             return Poll::Ready(Ok(()));
         }
-        if this.shutdown_op.is_none() {
-            Op::<()>::require(opcode::Shutdown::CODE).map_err(to_io)?;
-            let sqe = opcode::Shutdown::new(Fd(this.fd), libc::SHUT_WR).build();
-            // SAFETY: the SQE points to no memory.
-            this.shutdown_op = Some(unsafe { Op::submit(sqe, ()) }.map_err(to_io)?);
-        }
-        let Some(op) = this.shutdown_op.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let out = ready!(Pin::new(op).poll(cx));
+        let fd = this.fd;
+        let op = this
+            .shutdown_op
+            .get_or_insert_with(|| Box::pin(ops::shutdown(fd, libc::SHUT_WR)));
+        let res = ready!(op.as_mut().poll(cx));
         this.shutdown_op = None;
         this.shut_down = true;
-        match out.result {
+        match res {
             // Already shut down or reset by the peer: the write half is closed.
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Poll::Ready(Ok(())),
-            r => Poll::Ready(r.map(|_| ()).map_err(to_io)),
+            r => Poll::Ready(r.map_err(to_io)),
         }
     }
 }
@@ -277,7 +241,7 @@ impl<S: fmt::Debug> fmt::Debug for Compat<S> {
 }
 
 /// A ringio error as an `io::Error`: OS errors keep their errno, the rest
-/// travel inside (`get_ref().downcast_ref::<ringio::Error>()`).
+/// travel inside (`From<io::Error> for ringio::Error` unwraps them).
 fn to_io(e: Error) -> io::Error {
     match e.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code),
