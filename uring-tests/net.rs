@@ -774,8 +774,8 @@ fn compat_read_cancelled_ends_the_task_cancelled() {
             let mut r = Compat::new(server);
             let mut buf = [0u8; 16];
             // `?` turns the adapter's io::Error back into the cancellation.
-            r.read(&mut buf).await?;
-            Ok::<_, Error>(())
+            let n = r.read(&mut buf).await?;
+            Ok::<_, Error>(n)
         });
         ringio::sleep(Duration::from_millis(10)).await.unwrap();
         t.cancel();
