@@ -427,3 +427,23 @@ fn compat_reader_over_a_file_and_close_errors() {
         );
     });
 }
+
+#[test]
+fn read_to_end_of_a_pipe_and_a_proc_file() {
+    let _g = serial();
+    ringio::run(async {
+        let (r, w) = pipe();
+        let writer = std::thread::spawn(move || {
+            let mut w = w;
+            std::io::Write::write_all(&mut w, &pattern(4, 200_000)).unwrap();
+        });
+        let f = File::from_std(r);
+        let (res, buf) = f.read_to_end(Vec::new()).await;
+        assert_eq!(res.unwrap(), 200_000);
+        assert!(buf == pattern(4, 200_000));
+        writer.join().unwrap();
+        // procfs reports size 0 but has content.
+        let status = fs::read("/proc/self/status").await.unwrap();
+        assert!(String::from_utf8_lossy(&status).contains("Pid:"));
+    });
+}

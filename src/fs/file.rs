@@ -98,7 +98,8 @@ impl File {
 
     /// Reads from byte `offset` to the end of the file, appending to `buf`.
     /// Gives the count appended and the buffer (with whatever was read
-    /// before an error).
+    /// before an error). A pipe or character device, which has no offsets,
+    /// is read from its current position to its end.
     #[track_caller]
     pub fn read_to_end_at(
         &self,
@@ -204,8 +205,14 @@ async fn read_to_end(fd: i32, mut buf: Vec<u8>, mut offset: u64) -> BufResult<us
         buf = slice.into_inner();
         match res {
             Ok(0) => return (Ok(buf.len() - start), buf),
-            Ok(n) => offset += n as u64,
+            Ok(n) if offset != u64::MAX => offset += n as u64,
+            Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            // A pipe or character device has no offsets: read it from its
+            // current position instead (offset -1), as `std::fs::read` does.
+            Err(e) if e.raw_os_error() == Some(libc::ESPIPE) && offset != u64::MAX => {
+                offset = u64::MAX;
+            }
             Err(e) => return (Err(e), buf),
         }
     }
