@@ -6,6 +6,12 @@
 //! socket or file, run on the wrong file. So before `close(2)` the loop's
 //! queued SQEs are handed to the kernel; if the kernel cannot take them all
 //! right now, the close itself goes through the ring, behind them.
+//!
+//! This orders the close after the SQEs of the loop running on the
+//! dropping thread. A descriptor dropped on another thread than the loop
+//! that still has an SQE for it queued (an op future dropped, then the
+//! socket moved to another thread and closed there, within one loop turn)
+//! is not covered.
 
 use std::fmt;
 use std::os::fd::RawFd;
@@ -57,9 +63,10 @@ impl fmt::Debug for RingFd {
 /// Closes `fd` after every SQE the current loop has queued (module docs).
 pub(crate) fn close_fd(fd: RawFd) {
     let queued_on_ring = context::with_loop(|lp| {
-        // The driver is borrowed only while the loop reaps or submits; a
-        // descriptor dropped then cannot have SQEs of its own still queued
-        // behind that borrow, so a plain close is right.
+        // The driver is borrowed only inside the loop's own reap/submit
+        // code, which drops op data but never a descriptor owner (op data
+        // holds descriptor numbers, not `RingFd`s); this branch is a safety
+        // net that falls back to a plain close rather than panic.
         let Ok(mut driver) = lp.driver.try_borrow_mut() else {
             return false;
         };
