@@ -85,7 +85,21 @@ impl Error {
 }
 
 impl From<io::Error> for Error {
+    /// Wraps an OS error as [`Error::Io`]. An `io::Error` that only carries
+    /// a ringio error (as the `AsyncRead`/`AsyncWrite` adapters return for a
+    /// cancellation or a timeout) gives that error back, so that `?` keeps a
+    /// task's cancellation a cancellation.
     fn from(e: io::Error) -> Error {
+        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            let kind = e.kind();
+            if let Some(inner) = e.into_inner() {
+                return match inner.downcast::<Error>() {
+                    Ok(err) => *err,
+                    Err(other) => Error::Io(Arc::new(io::Error::new(kind, other))),
+                };
+            }
+            return Error::Io(Arc::new(io::Error::from(kind)));
+        }
         Error::Io(Arc::new(e))
     }
 }

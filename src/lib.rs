@@ -39,7 +39,9 @@
 pub mod combinators;
 mod driver;
 mod error;
+pub mod fs;
 pub mod io;
+pub mod net;
 mod runtime;
 mod task;
 mod threads;

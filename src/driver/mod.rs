@@ -382,6 +382,28 @@ impl Driver {
         }
     }
 
+    /// Hands every queued SQE to the kernel now, before a descriptor they
+    /// name is closed with `close(2)`: the kernel resolves an SQE's fd when
+    /// it consumes the entry, so a queued SQE must not outlive the number
+    /// (a new socket could reuse it). Returns whether nothing is left queued
+    /// (the SQ was taken whole and the backlog is empty).
+    pub(crate) fn submit_queued(&mut self) -> bool {
+        if !self.ring.submission().is_empty() {
+            self.flush();
+        }
+        self.refill_from_backlog();
+        if !self.ring.submission().is_empty() {
+            self.flush();
+        }
+        !self.has_pending_submissions()
+    }
+
+    /// Queues an SQE that points to no memory and whose completion nobody
+    /// reads (a `close` of a descriptor that must wait behind queued SQEs).
+    pub(crate) fn submit_detached(&mut self, sqe: squeue::Entry) {
+        self.push(sqe.user_data(UD_IGNORED));
+    }
+
     /// Whether there is anything the kernel has not seen yet.
     pub(crate) fn has_pending_submissions(&mut self) -> bool {
         !self.ring.submission().is_empty() || !self.backlog.is_empty()

@@ -1,65 +1,90 @@
-//! Plain operations on file descriptors, submitted to the ring.
+//! I/O on the ring: owned buffers, deadlines, and plain operations on file
+//! descriptors.
 //!
-//! These are the building blocks the socket and file types use; they take
-//! owned buffers and give them back with the result, whatever happened.
+//! Every operation is submitted to the current loop's io_uring and is a
+//! ringio await point (SPEC §2): cancelling the task sends
+//! `IORING_OP_ASYNC_CANCEL`, and the call returns `Err(Cancelled)` once the
+//! kernel confirmed it — or its real result if it completed first (nothing
+//! is lost; the cancellation then waits for the next await point).
+//! Dropping the future mid-flight cancels the operation the same way; its
+//! buffer stays owned by the loop until the kernel is done with it.
+//!
+//! Buffers are moved into an operation and come back with its result
+//! ([`BufResult`]); see [`IoBuf`] and [`IoBufMut`]. Calls return an [`Io`]
+//! future, whose [`Io::timeout`] puts an `IORING_OP_LINK_TIMEOUT` on the
+//! call's ring operations. [`Compat`] adapts a stream to the
+//! `futures-util` `AsyncRead`/`AsyncWrite` traits.
 
-use std::os::fd::{AsRawFd, RawFd};
+mod buf;
+mod compat;
+pub(crate) mod fd;
+pub(crate) mod ops;
+mod timeout;
 
-use io_uring::{opcode, types};
+use std::os::fd::AsRawFd;
+
+use io_uring::opcode;
+
+pub use buf::{AlignedBuf, BufResult, IoBuf, IoBufMut, Slice};
+pub use compat::Compat;
+pub use timeout::{Io, with_timeout};
 
 use crate::error::Result;
-use crate::runtime::Op;
+use ops::WriteTo;
 
 /// A no-op through the ring (`IORING_OP_NOP`): the cost of one op, and a
 /// cancellation point.
-pub async fn nop() -> Result<()> {
-    // SAFETY: NOP points to no memory.
-    let op = unsafe { Op::submit(opcode::Nop::new().build(), ())? };
-    op.await.result.map(|_| ())
+#[track_caller]
+pub fn nop() -> Io<impl Future<Output = Result<()>>> {
+    Io::new(async {
+        // SAFETY: NOP points to no memory.
+        let (res, _, ()) = unsafe { ops::submit(opcode::Nop::new().build(), (), None) }.await;
+        res.map(|_| ())
+    })
 }
 
-/// Reads up to `buf.capacity()` bytes from `fd` at its current position
-/// (`IORING_OP_READ` with offset -1) into `buf`, replacing its contents.
-/// Returns the count and the buffer (also on error or cancellation).
-pub async fn read<F: AsRawFd>(fd: &F, mut buf: Vec<u8>) -> (Result<usize>, Vec<u8>) {
-    buf.clear();
-    let raw: RawFd = fd.as_raw_fd();
-    let cap = buf.capacity().min(u32::MAX as usize) as u32;
-    let sqe = opcode::Read::new(types::Fd(raw), buf.as_mut_ptr(), cap)
-        .offset(u64::MAX)
-        .build();
-    // SAFETY: the SQE points into `buf`'s heap allocation, which the Op owns
-    // (and parks in the op table if dropped) until the CQE.
-    let op = match unsafe { Op::submit(sqe, buf) } {
-        Ok(op) => op,
-        Err(e) => return (Err(e), Vec::new()),
-    };
-    let out = op.await;
-    let mut buf = out.data;
-    match out.result {
-        Ok(n) => {
-            // SAFETY: the kernel initialised the first `n` bytes.
-            unsafe { buf.set_len(n as usize) };
-            (Ok(n as usize), buf)
-        }
-        Err(e) => (Err(e), buf),
-    }
+/// Reads from `fd` at its current position (`IORING_OP_READ`, offset -1)
+/// into `buf` (its whole capacity, from its start; a `Vec`'s length becomes
+/// the count read). Gives the count and the buffer back, also on error,
+/// timeout or cancellation. `Ok(0)` is end of file (or a 0-byte buffer).
+#[track_caller]
+pub fn read<'a, F: AsRawFd, B: IoBufMut>(
+    fd: &'a F,
+    buf: B,
+) -> Io<impl Future<Output = BufResult<usize, B>> + 'a> {
+    let raw = fd.as_raw_fd();
+    Io::new(async move {
+        // Borrowing `fd` for the future's life keeps the descriptor open
+        // until the operation has been submitted.
+        let _fd = fd;
+        ops::read_at(raw, buf, u64::MAX).await
+    })
 }
 
-/// Writes `buf` to `fd` at its current position (`IORING_OP_WRITE`).
-/// Returns the count written and the buffer.
-pub async fn write<F: AsRawFd>(fd: &F, buf: Vec<u8>) -> (Result<usize>, Vec<u8>) {
-    let raw: RawFd = fd.as_raw_fd();
-    let len = buf.len().min(u32::MAX as usize) as u32;
-    let sqe = opcode::Write::new(types::Fd(raw), buf.as_ptr(), len)
-        .offset(u64::MAX)
-        .build();
-    // SAFETY: the SQE points into `buf`'s heap allocation, owned by the Op
-    // until the CQE.
-    let op = match unsafe { Op::submit(sqe, buf) } {
-        Ok(op) => op,
-        Err(e) => return (Err(e), Vec::new()),
-    };
-    let out = op.await;
-    (out.result.map(|n| n as usize), out.data)
+/// Writes the initialised bytes of `buf` to `fd` at its current position
+/// (`IORING_OP_WRITE`, offset -1), once. Gives the count and the buffer.
+#[track_caller]
+pub fn write<'a, F: AsRawFd, B: IoBuf>(
+    fd: &'a F,
+    buf: B,
+) -> Io<impl Future<Output = BufResult<usize, B>> + 'a> {
+    let raw = fd.as_raw_fd();
+    Io::new(async move {
+        let _fd = fd;
+        ops::write(raw, buf, WriteTo::File(u64::MAX)).await
+    })
+}
+
+/// Writes every initialised byte of `buf` to `fd` at its current position,
+/// as many `IORING_OP_WRITE`s as it takes.
+#[track_caller]
+pub fn write_all<'a, F: AsRawFd, B: IoBuf>(
+    fd: &'a F,
+    buf: B,
+) -> Io<impl Future<Output = BufResult<(), B>> + 'a> {
+    let raw = fd.as_raw_fd();
+    Io::new(async move {
+        let _fd = fd;
+        ops::write_all(raw, buf, WriteTo::File(u64::MAX)).await
+    })
 }

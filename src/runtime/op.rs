@@ -104,6 +104,13 @@ impl<D: 'static> Op<D> {
         })
     }
 
+    /// Sets the source location this op reports as its task's await point
+    /// (`Task::get_stack`): the user's call of the I/O API rather than the
+    /// line inside ringio that submitted it.
+    pub(crate) fn set_location(&mut self, location: &'static Location<'static>) {
+        self.location = location;
+    }
+
     /// `Ok` if the running loop's ring supports `opcode`, else
     /// `Error::Unsupported` naming it and the kernel that brings it.
     pub fn require(opcode: u8) -> Result<()> {
@@ -119,7 +126,8 @@ impl<D: 'static> Op<D> {
     /// Polls for the next completion of a multishot op: `Ready(None)` once
     /// the kernel posted its final CQE.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Result<u32>, u32)>> {
-        if self.data.is_none() {
+        if self.data.is_none() || self.key == OpKey::DONE {
+            // The final CQE was already handed out.
             return Poll::Ready(None);
         }
         let mut d = self.lp.driver.borrow_mut();
@@ -128,6 +136,12 @@ impl<D: 'static> Op<D> {
             if last {
                 // The kernel is done with the data; keep it until drop.
                 self.finished_multishot();
+                if res == -libc::ECANCELED && self.cancelled_for_task.is_some() {
+                    // This completion delivers the task's cancellation, as
+                    // `poll` does for a one-shot op: take it so that it is
+                    // not delivered twice.
+                    current::take_cancel();
+                }
             }
             return Poll::Ready(Some((
                 to_result(res, self.cancelled_for_task.clone()),

@@ -1,0 +1,185 @@
+//! A TCP echo server on the ring.
+//!
+//! ```text
+//! cargo run --release --example echo -- [--addr 127.0.0.1:7878] [--cores N] [--buf BYTES]
+//! ```
+//!
+//! With `--cores N` it runs N threads, each pinned to a core with its own
+//! ringio loop (and ring) and its own `SO_REUSEPORT` listener on the same
+//! port: the kernel spreads connections among them, and a connection stays
+//! on the core that accepted it (thread-per-core).
+//!
+//! Connections come from a multishot accept (`TcpListener::incoming`);
+//! each is echoed by its own task with one owned buffer that goes to the
+//! ring for the read and comes back for the write.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use ringio::net::{ListenOptions, TcpListener, TcpStream};
+
+struct Args {
+    addr: SocketAddr,
+    cores: usize,
+    buf: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: "127.0.0.1:7878".parse().map_err(|e| format!("{e}"))?,
+        cores: 1,
+        buf: 16 * 1024,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match flag.as_str() {
+            "--addr" => {
+                let v = value("--addr")?;
+                args.addr = v.parse().map_err(|e| format!("--addr {v}: {e}"))?;
+            }
+            "--cores" => {
+                let v = value("--cores")?;
+                args.cores = v.parse().map_err(|e| format!("--cores {v}: {e}"))?;
+                if args.cores == 0 {
+                    return Err("--cores must be at least 1".into());
+                }
+            }
+            "--buf" => {
+                let v = value("--buf")?;
+                args.buf = v.parse().map_err(|e| format!("--buf {v}: {e}"))?;
+                if args.buf == 0 {
+                    return Err("--buf must be at least 1".into());
+                }
+            }
+            "-h" | "--help" => {
+                return Err("usage: echo [--addr IP:PORT] [--cores N] [--buf BYTES]".into());
+            }
+            other => return Err(format!("unknown argument {other}; try --help")),
+        }
+    }
+    Ok(args)
+}
+
+/// Echoes one connection until the peer closes it.
+async fn echo(stream: TcpStream, buf_size: usize) -> ringio::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(buf_size);
+    loop {
+        let (res, b) = stream.read(buf).await;
+        if res? == 0 {
+            return Ok(());
+        }
+        // `read` set the length to the count received: echo exactly that.
+        let (res, b) = stream.write_all(b).await;
+        res?;
+        buf = b;
+    }
+}
+
+/// One core's server: accept forever, a task per connection.
+async fn serve(listener: TcpListener, buf_size: usize) -> ringio::Result<()> {
+    let mut incoming = listener.incoming();
+    while let Some(conn) = incoming.next().await {
+        match conn {
+            Ok(stream) => {
+                ringio::create_task(async move {
+                    if let Err(e) = echo(stream, buf_size).await {
+                        // A peer that resets is normal for an echo server.
+                        if e.raw_os_error() != Some(libc::ECONNRESET) {
+                            eprintln!("echo: connection error: {e}");
+                        }
+                    }
+                    Ok::<(), ringio::Error>(())
+                });
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                eprintln!("echo: accept: {e}; pausing accepts for 100 ms");
+                ringio::sleep(std::time::Duration::from_millis(100)).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Pins the calling thread to `cpu` (best effort).
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it, and
+    // sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = ListenOptions::new().reuse_port(args.cores > 1);
+    // Bind every listener before serving, so that a bad address fails fast
+    // and all cores share the same (possibly OS-chosen) port.
+    let first = match TcpListener::bind_with(args.addr, opts) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("echo: cannot listen on {}: {e}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = first.local_addr().unwrap_or(args.addr);
+    let mut listeners = vec![first];
+    for _ in 1..args.cores {
+        match TcpListener::bind_with(addr, opts) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                eprintln!("echo: cannot add a listener on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!(
+        "echo: listening on {addr} with {} core(s), {}-byte buffers",
+        args.cores, args.buf
+    );
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let buf = args.buf;
+            std::thread::Builder::new()
+                .name(format!("echo-core-{i}"))
+                .spawn(move || {
+                    if args.cores > 1 {
+                        pin_to(i % ncpu);
+                    }
+                    let mut rt = ringio::Runtime::new()?;
+                    rt.run(serve(listener, buf))?
+                })
+        })
+        .collect();
+    let mut code = ExitCode::SUCCESS;
+    for t in threads {
+        match t
+            .map_err(|e| e.to_string())
+            .and_then(|h| h.join().map_err(|_| "panicked".to_string()))
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("echo: {e}");
+                code = ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("echo: server thread: {e}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    code
+}

@@ -1,0 +1,395 @@
+//! Owned buffers for ring operations.
+//!
+//! A ring operation hands the kernel a pointer that must stay valid until
+//! the operation's completion is reaped, even if the future that asked for
+//! it is dropped. So buffers are *moved into* the operation and come back
+//! with its result: `(Result<usize>, B)`, a [`BufResult`]. The buffer's bytes
+//! must live on the heap, because the operation's owned data may move (into
+//! the loop's op table, when its future is dropped) while the kernel writes.
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::ops::{Bound, Deref, DerefMut, RangeBounds};
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+
+/// What an owned-buffer operation gives back: its result and the buffer,
+/// whatever happened (success, error, timeout or cancellation).
+pub type BufResult<T, B> = (Result<T>, B);
+
+/// A buffer the kernel may read from (the source of a write or send).
+///
+/// # Safety
+///
+/// `stable_ptr` must point to `bytes_total()` bytes of heap memory (the
+/// first `bytes_init()` of them initialised) that stay at the same address
+/// when the value is moved, and stay valid until the value is dropped.
+pub unsafe trait IoBuf: Unpin + 'static {
+    /// Where the bytes start. Stable across moves of `self`.
+    fn stable_ptr(&self) -> *const u8;
+
+    /// How many bytes are initialised (what a write sends).
+    fn bytes_init(&self) -> usize;
+
+    /// How many bytes the buffer can hold (what a read may fill).
+    fn bytes_total(&self) -> usize;
+
+    /// A view of `range` of this buffer that owns it, for writing part of a
+    /// buffer or reading into part of it. Get the buffer back with
+    /// [`Slice::into_inner`].
+    ///
+    /// # Panics
+    ///
+    /// If the range is decreasing or ends past [`IoBuf::bytes_total`], as
+    /// slicing `[u8]` does; [`IoBuf::try_slice`] returns an error instead.
+    fn slice(self, range: impl RangeBounds<usize>) -> Slice<Self>
+    where
+        Self: Sized,
+    {
+        match self.try_slice(range) {
+            Ok(s) => s,
+            Err((e, _)) => panic!("ringio: {e}"),
+        }
+    }
+
+    /// Like [`IoBuf::slice`], but gives an error (and the buffer back) for a
+    /// range that does not fit.
+    fn try_slice(
+        self,
+        range: impl RangeBounds<usize>,
+    ) -> std::result::Result<Slice<Self>, (Error, Self)>
+    where
+        Self: Sized,
+    {
+        let total = self.bytes_total();
+        let begin = match range.start_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&n) => n.saturating_add(1),
+            Bound::Excluded(&n) => n,
+            Bound::Unbounded => total,
+        };
+        if begin > end || end > total {
+            return Err((
+                Error::InvalidArgument(format!(
+                    "buffer range {begin}..{end} does not fit a buffer of {total} bytes"
+                )),
+                self,
+            ));
+        }
+        Ok(Slice {
+            buf: self,
+            begin,
+            end,
+        })
+    }
+}
+
+/// A buffer the kernel may write into (the target of a read or receive).
+///
+/// # Safety
+///
+/// As for [`IoBuf`]; `stable_mut_ptr` must be the same address as
+/// `stable_ptr`, writable for `bytes_total()` bytes.
+pub unsafe trait IoBufMut: IoBuf {
+    /// Where the bytes start, for writing. Stable across moves of `self`.
+    fn stable_mut_ptr(&mut self) -> *mut u8;
+
+    /// Records that a read filled the first `n` bytes. For a `Vec<u8>` the
+    /// length becomes exactly `n`, so that the vector holds what was read
+    /// (and `write_all(buf)` echoes exactly that).
+    ///
+    /// # Safety
+    ///
+    /// The first `n` bytes (`n <= bytes_total()`) must be initialised.
+    unsafe fn set_init(&mut self, n: usize);
+}
+
+// SAFETY: a Vec's buffer is on the heap (or dangling with capacity 0, which
+// the kernel never dereferences for a length of 0) and does not move when the
+// Vec does; nothing here reallocates it.
+unsafe impl IoBuf for Vec<u8> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.capacity()
+    }
+}
+
+// SAFETY: as for `IoBuf`; `as_mut_ptr` is the same address as `as_ptr`.
+unsafe impl IoBufMut for Vec<u8> {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, n: usize) {
+        // SAFETY: the caller says the first `n <= capacity` bytes are
+        // initialised.
+        unsafe { self.set_len(n) };
+    }
+}
+
+// SAFETY: a boxed slice's bytes are on the heap and do not move with the box.
+unsafe impl IoBuf for Box<[u8]> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: as for `IoBuf`.
+unsafe impl IoBufMut for Box<[u8]> {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, _n: usize) {
+        // Every byte of a boxed slice is always initialised; the count comes
+        // back as the operation's result.
+    }
+}
+
+// SAFETY: static data never moves and is never freed.
+unsafe impl IoBuf for &'static [u8] {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: static data never moves and is never freed.
+unsafe impl IoBuf for &'static str {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+/// An owned view of `begin..end` of a buffer: write part of a buffer, or
+/// read into part of it (for example its spare capacity:
+/// `vec.slice(vec.len()..)`). [`Slice::into_inner`] gives the buffer back.
+///
+/// Reading into a slice of a `Vec<u8>` sets the vector's length to where
+/// the read ended (`begin + n`).
+pub struct Slice<T> {
+    buf: T,
+    begin: usize,
+    end: usize,
+}
+
+impl<T: IoBuf> Slice<T> {
+    /// Where the view starts in the buffer.
+    pub fn begin(&self) -> usize {
+        self.begin
+    }
+
+    /// Where the view ends in the buffer (exclusive).
+    pub fn end(&self) -> usize {
+        self.end
+    }
+
+    /// The whole buffer, by reference.
+    pub fn get_ref(&self) -> &T {
+        &self.buf
+    }
+
+    /// The buffer back.
+    pub fn into_inner(self) -> T {
+        self.buf
+    }
+}
+
+impl<T: IoBuf> Deref for Slice<T> {
+    type Target = [u8];
+
+    /// The initialised bytes of the view.
+    fn deref(&self) -> &[u8] {
+        let len = self.bytes_init();
+        // SAFETY: the view lies inside the buffer's allocation and its first
+        // `len` bytes are initialised (`bytes_init` clamps to both).
+        unsafe { std::slice::from_raw_parts(self.stable_ptr(), len) }
+    }
+}
+
+impl<T: IoBufMut> DerefMut for Slice<T> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let len = self.bytes_init();
+        // SAFETY: as in `deref`, and we own the buffer mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.stable_mut_ptr(), len) }
+    }
+}
+
+impl<T: IoBuf> fmt::Debug for Slice<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slice")
+            .field("begin", &self.begin)
+            .field("end", &self.end)
+            .field("init", &self.bytes_init())
+            .finish()
+    }
+}
+
+// SAFETY: the view points inside the owned buffer's stable heap memory.
+unsafe impl<T: IoBuf> IoBuf for Slice<T> {
+    fn stable_ptr(&self) -> *const u8 {
+        // In bounds: `begin <= end <= bytes_total` was checked at creation.
+        self.buf.stable_ptr().wrapping_add(self.begin)
+    }
+    fn bytes_init(&self) -> usize {
+        self.buf
+            .bytes_init()
+            .min(self.end)
+            .saturating_sub(self.begin)
+    }
+    fn bytes_total(&self) -> usize {
+        self.end - self.begin
+    }
+}
+
+// SAFETY: as for `IoBuf`.
+unsafe impl<T: IoBufMut> IoBufMut for Slice<T> {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.buf.stable_mut_ptr().wrapping_add(self.begin)
+    }
+    unsafe fn set_init(&mut self, n: usize) {
+        let init = self.buf.bytes_init();
+        if init < self.begin {
+            // The view starts past the buffer's initialised bytes: zero the
+            // gap so that every byte before `begin + n` is initialised.
+            // SAFETY: `init..begin` lies inside the allocation (begin <=
+            // bytes_total) and the kernel does not touch it.
+            unsafe {
+                std::ptr::write_bytes(self.buf.stable_mut_ptr().add(init), 0, self.begin - init)
+            };
+        }
+        // SAFETY: bytes before `begin` are initialised (above), and the
+        // caller says the `n` bytes from `begin` are.
+        unsafe { self.buf.set_init(self.begin + n) };
+    }
+}
+
+/// A heap buffer aligned to a power of two, for `O_DIRECT` files (which
+/// need buffers, offsets and lengths aligned to the device's block size,
+/// usually 512 or 4096 bytes). Zero-filled at creation; all bytes count as
+/// initialised.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+impl AlignedBuf {
+    /// `len` zeroed bytes aligned to `align` (a power of two).
+    pub fn new(len: usize, align: usize) -> Result<AlignedBuf> {
+        let layout = Layout::from_size_align(len.max(1), align).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "an aligned buffer needs a power-of-two alignment and a size that fits (got {len} bytes aligned to {align})"
+            ))
+        })?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            alloc::handle_alloc_error(layout)
+        };
+        Ok(AlignedBuf {
+            ptr,
+            layout: Layout::from_size_align(len, align).unwrap_or(layout),
+        })
+    }
+
+    /// The buffer's length in bytes.
+    pub fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Whether the buffer has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.layout.size() == 0
+    }
+
+    /// The alignment the buffer was made with.
+    pub fn align(&self) -> usize {
+        self.layout.align()
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.layout.size().max(1), self.layout.align())
+            .unwrap_or(self.layout);
+        // SAFETY: allocated in `new` with this (size >= 1) layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` zero-initialised bytes we own.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
+    }
+}
+
+impl DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, owned mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len()) }
+    }
+}
+
+impl fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len())
+            .field("align", &self.align())
+            .finish()
+    }
+}
+
+// SAFETY: `AlignedBuf` owns its allocation like a `Box<[u8]>`.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for AlignedBuf {}
+
+// SAFETY: heap memory owned by the value, stable across moves.
+unsafe impl IoBuf for AlignedBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: as for `IoBuf`.
+unsafe impl IoBufMut for AlignedBuf {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+    unsafe fn set_init(&mut self, _n: usize) {
+        // Always fully initialised (zeroed at creation).
+    }
+}

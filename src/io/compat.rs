@@ -1,0 +1,265 @@
+//! `Compat`: the `futures-util` `AsyncRead`/`AsyncWrite` traits over a ring
+//! stream, for code written against them.
+//!
+//! Those traits lend the caller's `&mut [u8]` for one poll only, but the
+//! kernel needs a buffer that lives until the completion is reaped. So the
+//! adapter owns a read buffer and a write buffer, hands them to the ring
+//! (through the same operation helpers as the owned-buffer API, so probe
+//! checks, deadlines and cancellation behave the same), and copies between
+//! them and the caller's slices. A read the caller stopped waiting for keeps
+//! going and its bytes are served by the next `poll_read` (nothing lost).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_util::io::{AsyncRead, AsyncWrite};
+
+use super::buf::BufResult;
+use super::ops::{self, WriteTo};
+use crate::error::{Error, Result};
+
+/// Default size of each of the adapter's two buffers.
+const DEFAULT_CAPACITY: usize = 64 * 1024;
+
+type OpFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// A stream (socket, pipe or file at its current position) as
+/// `futures_util::io::AsyncRead + AsyncWrite`, through the ring.
+///
+/// Writes are write-behind: `poll_write` copies the bytes into the
+/// adapter's buffer, starts sending them and reports them written; an error
+/// from the ring shows up at the next `poll_write`, `poll_flush` or
+/// `poll_close`. `poll_close` flushes and shuts down the write half of a
+/// socket.
+///
+/// A deadline applies as for the owned-buffer calls: poll the adapter's
+/// futures inside [`with_timeout`](crate::io::with_timeout) and the ring
+/// operations they start carry a linked timeout.
+///
+/// Errors are `std::io::Error`s. OS errors keep their errno; a ringio error
+/// (cancellation, timeout) travels inside one, and `?` into a
+/// `ringio::Error` gives it back as it was, so a cancelled task still ends
+/// cancelled.
+pub struct Compat<S> {
+    inner: S,
+    fd: RawFd,
+    socket: bool,
+    cap: usize,
+    /// Bytes read and not yet handed out: `rbuf[rpos..]`. `None` while the
+    /// buffer is with the kernel.
+    rbuf: Option<Vec<u8>>,
+    rpos: usize,
+    read_op: Option<OpFuture<BufResult<usize, Vec<u8>>>>,
+    /// The write buffer, `None` while it is with the kernel.
+    wbuf: Option<Vec<u8>>,
+    write_op: Option<OpFuture<BufResult<(), Vec<u8>>>>,
+    shutdown_op: Option<OpFuture<Result<()>>>,
+    shut_down: bool,
+}
+
+impl<S: AsRawFd> Compat<S> {
+    /// Wraps `inner` with buffers of 64 KiB.
+    pub fn new(inner: S) -> Compat<S> {
+        Compat::with_capacity(DEFAULT_CAPACITY, inner)
+    }
+
+    /// Wraps `inner` with buffers of `capacity` bytes (at least 1).
+    pub fn with_capacity(capacity: usize, inner: S) -> Compat<S> {
+        let fd = inner.as_raw_fd();
+        Compat {
+            fd,
+            socket: is_socket(fd),
+            cap: capacity.max(1),
+            inner,
+            rbuf: Some(Vec::new()),
+            rpos: 0,
+            read_op: None,
+            wbuf: Some(Vec::new()),
+            write_op: None,
+            shutdown_op: None,
+            shut_down: false,
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped stream back. A read or write still in flight is
+    /// cancelled (its bytes are lost), and buffered read bytes are dropped:
+    /// call `poll_flush` first to finish writes.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn start_read(&mut self) {
+        let mut buf = self.rbuf.take().unwrap_or_default();
+        buf.clear();
+        buf.reserve(self.cap);
+        let fd = self.fd;
+        // The future owns the buffer; the descriptor outlives it because the
+        // future lives in `self`, next to `inner`, and is dropped first
+        // (field order does not matter: a dropped op was already submitted,
+        // and the kernel holds its own reference to the file).
+        self.read_op = Some(if self.socket {
+            Box::pin(ops::recv(fd, buf, 0))
+        } else {
+            Box::pin(ops::read_at(fd, buf, u64::MAX))
+        });
+    }
+
+    /// Drives the in-flight write until its buffer has gone out entirely.
+    fn poll_write_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(op) = self.write_op.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let (res, mut buf) = ready!(op.as_mut().poll(cx));
+        self.write_op = None;
+        buf.clear();
+        self.wbuf = Some(buf);
+        Poll::Ready(res.map_err(to_io))
+    }
+}
+
+impl<S: AsRawFd + Unpin> AsyncRead for Compat<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(buf) = this.rbuf.as_ref() {
+                if this.rpos < buf.len() {
+                    let n = out.len().min(buf.len() - this.rpos);
+                    out[..n].copy_from_slice(&buf[this.rpos..this.rpos + n]);
+                    this.rpos += n;
+                    return Poll::Ready(Ok(n));
+                }
+            }
+            if let Some(op) = this.read_op.as_mut() {
+                let (res, mut buf) = ready!(op.as_mut().poll(cx));
+                this.read_op = None;
+                this.rpos = 0;
+                match res {
+                    // The read set the buffer's length to the count.
+                    Ok(0) => {
+                        this.rbuf = Some(buf);
+                        return Poll::Ready(Ok(0));
+                    }
+                    Ok(_) => {
+                        this.rbuf = Some(buf);
+                        continue;
+                    }
+                    Err(e) => {
+                        buf.clear();
+                        this.rbuf = Some(buf);
+                        return Poll::Ready(Err(to_io(e)));
+                    }
+                }
+            }
+            if out.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            this.start_read();
+        }
+    }
+}
+
+impl<S: AsRawFd + Unpin> AsyncWrite for Compat<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_done(cx))?;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.shut_down {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after poll_close",
+            )));
+        }
+        let mut buf = this.wbuf.take().unwrap_or_default();
+        let n = data.len().min(this.cap);
+        buf.clear();
+        buf.extend_from_slice(&data[..n]);
+        let to = if this.socket {
+            WriteTo::Socket(0)
+        } else {
+            WriteTo::File(u64::MAX)
+        };
+        this.write_op = Some(Box::pin(ops::write_all(this.fd, buf, to)));
+        // Start it now rather than at the next poll: the bytes are reported
+        // written, so they should be on their way.
+        if let Poll::Ready(Err(e)) = this.poll_write_done(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_write_done(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_done(cx))?;
+        if !this.socket || this.shut_down {
+            return Poll::Ready(Ok(()));
+        }
+        let fd = this.fd;
+        let op = this
+            .shutdown_op
+            .get_or_insert_with(|| Box::pin(ops::shutdown(fd, libc::SHUT_WR)));
+        let res = ready!(op.as_mut().poll(cx));
+        this.shutdown_op = None;
+        this.shut_down = true;
+        match res {
+            // Already shut down or reset by the peer: the write half is closed.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Poll::Ready(Ok(())),
+            r => Poll::Ready(r.map_err(to_io)),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Compat<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Compat")
+            .field("inner", &self.inner)
+            .field("capacity", &self.cap)
+            .finish()
+    }
+}
+
+/// A ringio error as an `io::Error`: OS errors keep their errno, the rest
+/// travel inside (`From<io::Error> for ringio::Error` unwraps them).
+fn to_io(e: Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => {
+            let kind = match &e {
+                Error::Timeout => io::ErrorKind::TimedOut,
+                _ => io::ErrorKind::Other,
+            };
+            io::Error::new(kind, e)
+        }
+    }
+}
+
+fn is_socket(fd: RawFd) -> bool {
+    // SAFETY: all-zero is a valid `stat`; fstat writes into it and we only
+    // read it when the call succeeded.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on any number is safe; a bad one gives EBADF.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+}

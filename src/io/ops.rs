@@ -1,0 +1,425 @@
+//! The ring operations the socket and file types are built from.
+//!
+//! Each helper moves the memory the kernel will touch (buffer, address,
+//! path, statx struct) into the operation's owned data before submitting,
+//! builds the SQE from that data's *heap* addresses (which do not move when
+//! the data does), and gives the memory back with the result. A deadline in
+//! effect (see [`super::timeout`]) adds a linked `IORING_OP_LINK_TIMEOUT`
+//! whose timespec is boxed inside the same data.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use io_uring::types::{Fd, Timespec};
+use io_uring::{opcode, squeue, types};
+
+use super::buf::{BufResult, IoBuf, IoBufMut};
+use super::fd::close_orphan;
+use super::timeout::{current_caller, current_deadline};
+use crate::driver::OrphanCleanup;
+use crate::error::{Error, Result};
+use crate::runtime::Op;
+
+/// The largest length one SQE can carry.
+const MAX_LEN: usize = u32::MAX as usize;
+
+/// Submits `sqe`, owning `data` until its completion, and waits for it.
+/// Returns the result, the CQE flags and the data back. Without a running
+/// loop, or on a kernel whose ring lacks the opcode, nothing is submitted
+/// and the error comes back with the data.
+///
+/// A -ECANCELED completion caused by the deadline's linked timeout becomes
+/// `Error::Timeout`; one caused by the task's cancellation is
+/// `Error::Cancelled` (from `Op`).
+///
+/// # Safety
+///
+/// Every pointer in `sqe` must point into heap memory owned by `data`, or to
+/// memory valid for the whole life of the operation.
+pub(crate) async unsafe fn submit<D: 'static>(
+    sqe: squeue::Entry,
+    data: D,
+    cleanup: Option<OrphanCleanup>,
+) -> (Result<u32>, u32, D) {
+    // Checked first so that the data can be handed back (`Op::submit_with`
+    // consumes it): a running loop, and a ring that knows the opcode (else
+    // `Unsupported` naming it and the kernel that brings it).
+    if let Err(e) = Op::<()>::require(sqe.get_opcode() as u8) {
+        return (Err(e), 0, data);
+    }
+    let deadline = current_deadline();
+    if deadline.is_some() {
+        if let Err(e) = Op::<()>::require(opcode::LinkTimeout::CODE) {
+            return (Err(e), 0, data);
+        }
+    }
+    match deadline {
+        None => {
+            // SAFETY: forwarded from the caller.
+            let mut op = match unsafe { Op::submit_with(sqe, None, data, cleanup) } {
+                Ok(op) => op,
+                // Unreachable: the loop was checked above on this thread.
+                Err(_) => unreachable_loop(),
+            };
+            if let Some(loc) = current_caller() {
+                op.set_location(loc);
+            }
+            let out = op.await;
+            (out.result, out.flags, out.data)
+        }
+        Some(deadline) => {
+            let now = Instant::now();
+            if deadline <= now {
+                // Already late: do not start an operation the kernel would
+                // cancel at once.
+                return (Err(Error::Timeout), 0, data);
+            }
+            let left = deadline - now;
+            let ts = Box::new(
+                Timespec::new()
+                    .sec(left.as_secs())
+                    .nsec(left.subsec_nanos()),
+            );
+            let link = opcode::LinkTimeout::new(&*ts as *const Timespec).build();
+            // SAFETY: `sqe` points into `data` (caller), the link timeout into
+            // the boxed timespec; both are owned by the op's data.
+            let mut op = match unsafe { Op::submit_with(sqe, Some(link), (data, ts), cleanup) } {
+                Ok(op) => op,
+                Err(_) => unreachable_loop(),
+            };
+            if let Some(loc) = current_caller() {
+                op.set_location(loc);
+            }
+            let out = op.await;
+            let result = match out.result {
+                // Not the task's cancel (that is `Cancelled`), so the linked
+                // timeout fired.
+                Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Err(Error::Timeout),
+                r => r,
+            };
+            (result, out.flags, out.data.0)
+        }
+    }
+}
+
+/// `Op::submit_with` fails only without a running loop, which `submit`
+/// rules out beforehand on the same thread.
+#[cold]
+fn unreachable_loop() -> ! {
+    unreachable!("ringio: the running loop vanished between two calls on one thread")
+}
+
+/// Reads into `buf` (its whole capacity, from its start) from `fd` at
+/// `offset` (`u64::MAX`: the file position; sockets ignore it).
+///
+/// A buffer with no room gives `Ok(0)` at once, as `std`'s `read` does (an
+/// io_uring `RECV` of 0 bytes would instead wait for data to arrive).
+pub(crate) async fn read_at<B: IoBufMut>(
+    fd: RawFd,
+    mut buf: B,
+    offset: u64,
+) -> BufResult<usize, B> {
+    if buf.bytes_total() == 0 {
+        return (Ok(0), buf);
+    }
+    let len = buf.bytes_total().min(MAX_LEN) as u32;
+    let sqe = opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), len)
+        .offset(offset)
+        .build();
+    // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the op.
+    let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
+    finish_read(&res, &mut buf);
+    (res.map(|n| n as usize), buf)
+}
+
+/// Receives into `buf` from socket `fd` (`IORING_OP_RECV`).
+/// A buffer with no room gives `Ok(0)` at once (see `read_at`).
+pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufResult<usize, B> {
+    if buf.bytes_total() == 0 {
+        return (Ok(0), buf);
+    }
+    let len = buf.bytes_total().min(MAX_LEN) as u32;
+    let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len)
+        .flags(flags)
+        .build();
+    // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the op.
+    let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
+    finish_read(&res, &mut buf);
+    (res.map(|n| n as usize), buf)
+}
+
+fn finish_read<B: IoBufMut>(res: &Result<u32>, buf: &mut B) {
+    if let Ok(n) = *res {
+        // SAFETY: the kernel wrote `n <= bytes_total` bytes from the start.
+        unsafe { buf.set_init(n as usize) };
+    }
+}
+
+/// How a write reaches its target.
+#[derive(Clone, Copy)]
+pub(crate) enum WriteTo {
+    /// `IORING_OP_SEND` on a socket, with these flags (MSG_NOSIGNAL added).
+    Socket(i32),
+    /// `IORING_OP_WRITE` at this offset (`u64::MAX`: the file position).
+    File(u64),
+}
+
+fn write_sqe(fd: RawFd, ptr: *const u8, len: usize, to: WriteTo, done: usize) -> squeue::Entry {
+    let len = len.min(MAX_LEN) as u32;
+    match to {
+        WriteTo::Socket(flags) => opcode::Send::new(Fd(fd), ptr, len)
+            .flags(flags | libc::MSG_NOSIGNAL)
+            .build(),
+        WriteTo::File(off) => {
+            let off = if off == u64::MAX {
+                off
+            } else {
+                off + done as u64
+            };
+            opcode::Write::new(Fd(fd), ptr, len).offset(off).build()
+        }
+    }
+}
+
+/// Writes the initialised bytes of `buf` once; returns how many went.
+pub(crate) async fn write<B: IoBuf>(fd: RawFd, buf: B, to: WriteTo) -> BufResult<usize, B> {
+    let sqe = write_sqe(fd, buf.stable_ptr(), buf.bytes_init(), to, 0);
+    // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the op.
+    let (res, _, buf) = unsafe { submit(sqe, buf, None) }.await;
+    (res.map(|n| n as usize), buf)
+}
+
+/// Writes every initialised byte of `buf`, one operation after another.
+pub(crate) async fn write_all<B: IoBuf>(fd: RawFd, mut buf: B, to: WriteTo) -> BufResult<(), B> {
+    let total = buf.bytes_init();
+    let mut done = 0;
+    while done < total {
+        // In bounds: done < total <= the buffer's length.
+        let ptr = buf.stable_ptr().wrapping_add(done);
+        let sqe = write_sqe(fd, ptr, total - done, to, done);
+        // SAFETY: the SQE points into `buf`'s stable heap memory, owned by
+        // the op until its completion.
+        let (res, _, b) = unsafe { submit(sqe, buf, None) }.await;
+        buf = b;
+        match res {
+            Ok(0) => {
+                return (
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        "the kernel accepted 0 bytes of a write: the peer or device takes no more",
+                    )
+                    .into()),
+                    buf,
+                );
+            }
+            Ok(n) => done += n as usize,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// A socket address the kernel reads or writes, boxed with its length.
+pub(crate) struct SockAddrBuf {
+    pub(crate) storage: libc::sockaddr_storage,
+    pub(crate) len: libc::socklen_t,
+}
+
+impl SockAddrBuf {
+    pub(crate) fn empty() -> Box<SockAddrBuf> {
+        Box::new(SockAddrBuf {
+            // SAFETY: all-zero is a valid `sockaddr_storage`.
+            storage: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        })
+    }
+}
+
+/// Accepts one connection on listening socket `fd`: the new descriptor
+/// (close-on-exec) and the peer's address. A connection accepted after the
+/// future was dropped is closed, not leaked.
+pub(crate) async fn accept(fd: RawFd) -> Result<(RawFd, Box<SockAddrBuf>)> {
+    let mut addr = SockAddrBuf::empty();
+    let sqe = opcode::Accept::new(
+        Fd(fd),
+        (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
+        &mut addr.len,
+    )
+    .flags(libc::SOCK_CLOEXEC)
+    .build();
+    // SAFETY: the SQE points into the boxed address, owned by the op.
+    let (res, _, addr) = unsafe { submit(sqe, addr, Some(close_orphan as OrphanCleanup)) }.await;
+    res.map(|n| (n as RawFd, addr))
+}
+
+/// Connects socket `fd` to `addr`.
+pub(crate) async fn connect(fd: RawFd, addr: Box<SockAddrBuf>) -> Result<()> {
+    let sqe = opcode::Connect::new(
+        Fd(fd),
+        (&addr.storage as *const libc::sockaddr_storage).cast(),
+        addr.len,
+    )
+    .build();
+    // SAFETY: the SQE points into the boxed address, owned by the op.
+    let (res, _, _) = unsafe { submit(sqe, addr, None) }.await;
+    res.map(|_| ())
+}
+
+/// Shuts down part of a full-duplex connection (`IORING_OP_SHUTDOWN`).
+pub(crate) async fn shutdown(fd: RawFd, how: i32) -> Result<()> {
+    // SAFETY: the SQE points to no memory.
+    let (res, _, _) = unsafe { submit(opcode::Shutdown::new(Fd(fd), how).build(), (), None) }.await;
+    res.map(|_| ())
+}
+
+/// Closes `fd` on the ring (`IORING_OP_CLOSE`); the caller gave it up.
+pub(crate) async fn close(fd: RawFd) -> Result<()> {
+    // SAFETY: the SQE points to no memory.
+    let (res, _, _) = unsafe { submit(opcode::Close::new(Fd(fd)).build(), (), None) }.await;
+    res.map(|_| ())
+}
+
+/// A `sendmsg`/`recvmsg` header with its one iovec and its address, boxed
+/// so that the header's pointers into itself stay valid when it moves.
+pub(crate) struct MsgBuf {
+    pub(crate) hdr: libc::msghdr,
+    pub(crate) iov: libc::iovec,
+    pub(crate) addr: libc::sockaddr_storage,
+}
+
+/// Sends `buf` to `addr` (or the connected peer when `addr` is `None`).
+pub(crate) async fn send_msg<B: IoBuf>(
+    fd: RawFd,
+    buf: B,
+    addr: Option<(libc::sockaddr_storage, libc::socklen_t)>,
+) -> BufResult<usize, B> {
+    let mut msg = new_msg();
+    msg.iov.iov_base = buf.stable_ptr() as *mut libc::c_void;
+    msg.iov.iov_len = buf.bytes_init();
+    if let Some((storage, len)) = addr {
+        msg.addr = storage;
+        msg.hdr.msg_name = (&mut msg.addr as *mut libc::sockaddr_storage).cast();
+        msg.hdr.msg_namelen = len;
+    }
+    msg.hdr.msg_iov = &mut msg.iov;
+    msg.hdr.msg_iovlen = 1;
+    let sqe = opcode::SendMsg::new(Fd(fd), &msg.hdr)
+        .flags(libc::MSG_NOSIGNAL as u32)
+        .build();
+    // SAFETY: the header, iovec and address are in the boxed `msg`, and the
+    // iovec points into `buf`'s stable heap memory; the op owns both.
+    let (res, _, (_msg, buf)) = unsafe { submit(sqe, (msg, buf), None) }.await;
+    (res.map(|n| n as usize), buf)
+}
+
+/// Receives one datagram into `buf`; gives its length and sender address.
+pub(crate) async fn recv_msg<B: IoBufMut>(
+    fd: RawFd,
+    mut buf: B,
+) -> BufResult<(usize, libc::sockaddr_storage, libc::socklen_t), B> {
+    let mut msg = new_msg();
+    msg.iov.iov_base = buf.stable_mut_ptr().cast();
+    msg.iov.iov_len = buf.bytes_total();
+    msg.hdr.msg_name = (&mut msg.addr as *mut libc::sockaddr_storage).cast();
+    msg.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.hdr.msg_iov = &mut msg.iov;
+    msg.hdr.msg_iovlen = 1;
+    let sqe = opcode::RecvMsg::new(Fd(fd), &mut msg.hdr).build();
+    // SAFETY: as in `send_msg`.
+    let (res, _, (msg, mut buf)) = unsafe { submit(sqe, (msg, buf), None) }.await;
+    finish_read(&res, &mut buf);
+    (
+        res.map(|n| (n as usize, msg.addr, msg.hdr.msg_namelen)),
+        buf,
+    )
+}
+
+fn new_msg() -> Box<MsgBuf> {
+    // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths),
+    // iovec and sockaddr_storage.
+    Box::new(unsafe { std::mem::zeroed() })
+}
+
+/// A path as the kernel wants it: NUL-terminated, on the heap.
+pub(crate) fn c_path(path: &std::path::Path) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidArgument(format!("path {} contains a NUL byte", path.display())))
+}
+
+/// Opens `path` (`IORING_OP_OPENAT` relative to the working directory).
+/// A file opened after the future was dropped is closed, not leaked.
+pub(crate) async fn open_at(path: CString, flags: i32, mode: u32) -> Result<RawFd> {
+    let sqe = opcode::OpenAt::new(Fd(libc::AT_FDCWD), path.as_ptr())
+        .flags(flags | libc::O_CLOEXEC)
+        .mode(mode)
+        .build();
+    // SAFETY: the SQE points into the CString's heap bytes, owned by the op.
+    let (res, _, _) = unsafe { submit(sqe, path, Some(close_orphan as OrphanCleanup)) }.await;
+    res.map(|fd| fd as RawFd)
+}
+
+/// `statx(2)` of `fd` (with `path` empty) or of `path`.
+pub(crate) async fn statx(fd: RawFd, path: CString, flags: i32) -> Result<libc::statx> {
+    // SAFETY: all-zero is a valid statx struct.
+    let mut out: Box<libc::statx> = Box::new(unsafe { std::mem::zeroed() });
+    let sqe = opcode::Statx::new(
+        Fd(fd),
+        path.as_ptr(),
+        (&mut *out as *mut libc::statx).cast::<types::statx>(),
+    )
+    .flags(flags)
+    .mask(libc::STATX_BASIC_STATS | libc::STATX_BTIME)
+    .build();
+    // SAFETY: the SQE points into the CString and the boxed statx, both
+    // owned by the op.
+    let (res, _, (_, out)) = unsafe { submit(sqe, (path, out), None) }.await;
+    res.map(|_| *out)
+}
+
+/// `fsync(2)` (or `fdatasync(2)` when `data_only`).
+pub(crate) async fn fsync(fd: RawFd, data_only: bool) -> Result<()> {
+    let mut sqe = opcode::Fsync::new(Fd(fd));
+    if data_only {
+        sqe = sqe.flags(types::FsyncFlags::DATASYNC);
+    }
+    // SAFETY: the SQE points to no memory.
+    let (res, _, _) = unsafe { submit(sqe.build(), (), None) }.await;
+    res.map(|_| ())
+}
+
+/// `unlinkat(2)` relative to the working directory.
+pub(crate) async fn unlink_at(path: CString, flags: i32) -> Result<()> {
+    let sqe = opcode::UnlinkAt::new(Fd(libc::AT_FDCWD), path.as_ptr())
+        .flags(flags)
+        .build();
+    // SAFETY: the SQE points into the CString's heap bytes, owned by the op.
+    let (res, _, _) = unsafe { submit(sqe, path, None) }.await;
+    res.map(|_| ())
+}
+
+/// `renameat(2)` relative to the working directory.
+pub(crate) async fn rename_at(from: CString, to: CString) -> Result<()> {
+    let sqe = opcode::RenameAt::new(
+        Fd(libc::AT_FDCWD),
+        from.as_ptr(),
+        Fd(libc::AT_FDCWD),
+        to.as_ptr(),
+    )
+    .build();
+    // SAFETY: the SQE points into both CStrings' heap bytes, owned by the op.
+    let (res, _, _) = unsafe { submit(sqe, (from, to), None) }.await;
+    res.map(|_| ())
+}
+
+/// `mkdirat(2)` relative to the working directory.
+pub(crate) async fn mkdir_at(path: CString, mode: u32) -> Result<()> {
+    let sqe = opcode::MkDirAt::new(Fd(libc::AT_FDCWD), path.as_ptr())
+        .mode(mode)
+        .build();
+    // SAFETY: the SQE points into the CString's heap bytes, owned by the op.
+    let (res, _, _) = unsafe { submit(sqe, path, None) }.await;
+    res.map(|_| ())
+}

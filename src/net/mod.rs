@@ -1,0 +1,147 @@
+//! Sockets on the ring: TCP, UDP and Unix-domain streams.
+//!
+//! Connecting, accepting, sending and receiving are io_uring operations
+//! (`CONNECT`, `ACCEPT` — multishot for [`TcpListener::incoming`] —, `RECV`,
+//! `SEND`, `RECVMSG`, `SENDMSG`, `SHUTDOWN`); creating, binding and
+//! listening are plain syscalls, which never block. Sockets are blocking
+//! descriptors: the ring does not need `O_NONBLOCK`.
+//!
+//! Every I/O call takes an owned buffer and gives it back with the result
+//! (see [`crate::io`]), returns an [`Io`](crate::io::Io) future that takes a
+//! deadline (`.timeout(d)`, an `IORING_OP_LINK_TIMEOUT`), and is a ringio
+//! await point: cancelling the task cancels the operation in the kernel, and
+//! a result that arrived first is returned rather than lost.
+//!
+//! ```no_run
+//! use ringio::net::{TcpListener, TcpStream};
+//!
+//! ringio::run(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let addr = listener.local_addr()?;
+//!     let client = TcpStream::connect(addr).await?;
+//!     let (server, _peer) = listener.accept().await?;
+//!     let (res, _) = client.write_all(b"hello".to_vec()).await;
+//!     res?;
+//!     let (res, buf) = server.read(Vec::with_capacity(64)).await;
+//!     assert_eq!(&buf[..res?], b"hello");
+//!     Ok::<(), ringio::Error>(())
+//! })
+//! .unwrap();
+//! ```
+
+mod addr;
+mod socket;
+mod tcp;
+mod udp;
+mod unix;
+
+pub use tcp::{Incoming, ListenOptions, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixListener, UnixStream};
+
+/// The read, write and shutdown calls of a connected stream socket type
+/// with an `fd: RingFd` field.
+macro_rules! stream_io {
+    () => {
+        /// Receives into `buf` (its whole capacity, from its start; a
+        /// `Vec`'s length becomes the count received) with
+        /// `IORING_OP_RECV`. Gives the count and the buffer back, also on
+        /// error, timeout or cancellation. `Ok(0)` means the peer closed its
+        /// write half (or `buf` has no room).
+        #[track_caller]
+        pub fn read<B: $crate::io::IoBufMut>(
+            &self,
+            buf: B,
+        ) -> $crate::io::Io<
+            impl ::std::future::Future<Output = $crate::io::BufResult<usize, B>> + '_,
+        > {
+            let fd = self.fd.raw();
+            $crate::io::Io::new(async move {
+                // The borrow keeps the socket open until the op is submitted.
+                let _me = self;
+                $crate::io::ops::recv(fd, buf, 0).await
+            })
+        }
+
+        /// Sends the initialised bytes of `buf` once with `IORING_OP_SEND`
+        /// (`MSG_NOSIGNAL`: a reset peer gives `EPIPE`, not `SIGPIPE`).
+        /// Gives the count sent and the buffer back.
+        #[track_caller]
+        pub fn write<B: $crate::io::IoBuf>(
+            &self,
+            buf: B,
+        ) -> $crate::io::Io<
+            impl ::std::future::Future<Output = $crate::io::BufResult<usize, B>> + '_,
+        > {
+            let fd = self.fd.raw();
+            $crate::io::Io::new(async move {
+                let _me = self;
+                $crate::io::ops::write(fd, buf, $crate::io::ops::WriteTo::Socket(0)).await
+            })
+        }
+
+        /// Sends every initialised byte of `buf`, as many sends as it takes.
+        #[track_caller]
+        pub fn write_all<B: $crate::io::IoBuf>(
+            &self,
+            buf: B,
+        ) -> $crate::io::Io<
+            impl ::std::future::Future<Output = $crate::io::BufResult<(), B>> + '_,
+        > {
+            let fd = self.fd.raw();
+            $crate::io::Io::new(async move {
+                let _me = self;
+                $crate::io::ops::write_all(fd, buf, $crate::io::ops::WriteTo::Socket(0)).await
+            })
+        }
+
+        /// Shuts down the read half, the write half (the peer reads end of
+        /// stream) or both, with `IORING_OP_SHUTDOWN`.
+        #[track_caller]
+        pub fn shutdown(
+            &self,
+            how: ::std::net::Shutdown,
+        ) -> $crate::io::Io<impl ::std::future::Future<Output = $crate::Result<()>> + '_> {
+            let fd = self.fd.raw();
+            let how = match how {
+                ::std::net::Shutdown::Read => libc::SHUT_RD,
+                ::std::net::Shutdown::Write => libc::SHUT_WR,
+                ::std::net::Shutdown::Both => libc::SHUT_RDWR,
+            };
+            $crate::io::Io::new(async move {
+                let _me = self;
+                $crate::io::ops::shutdown(fd, how).await
+            })
+        }
+    };
+}
+
+/// `AsRawFd`, `IntoRawFd` and `FromRawFd` for a type with an `fd: RingFd`.
+macro_rules! fd_traits {
+    ($t:ty) => {
+        impl ::std::os::fd::AsRawFd for $t {
+            fn as_raw_fd(&self) -> ::std::os::fd::RawFd {
+                self.fd.raw()
+            }
+        }
+
+        impl ::std::os::fd::IntoRawFd for $t {
+            fn into_raw_fd(self) -> ::std::os::fd::RawFd {
+                self.fd.into_raw()
+            }
+        }
+
+        impl ::std::os::fd::FromRawFd for $t {
+            /// Takes ownership of `fd`, which must be an open descriptor of the
+            /// right kind that nothing else will close.
+            unsafe fn from_raw_fd(fd: ::std::os::fd::RawFd) -> Self {
+                Self {
+                    // SAFETY: forwarded from the caller.
+                    fd: unsafe { $crate::io::fd::RingFd::from_raw(fd) },
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use {fd_traits, stream_io};

@@ -1,0 +1,361 @@
+//! TCP: `TcpListener` (accept, multishot `incoming`) and `TcpStream`.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::stream::Stream;
+use io_uring::opcode;
+use io_uring::types::Fd;
+
+use super::addr::{from_raw, resolve, to_boxed, to_raw};
+use super::socket::{bind, get_int_opt, listen, set_int_opt, socket, with_std};
+use super::{fd_traits, stream_io};
+use crate::driver::OrphanCleanup;
+use crate::error::{Error, Result};
+use crate::io::fd::{RingFd, close_orphan};
+use crate::io::{Io, ops};
+use crate::runtime::Op;
+
+/// How [`TcpListener::bind_with`] sets up the listening socket.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenOptions {
+    backlog: i32,
+    reuse_address: bool,
+    reuse_port: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> ListenOptions {
+        ListenOptions::new()
+    }
+}
+
+impl ListenOptions {
+    /// A backlog of 1024, `SO_REUSEADDR` on (as `std` does), `SO_REUSEPORT`
+    /// off.
+    pub fn new() -> ListenOptions {
+        ListenOptions {
+            backlog: 1024,
+            reuse_address: true,
+            reuse_port: false,
+        }
+    }
+
+    /// The `listen(2)` backlog (the kernel caps it at `somaxconn`).
+    pub fn backlog(mut self, n: i32) -> ListenOptions {
+        self.backlog = n;
+        self
+    }
+
+    /// `SO_REUSEADDR`: bind while old connections linger in `TIME_WAIT`.
+    pub fn reuse_address(mut self, on: bool) -> ListenOptions {
+        self.reuse_address = on;
+        self
+    }
+
+    /// `SO_REUSEPORT`: several sockets (one per core) listen on one port and
+    /// the kernel spreads incoming connections among them.
+    pub fn reuse_port(mut self, on: bool) -> ListenOptions {
+        self.reuse_port = on;
+        self
+    }
+}
+
+/// A TCP socket listening for connections.
+///
+/// Closing (dropping) it is a plain `close(2)` once the loop's queued
+/// submissions are in the kernel, so the port is free when `drop` returns.
+pub struct TcpListener {
+    fd: RingFd,
+}
+
+impl TcpListener {
+    /// Binds to `addr` and listens (backlog 1024, `SO_REUSEADDR`). Each
+    /// resolved address is tried in turn; the last error is returned if
+    /// none works. Port 0 picks a free port ([`TcpListener::local_addr`]).
+    pub fn bind(addr: impl ToSocketAddrs) -> Result<TcpListener> {
+        TcpListener::bind_with(addr, ListenOptions::new())
+    }
+
+    /// Like [`TcpListener::bind`], with options (e.g. `SO_REUSEPORT` for
+    /// one listener per core).
+    pub fn bind_with(addr: impl ToSocketAddrs, opts: ListenOptions) -> Result<TcpListener> {
+        let mut last = None;
+        for a in resolve(addr)? {
+            match TcpListener::bind_one(&a, &opts) {
+                Ok(l) => return Ok(l),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::InvalidArgument("no address to bind".into())))
+    }
+
+    fn bind_one(addr: &SocketAddr, opts: &ListenOptions) -> Result<TcpListener> {
+        let fd = socket(domain_of(addr), libc::SOCK_STREAM)?;
+        if opts.reuse_address {
+            set_int_opt(fd.raw(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        }
+        if opts.reuse_port {
+            set_int_opt(fd.raw(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        }
+        bind(fd.raw(), &to_raw(addr))?;
+        listen(fd.raw(), opts.backlog)?;
+        Ok(TcpListener { fd })
+    }
+
+    /// Accepts one connection (`IORING_OP_ACCEPT`): the stream and the
+    /// peer's address. A connection the kernel accepted after this future
+    /// was dropped is closed, not leaked; one accepted before a task cancel
+    /// reached the kernel is returned (the cancel comes at the next await).
+    #[track_caller]
+    pub fn accept(&self) -> Io<impl Future<Output = Result<(TcpStream, SocketAddr)>> + '_> {
+        let fd = self.fd.raw();
+        Io::new(async move {
+            let _me = self;
+            let (raw, addr) = ops::accept(fd).await?;
+            // SAFETY: a fresh descriptor the kernel created for us.
+            let stream = TcpStream {
+                fd: unsafe { RingFd::from_raw(raw) },
+            };
+            let peer = from_raw(&addr.storage, addr.len)?;
+            Ok((stream, peer))
+        })
+    }
+
+    /// The connections coming in, from one multishot `IORING_OP_ACCEPT`
+    /// (Linux 5.19): the kernel keeps accepting without a new submission per
+    /// connection. Connections it accepted that were not taken when the
+    /// stream is dropped are closed. The stream never ends; an error item
+    /// (e.g. `EMFILE`) ends the kernel's multishot, and the next poll arms a
+    /// new one.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            listener: self,
+            op: None,
+        }
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        with_std(self.fd.raw(), |s: &std::net::TcpListener| s.local_addr())
+    }
+
+    /// Takes over a `std` listener (blocking or not: the ring does not care).
+    pub fn from_std(listener: std::net::TcpListener) -> TcpListener {
+        use std::os::fd::IntoRawFd;
+        TcpListener {
+            // SAFETY: the std listener gave up its descriptor to us.
+            fd: unsafe { RingFd::from_raw(listener.into_raw_fd()) },
+        }
+    }
+}
+
+fd_traits!(TcpListener);
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("fd", &self.fd)
+            .field("addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+/// The stream of [`TcpListener::incoming`] connections (a multishot accept).
+///
+/// Use it as a `futures` `Stream` or call [`Incoming::next`].
+#[must_use = "streams do nothing unless polled"]
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+    op: Option<Op<()>>,
+}
+
+impl Incoming<'_> {
+    /// The next connection. `None` never comes; errors are items.
+    pub async fn next(&mut self) -> Option<Result<TcpStream>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    fn arm(&mut self) -> Result<()> {
+        Op::<()>::require(opcode::Accept::CODE)?;
+        // The probe has no bit for the multishot flag; IORING_OP_SOCKET came
+        // in the same release (5.19), so it stands in for it.
+        if Op::<()>::require(opcode::Socket::CODE).is_err() {
+            return Err(Error::Unsupported(
+                "multishot IORING_OP_ACCEPT is not supported by this kernel (it needs Linux 5.19); \
+                 use TcpListener::accept"
+                    .into(),
+            ));
+        }
+        let sqe = opcode::AcceptMulti::new(Fd(self.listener.fd.raw()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build();
+        // SAFETY: a multishot accept points to no memory (no address out).
+        let op = unsafe { Op::submit_with(sqe, None, (), Some(close_orphan as OrphanCleanup)) }?;
+        self.op = Some(op);
+        Ok(())
+    }
+}
+
+impl Stream for Incoming<'_> {
+    type Item = Result<TcpStream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.op.is_none() {
+            if let Err(e) = this.arm() {
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
+        let Some(op) = this.op.as_mut() else {
+            return Poll::Pending;
+        };
+        match op.poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                // Cannot happen (the op is dropped at its final CQE below);
+                // re-arm on the next poll rather than end the stream.
+                this.op = None;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(Some((res, flags))) => {
+                if !io_uring::cqueue::more(flags) {
+                    // The kernel ended this multishot: arm a new one next time.
+                    this.op = None;
+                }
+                Poll::Ready(Some(match res {
+                    Ok(fd) => Ok(TcpStream {
+                        // SAFETY: a fresh descriptor the kernel created for us.
+                        fd: unsafe { RingFd::from_raw(fd as RawFd) },
+                    }),
+                    Err(e) => Err(e),
+                }))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Incoming<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("listener", &self.listener)
+            .field("armed", &self.op.is_some())
+            .finish()
+    }
+}
+
+/// A TCP connection.
+///
+/// Reads and writes take `&self`, so one task may read while another
+/// writes. Dropping the stream closes it (after the loop's queued
+/// submissions went to the kernel, so no queued op can reach a reused
+/// descriptor number).
+pub struct TcpStream {
+    fd: RingFd,
+}
+
+impl TcpStream {
+    /// Connects to `addr` (`IORING_OP_CONNECT`), trying each resolved
+    /// address in turn; the last error is returned if none accepts
+    /// (`ECONNREFUSED` "Connection refused" for a closed port). Name lookup,
+    /// if `addr` is a name, blocks; IP addresses do not.
+    #[track_caller]
+    pub fn connect(addr: impl ToSocketAddrs) -> Io<impl Future<Output = Result<TcpStream>>> {
+        let addrs = resolve(addr);
+        Io::new(async move {
+            let mut last = None;
+            for a in addrs? {
+                let fd = socket(domain_of(&a), libc::SOCK_STREAM)?;
+                match ops::connect(fd.raw(), to_boxed(&a)).await {
+                    Ok(()) => return Ok(TcpStream { fd }),
+                    // A cancel or a deadline ends the whole call.
+                    Err(e @ (Error::Cancelled { .. } | Error::Timeout)) => return Err(e),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| Error::InvalidArgument("no address to connect to".into())))
+        })
+    }
+
+    stream_io!();
+
+    /// The address of the other end.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        with_std(self.fd.raw(), |s: &std::net::TcpStream| s.peer_addr())
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        with_std(self.fd.raw(), |s: &std::net::TcpStream| s.local_addr())
+    }
+
+    /// Sets `TCP_NODELAY` (no Nagle delay for small writes).
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        set_int_opt(
+            self.fd.raw(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            on as i32,
+        )
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> Result<bool> {
+        Ok(get_int_opt(self.fd.raw(), libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0)
+    }
+
+    /// Sets `SO_LINGER`: `Some(ZERO)` makes a close reset the connection.
+    pub fn set_linger(&self, dur: Option<std::time::Duration>) -> Result<()> {
+        let linger = libc::linger {
+            l_onoff: dur.is_some() as i32,
+            l_linger: dur.map_or(0, |d| d.as_secs().min(i32::MAX as u64) as i32),
+        };
+        // SAFETY: the option value is a live `linger` of the size we pass.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.raw(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
+    }
+
+    /// Takes over a `std` stream (blocking or not: the ring does not care).
+    pub fn from_std(stream: std::net::TcpStream) -> TcpStream {
+        use std::os::fd::IntoRawFd;
+        TcpStream {
+            // SAFETY: the std stream gave up its descriptor to us.
+            fd: unsafe { RingFd::from_raw(stream.into_raw_fd()) },
+        }
+    }
+}
+
+fd_traits!(TcpStream);
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("fd", &self.fd)
+            .field("local", &self.local_addr().ok())
+            .field("peer", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
+pub(crate) fn domain_of(addr: &SocketAddr) -> i32 {
+    match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    }
+}
