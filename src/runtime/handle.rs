@@ -98,7 +98,7 @@ impl Loop {
     /// Schedules `f` to run after `delay`. Callbacks due at the same time run
     /// in the order they were scheduled.
     pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> CallbackHandle {
-        let deadline = Instant::now() + delay;
+        let deadline = crate::time::deadline_after(delay);
         let cell = self
             .inner
             .call_at_instant(deadline, Box::new(f), Context::current());

@@ -127,7 +127,7 @@ impl Future for Sleep {
         let step = context::with_loop(|lp| {
             let deadline = *this
                 .deadline
-                .get_or_insert_with(|| Instant::now() + this.delay);
+                .get_or_insert_with(|| super::deadline_after(this.delay));
             let mut timers = lp.timers.borrow_mut();
             match this.timer {
                 Some((loop_id, key)) if loop_id == lp.id => match timers.get_mut(key) {
