@@ -311,17 +311,12 @@ pub(crate) trait Awaited {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Join<A> {
     target: A,
-    forwarded: bool,
     location: &'static Location<'static>,
 }
 
 impl<A> Join<A> {
     pub(crate) fn new(target: A, location: &'static Location<'static>) -> Join<A> {
-        Join {
-            target,
-            forwarded: false,
-            location,
-        }
+        Join { target, location }
     }
 }
 
@@ -350,13 +345,13 @@ where
                 core.map(|c| c.take_cancel());
                 return Poll::Ready(Err(Error::Cancelled { msg }));
             }
-            if !this.forwarded {
-                this.forwarded = true;
-                if this.target.cancel_with(msg) {
-                    // The inner one carries the cancellation now; its outcome
-                    // is ours.
-                    core.map(|c| c.take_cancel());
-                }
+            // Every cancel request is forwarded (asyncio cancels its
+            // `_fut_waiter` on each `cancel()`): an inner task that
+            // suppressed the first one still gets the second.
+            if this.target.cancel_with(msg) {
+                // The inner one carries the cancellation now; its outcome
+                // is ours.
+                core.map(|c| c.take_cancel());
             }
         }
         if this.target.is_done() {
