@@ -51,6 +51,39 @@ pub struct Op<D: 'static> {
     /// The task-cancel message, once this op was cancelled for its task.
     cancelled_for_task: Option<Option<String>>,
     location: &'static Location<'static>,
+    /// Set when the op was created while its task had a cancellation
+    /// pending: the SQEs were not submitted (see [`Deferred`]).
+    deferred: Option<Box<Deferred>>,
+}
+
+/// The SQEs of an op created while its task had a cancellation pending.
+/// Its first poll delivers that cancellation without starting the op
+/// (nothing happened, so nothing is lost), or submits them if the request
+/// was delivered by another await point in the meantime. Without this, an
+/// op that completes at once (a NOP, a read with data ready) always beats
+/// its ASYNC_CANCEL, and a task looping on such ops never sees its cancel.
+struct Deferred {
+    sqe: squeue::Entry,
+    link_timeout: Option<squeue::Entry>,
+    cleanup: Option<OrphanCleanup>,
+}
+
+impl Deferred {
+    /// Hands the SQEs to the ring.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Op::submit`]: the memory they point to is owned by the op.
+    unsafe fn submit(self, lp: &LoopInner) -> OpKey {
+        let mut driver = lp.driver.borrow_mut();
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match self.link_timeout {
+                Some(t) => driver.submit_linked(self.sqe, t, self.cleanup),
+                None => driver.submit(self.sqe, self.cleanup),
+            }
+        }
+    }
 }
 
 impl<D: 'static> Op<D> {
@@ -83,24 +116,32 @@ impl<D: 'static> Op<D> {
     ) -> Result<Op<D>> {
         let location = Location::caller();
         let lp = context::current_loop().ok_or_else(Error::no_running_loop)?;
-        let key = {
-            let mut driver = lp.driver.borrow_mut();
-            // SAFETY: the caller promises the SQE points into `data`'s heap
-            // memory, which this `Op` (or, once dropped, the op table) owns
-            // until the final CQE.
-            unsafe {
-                match link_timeout {
-                    Some(t) => driver.submit_linked(sqe, t, cleanup),
-                    None => driver.submit(sqe, cleanup),
-                }
-            }
+        let deferred = Deferred {
+            sqe,
+            link_timeout,
+            cleanup,
         };
+        if current::cancel_pending() {
+            return Ok(Op {
+                lp,
+                key: OpKey::DONE,
+                data: Some(data),
+                cancelled_for_task: None,
+                location,
+                deferred: Some(Box::new(deferred)),
+            });
+        }
+        // SAFETY: the caller promises the SQE points into `data`'s heap
+        // memory, which this `Op` (or, once dropped, the op table) owns
+        // until the final CQE.
+        let key = unsafe { deferred.submit(&lp) };
         Ok(Op {
             lp,
             key,
             data: Some(data),
             cancelled_for_task: None,
             location,
+            deferred: None,
         })
     }
 
@@ -128,6 +169,14 @@ impl<D: 'static> Op<D> {
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Result<u32>, u32)>> {
         if self.data.is_none() || self.key == OpKey::DONE {
             // The final CQE was already handed out.
+            return Poll::Ready(None);
+        }
+        if self.start_deferred() {
+            let msg = self.cancelled_for_task.take().flatten();
+            return Poll::Ready(Some((Err(Error::Cancelled { msg }), 0)));
+        }
+        if self.key == OpKey::DONE {
+            // The final CQE was taken already.
             return Poll::Ready(None);
         }
         let mut d = self.lp.driver.borrow_mut();
@@ -160,6 +209,23 @@ impl<D: 'static> Op<D> {
         Poll::Pending
     }
 
+    /// For a deferred op: `true` if the pending cancellation was taken
+    /// here (its message is left in `cancelled_for_task`; the op never
+    /// started), else submits it now. `false` for an op already started.
+    fn start_deferred(&mut self) -> bool {
+        let Some(deferred) = self.deferred.take() else {
+            return false;
+        };
+        if let Some(msg) = current::take_cancel() {
+            self.cancelled_for_task = Some(msg);
+            return true;
+        }
+        // SAFETY: the SQEs point into `self.data`'s heap memory, as
+        // promised to `submit`.
+        self.key = unsafe { deferred.submit(&self.lp) };
+        false
+    }
+
     fn finished_multishot(&mut self) {
         // Mark done: the slot is gone, so Drop must not orphan it.
         self.key = OpKey::DONE;
@@ -188,6 +254,15 @@ impl<D: 'static> Future for Op<D> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpOutput<D>> {
         let this = &mut *self;
+        if this.deferred.is_some() && this.start_deferred() {
+            let msg = this.cancelled_for_task.take().flatten();
+            let data = this.data.take().expect("Op data present until completion");
+            return Poll::Ready(OpOutput {
+                result: Err(Error::Cancelled { msg }),
+                flags: 0,
+                data,
+            });
+        }
         let mut d = this.lp.driver.borrow_mut();
         let Some((res, flags, _)) = d.take_result(this.key) else {
             if this.data.is_none() {

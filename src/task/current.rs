@@ -12,6 +12,12 @@ pub(crate) fn cancel_message() -> Option<Option<String>> {
     context::with_task(|t| t.core().peek_cancel()).flatten()
 }
 
+/// Whether the task being polled has a cancellation pending.
+#[inline]
+pub(crate) fn cancel_pending() -> bool {
+    context::with_task(|t| t.core().cancel_pending()).unwrap_or(false)
+}
+
 /// Takes the pending cancellation: the caller delivers it as
 /// `Err(Cancelled)`.
 #[inline]

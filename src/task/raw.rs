@@ -167,6 +167,10 @@ impl TaskCore {
         true
     }
 
+    pub(crate) fn cancel_pending(&self) -> bool {
+        self.must_cancel.borrow().is_some()
+    }
+
     pub(crate) fn peek_cancel(&self) -> Option<Option<String>> {
         self.must_cancel.borrow().clone()
     }
