@@ -1,1 +1,850 @@
 //! Integration tests: cancel (against a real ring).
+//!
+//! SPEC §2, rule by rule, with kernel operations really in flight.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use ringio::{Error, Promise, Result, Runtime};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn block_on<F: Future + 'static>(fut: F) -> F::Output {
+    Runtime::new()
+        .expect("ring setup")
+        .run(fut)
+        .expect("main task")
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// A plain blocking write(2), outside the ring.
+fn write_now(fd: &OwnedFd, data: &[u8]) {
+    // SAFETY: `data` is valid for `data.len()` bytes.
+    let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+    assert_eq!(n, data.len() as isize);
+}
+
+fn driver() -> ringio::DriverStats {
+    ringio::get_running_loop().unwrap().stats().driver
+}
+
+fn is_cancelled_with(r: &Result<impl std::fmt::Debug>, want: Option<&str>) -> bool {
+    matches!(r, Err(Error::Cancelled { msg }) if msg.as_deref() == want)
+}
+
+/// Sets a flag when dropped: shows a future was dropped.
+struct DropFlag(Rc<Cell<bool>>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// A future from outside ringio: ready once `ready` is set, woken by hand.
+struct Foreign {
+    ready: Rc<Cell<bool>>,
+    waker: Rc<RefCell<Option<Waker>>>,
+}
+impl Future for Foreign {
+    type Output = u32;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
+        if self.ready.get() {
+            return Poll::Ready(7);
+        }
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+// --- §2.1 -------------------------------------------------------------------
+
+#[test]
+fn cancel_asks_and_returns_false_once_done() {
+    block_on(async {
+        let t = ringio::create_task(async {
+            ringio::sleep(ms(1)).await?;
+            Ok::<_, Error>(1)
+        });
+        assert!(t.cancel(), "a pending task accepts the request");
+        assert_eq!(t.cancelling(), 1);
+        assert!(is_cancelled_with(&t.clone().await, None));
+        assert!(!t.cancel());
+        assert!(!t.cancel_with("again"));
+        assert_eq!(t.cancelling(), 0);
+
+        let done = ringio::create_task(async { Ok::<_, Error>(2) });
+        assert_eq!(done.clone().await.unwrap(), 2);
+        assert!(!done.cancel());
+        assert!(!done.cancelled());
+    });
+}
+
+// --- §2.2–2.3 ---------------------------------------------------------------
+
+#[test]
+fn cancel_with_message_reaches_the_await_point() {
+    block_on(async {
+        let t = ringio::create_task(async {
+            let r = ringio::sleep(HOUR).await;
+            Ok::<_, Error>(r)
+        });
+        ringio::sleep(ms(2)).await.unwrap();
+        let timers = ringio::get_running_loop().unwrap().stats().timers;
+        assert!(t.cancel_with("shutting down"));
+        let seen = t.await.unwrap();
+        assert!(is_cancelled_with(&seen, Some("shutting down")), "{seen:?}");
+        // The sleep left the timer heap.
+        assert_eq!(
+            ringio::get_running_loop().unwrap().stats().timers,
+            timers - 1
+        );
+    });
+}
+
+#[test]
+fn catch_clean_up_with_awaits_and_suppress() {
+    block_on(async {
+        let steps = Rc::new(RefCell::new(Vec::new()));
+        let s = steps.clone();
+        let t = ringio::create_task(async move {
+            match ringio::sleep(HOUR).await {
+                Err(e) if e.is_cancelled() => {
+                    s.borrow_mut().push("caught");
+                    // Further awaits work normally.
+                    ringio::sleep(ms(5)).await?;
+                    ringio::io::nop().await?;
+                    let sub = ringio::create_task(async { Ok::<_, Error>(40) });
+                    let v = sub.await?;
+                    s.borrow_mut().push("cleaned up");
+                    Ok::<_, Error>(v + 2)
+                }
+                other => panic!("expected a cancellation: {other:?}"),
+            }
+        });
+        ringio::sleep(ms(2)).await.unwrap();
+        t.cancel();
+        assert_eq!(t.clone().await.unwrap(), 42);
+        assert!(t.done());
+        assert!(!t.cancelled(), "suppressed: the task ends normally");
+        assert_eq!(*steps.borrow(), ["caught", "cleaned up"]);
+    });
+}
+
+#[test]
+fn catch_clean_up_and_reraise() {
+    block_on(async {
+        let t = ringio::create_task(async {
+            let r = ringio::sleep(HOUR).await;
+            assert!(r.is_err());
+            ringio::sleep(ms(5)).await?;
+            r
+        });
+        ringio::sleep(ms(2)).await.unwrap();
+        let t0 = Instant::now();
+        t.cancel_with("why");
+        let r = t.clone().await;
+        assert!(is_cancelled_with(&r, Some("why")), "{r:?}");
+        assert!(t0.elapsed() >= ms(5), "the cleanup sleep ran");
+        assert!(t.cancelled());
+    });
+}
+
+// --- §2.4 -------------------------------------------------------------------
+
+#[test]
+fn awaiting_a_task_cancels_it_too() {
+    block_on(async {
+        let inner = ringio::create_task(ringio::sleep(HOUR));
+        let i = inner.clone();
+        let outer = ringio::create_task(async move { i.await });
+        ringio::sleep(ms(2)).await.unwrap();
+        outer.cancel_with("from main");
+        let r = outer.clone().await;
+        assert!(is_cancelled_with(&r, Some("from main")), "{r:?}");
+        assert!(outer.cancelled());
+        assert!(inner.cancelled(), "the inner task was cancelled too");
+        assert!(is_cancelled_with(&inner.result(), Some("from main")));
+    });
+}
+
+#[test]
+fn inner_task_that_suppresses_gives_its_value_to_the_awaiter() {
+    block_on(async {
+        let inner = ringio::create_task(async {
+            let r = ringio::sleep(HOUR).await;
+            Ok::<_, Error>(if r.is_err() { "suppressed" } else { "slept" })
+        });
+        let i = inner.clone();
+        let outer = ringio::create_task(async move { i.await });
+        ringio::sleep(ms(2)).await.unwrap();
+        outer.cancel();
+        // As in asyncio: the cancel went to the inner task, which ate it.
+        assert_eq!(outer.clone().await.unwrap(), "suppressed");
+        assert!(!outer.cancelled() && !inner.cancelled());
+    });
+}
+
+#[test]
+fn awaiting_a_promise_cancels_it() {
+    block_on(async {
+        let p: Promise<u32> = Promise::new();
+        let p2 = p.clone();
+        let t = ringio::create_task(async move { p2.await });
+        ringio::sleep(ms(2)).await.unwrap();
+        t.cancel_with("bye");
+        assert!(is_cancelled_with(&t.clone().await, Some("bye")));
+        assert!(p.cancelled());
+        assert!(matches!(p.set_result(1), Err(Error::InvalidState(_))));
+    });
+}
+
+#[test]
+fn self_cancel_is_forwarded_to_the_next_awaited_task() {
+    block_on(async {
+        let inner = ringio::create_task(ringio::sleep(HOUR));
+        let i = inner.clone();
+        let outer = ringio::create_task(async move {
+            ringio::current_task().unwrap().cancel_with("self");
+            // Not yet delivered: no await point so far.
+            let r = i.await;
+            Ok::<_, Error>(r)
+        });
+        let r = outer.clone().await.unwrap();
+        assert!(is_cancelled_with(&r, Some("self")), "{r:?}");
+        assert!(inner.cancelled(), "the awaited task was cancelled");
+    });
+}
+
+#[test]
+fn self_cancel_then_await_a_pending_task_ends_the_awaiter_cancelled() {
+    block_on(async {
+        let inner = ringio::create_task(ringio::sleep(HOUR));
+        let i = inner.clone();
+        let outer = ringio::create_task(async move {
+            ringio::current_task().unwrap().cancel();
+            i.await?;
+            Ok::<_, Error>(())
+        });
+        assert!(is_cancelled_with(&outer.clone().await, None));
+        assert!(outer.cancelled());
+        assert!(inner.cancelled());
+    });
+}
+
+#[test]
+fn self_cancel_is_forwarded_to_a_promise() {
+    block_on(async {
+        let p: Promise<u32> = Promise::new();
+        let p2 = p.clone();
+        let outer = ringio::create_task(async move {
+            ringio::current_task().unwrap().cancel();
+            p2.await
+        });
+        assert!(is_cancelled_with(&outer.clone().await, None));
+        assert!(p.cancelled());
+    });
+}
+
+#[test]
+fn self_cancel_is_delivered_at_the_next_sleep() {
+    block_on(async {
+        let t = ringio::create_task(async {
+            ringio::current_task().unwrap().cancel_with("me");
+            let before = Instant::now();
+            let r = ringio::sleep(HOUR).await;
+            Ok::<_, Error>((r, before.elapsed()))
+        });
+        let (r, took) = t.await.unwrap();
+        assert!(is_cancelled_with(&r, Some("me")));
+        assert!(took < ms(500));
+    });
+}
+
+// --- §2.5 -------------------------------------------------------------------
+
+#[test]
+fn cancel_after_the_awaited_task_finished_but_before_resume_wins() {
+    block_on(async {
+        let outer_slot: Rc<RefCell<Option<ringio::TaskRef>>> = Rc::new(RefCell::new(None));
+        let slot = outer_slot.clone();
+        let inner = ringio::create_task(async move {
+            ringio::sleep(ms(5)).await?;
+            // The awaiter will be woken by our end; before it resumes, a
+            // callback (scheduled now, so it runs first) cancels it.
+            let outer = slot.borrow().clone().unwrap();
+            ringio::get_running_loop().unwrap().call_soon(move || {
+                assert!(outer.cancel());
+            });
+            Ok::<_, Error>(String::from("inner value"))
+        });
+        let i = inner.clone();
+        let outer = ringio::create_task(async move {
+            let r = i.await;
+            Ok::<_, Error>(r)
+        });
+        *outer_slot.borrow_mut() = Some(outer.as_ref());
+        let r = outer.clone().await.unwrap();
+        assert!(is_cancelled_with(&r, None), "the cancel wins: {r:?}");
+        assert!(!inner.cancelled());
+        assert_eq!(
+            inner.result().unwrap(),
+            "inner value",
+            "value still readable"
+        );
+    });
+}
+
+#[test]
+fn cancel_after_the_promise_resolved_but_before_resume_wins() {
+    block_on(async {
+        let p: Promise<String> = Promise::new();
+        let p2 = p.clone();
+        let waiter = ringio::create_task(async move {
+            let r = p2.await;
+            Ok::<_, Error>(r)
+        });
+        ringio::sleep(ms(2)).await.unwrap();
+        let (p3, w) = (p.clone(), waiter.clone());
+        ringio::get_running_loop().unwrap().call_soon(move || {
+            p3.set_result("resolved".into()).unwrap();
+            assert!(w.cancel_with("late"));
+        });
+        let r = waiter.await.unwrap();
+        assert!(is_cancelled_with(&r, Some("late")), "{r:?}");
+        assert!(!p.cancelled());
+        assert_eq!(p.result().unwrap(), "resolved");
+    });
+}
+
+#[test]
+fn read_in_flight_is_cancelled_in_the_kernel() {
+    let mut rt = Runtime::new().unwrap();
+    rt.run(async {
+        let (r, _w) = pipe();
+        let r = Rc::new(r);
+        let before = driver();
+        let rr = r.clone();
+        let reader = ringio::create_task(async move {
+            let (res, buf) = ringio::io::read(&*rr, Vec::with_capacity(128)).await;
+            Ok::<_, Error>((res, buf))
+        });
+        ringio::sleep(ms(10)).await.unwrap();
+        let mid = driver();
+        assert_eq!(mid.ops_in_flight, before.ops_in_flight + 1, "{mid:?}");
+        assert!(!reader.done());
+        assert!(reader.cancel_with("stop reading"));
+        let (res, buf) = reader.await.unwrap();
+        // Err(Cancelled) comes only from a CQE that said -ECANCELED.
+        assert!(is_cancelled_with(&res, Some("stop reading")), "{res:?}");
+        assert!(buf.capacity() >= 128, "the buffer came back");
+        assert!(buf.is_empty());
+        let after = driver();
+        assert_eq!(after.cancel_requests, before.cancel_requests + 1);
+        assert_eq!(
+            after.ops_canceled_by_kernel,
+            before.ops_canceled_by_kernel + 1,
+            "{after:?}"
+        );
+        assert_eq!(after.ops_in_flight, before.ops_in_flight);
+    })
+    .unwrap();
+    let stats = rt.stats().driver;
+    assert_eq!(stats.ops_in_flight, 0, "{stats:?}");
+}
+
+#[test]
+fn leftover_read_in_flight_is_reaped_at_the_end_of_run() {
+    let mut rt = Runtime::new().unwrap();
+    let (r, w) = pipe();
+    let r = Rc::new(r);
+    let rr = r.clone();
+    let task = rt
+        .run(async move {
+            let t = ringio::create_task(async move {
+                let (res, _buf) = ringio::io::read(&*rr, Vec::with_capacity(16)).await;
+                res
+            });
+            ringio::sleep(ms(5)).await.unwrap();
+            assert_eq!(driver().ops_in_flight, 1);
+            t
+        })
+        .unwrap();
+    assert!(task.cancelled(), "{task:?}");
+    let stats = rt.stats().driver;
+    assert_eq!(stats.ops_in_flight, 0, "{stats:?}");
+    assert!(stats.ops_canceled_by_kernel >= 1, "{stats:?}");
+    // The read really left the kernel: data written now stays in the pipe.
+    write_now(&w, b"x");
+    let mut b = [0u8; 4];
+    // SAFETY: reading into a 4-byte stack buffer.
+    let n = unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 4) };
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn a_read_completed_before_the_cancel_keeps_its_data() {
+    block_on(async {
+        let (r, w) = pipe();
+        let r = Rc::new(r);
+        let rr = r.clone();
+        let before = driver();
+        let reader = ringio::create_task(async move {
+            let (res, buf) = ringio::io::read(&*rr, Vec::with_capacity(64)).await;
+            // The cancel was not lost: it arrives at the next await point.
+            let next = ringio::sleep(HOUR).await;
+            Ok::<_, Error>((res, buf, next))
+        });
+        ringio::sleep(ms(10)).await.unwrap();
+        // The data arrives, then the cancel, before the loop turns: the
+        // kernel finishes the read before the task sees its cancel.
+        write_now(&w, b"payload");
+        reader.cancel_with("too late");
+        let (res, buf, next) = reader.clone().await.unwrap();
+        assert_eq!(res.unwrap(), 7);
+        assert_eq!(buf, b"payload");
+        assert!(is_cancelled_with(&next, Some("too late")), "{next:?}");
+        let after = driver();
+        assert_eq!(after.ops_canceled_by_kernel, before.ops_canceled_by_kernel);
+        assert_eq!(after.ops_in_flight, 0);
+    });
+}
+
+#[test]
+fn a_read_completed_before_the_cancel_and_then_no_await() {
+    // The completed read's data is returned; the task gets to use it.
+    block_on(async {
+        let (r, w) = pipe();
+        let r = Rc::new(r);
+        let rr = r.clone();
+        let reader = ringio::create_task(async move {
+            let (res, buf) = ringio::io::read(&*rr, Vec::with_capacity(64)).await;
+            res?;
+            Ok::<_, Error>(buf)
+        });
+        ringio::sleep(ms(10)).await.unwrap();
+        write_now(&w, b"data");
+        reader.cancel();
+        let r = reader.clone().await;
+        // Either the value or a cancel at the end of the task (asyncio:
+        // "cancelled right before the coroutine stops"): never an error
+        // that loses the data silently into Io(ECANCELED).
+        match r {
+            Ok(buf) => assert_eq!(buf, b"data"),
+            Err(e) => assert!(e.is_cancelled(), "{e:?}"),
+        }
+    });
+}
+
+// --- §2.6 -------------------------------------------------------------------
+
+#[test]
+fn a_task_parked_in_std_pending_is_dropped_and_ends_cancelled() {
+    block_on(async {
+        let dropped = Rc::new(Cell::new(false));
+        let d = dropped.clone();
+        let t = ringio::create_task(async move {
+            let _guard = DropFlag(d);
+            std::future::pending::<()>().await;
+            Ok::<_, Error>(())
+        });
+        ringio::sleep(ms(2)).await.unwrap();
+        assert!(!dropped.get());
+        t.cancel_with("gone");
+        assert!(is_cancelled_with(&t.clone().await, Some("gone")));
+        assert!(t.cancelled());
+        assert!(dropped.get(), "the task's future was dropped");
+    });
+}
+
+#[test]
+fn a_task_parked_in_a_foreign_future_is_dropped_when_cancelled() {
+    block_on(async {
+        let dropped = Rc::new(Cell::new(false));
+        let ready = Rc::new(Cell::new(false));
+        let waker = Rc::new(RefCell::new(None));
+        let (d, f) = (
+            dropped.clone(),
+            Foreign {
+                ready: ready.clone(),
+                waker: waker.clone(),
+            },
+        );
+        let t = ringio::create_task(async move {
+            let _guard = DropFlag(d);
+            let v = f.await;
+            Ok::<_, Error>(v)
+        });
+        ringio::sleep(ms(2)).await.unwrap();
+        assert!(waker.borrow().is_some(), "parked in the foreign future");
+        t.cancel();
+        assert!(is_cancelled_with(&t.clone().await, None));
+        assert!(dropped.get());
+        // A foreign future woken the normal way works as usual.
+        let ready2 = Rc::new(Cell::new(false));
+        let waker2 = Rc::new(RefCell::new(None::<Waker>));
+        let f2 = Foreign {
+            ready: ready2.clone(),
+            waker: waker2.clone(),
+        };
+        let t2 = ringio::create_task(async move { Ok::<_, Error>(f2.await) });
+        ringio::sleep(ms(2)).await.unwrap();
+        ready2.set(true);
+        waker2.borrow_mut().take().unwrap().wake();
+        assert_eq!(t2.await.unwrap(), 7);
+    });
+}
+
+#[test]
+fn a_foreign_future_that_completes_passes_the_cancel_to_the_next_await() {
+    block_on(async {
+        let ready = Rc::new(Cell::new(false));
+        let waker = Rc::new(RefCell::new(None));
+        let f = Foreign {
+            ready: ready.clone(),
+            waker: waker.clone(),
+        };
+        let t = ringio::create_task(async move {
+            let v = f.await;
+            let r = ringio::sleep(HOUR).await;
+            Ok::<_, Error>((v, r))
+        });
+        ringio::sleep(ms(2)).await.unwrap();
+        // The foreign future is ready by the time the cancel's poll comes.
+        ready.set(true);
+        t.cancel_with("at the sleep");
+        let (v, r) = t.await.unwrap();
+        assert_eq!(v, 7);
+        assert!(is_cancelled_with(&r, Some("at the sleep")), "{r:?}");
+    });
+}
+
+// --- double cancel, cancel before the first poll ------------------------------
+
+#[test]
+fn double_cancel_gives_one_error() {
+    block_on(async {
+        let errors = Rc::new(Cell::new(0));
+        let e2 = errors.clone();
+        let t = ringio::create_task(async move {
+            if ringio::sleep(HOUR).await.is_err() {
+                e2.set(e2.get() + 1);
+            }
+            // A second await after the (one) delivery works normally.
+            if ringio::sleep(ms(10)).await.is_err() {
+                e2.set(e2.get() + 1);
+            }
+            ringio::io::nop().await?;
+            Ok::<_, Error>("finished")
+        });
+        ringio::sleep(ms(2)).await.unwrap();
+        assert!(t.cancel());
+        assert!(t.cancel_with("second"));
+        assert_eq!(t.cancelling(), 2);
+        assert_eq!(t.clone().await.unwrap(), "finished");
+        assert_eq!(errors.get(), 1);
+    });
+}
+
+#[test]
+fn cancel_before_the_first_poll_runs_none_of_the_body() {
+    block_on(async {
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        let t = ringio::create_task(async move {
+            r.set(true);
+            Ok::<_, Error>(())
+        });
+        assert!(t.cancel_with("early"));
+        assert!(is_cancelled_with(&t.clone().await, Some("early")));
+        assert!(t.cancelled());
+        assert!(!ran.get(), "the body ran");
+    });
+}
+
+// --- §2.7 -------------------------------------------------------------------
+
+/// Data whose drop is observable: stands for a buffer the kernel writes to.
+struct Tracked {
+    buf: Vec<u8>,
+    _flag: DropFlag,
+}
+
+/// A read on `fd` through the public `Op` API, owning `Tracked`.
+fn tracked_read(fd: &OwnedFd, dropped: Rc<Cell<bool>>) -> ringio::Op<Tracked> {
+    let mut data = Tracked {
+        buf: Vec::with_capacity(32),
+        _flag: DropFlag(dropped),
+    };
+    let sqe = io_uring::opcode::Read::new(
+        io_uring::types::Fd(fd.as_raw_fd()),
+        data.buf.as_mut_ptr(),
+        32,
+    )
+    .offset(u64::MAX)
+    .build();
+    // SAFETY: the SQE points into `data.buf`'s heap allocation, owned by the
+    // op until its completion.
+    unsafe { ringio::Op::submit(sqe, data).unwrap() }
+}
+
+#[test]
+fn dropping_an_op_future_cancels_it_and_keeps_its_buffer_until_the_cqe() {
+    let mut rt = Runtime::new().unwrap();
+    rt.run(async {
+        let (r, _w) = pipe();
+        let before = driver();
+        let dropped = Rc::new(Cell::new(false));
+        let mut op = tracked_read(&r, dropped.clone());
+        assert!((&mut op).now_or_never().is_none(), "empty pipe: pending");
+        drop(op);
+        // The kernel may still write into the buffer: it is parked, not freed.
+        assert!(!dropped.get(), "the buffer was freed before the CQE");
+        assert_eq!(driver().ops_in_flight, before.ops_in_flight + 1);
+        ringio::sleep(ms(5)).await.unwrap();
+        let after = driver();
+        assert!(dropped.get(), "freed once the CQE was reaped");
+        assert_eq!(after.ops_in_flight, before.ops_in_flight);
+        assert_eq!(after.cancel_requests, before.cancel_requests + 1);
+        assert_eq!(
+            after.ops_canceled_by_kernel,
+            before.ops_canceled_by_kernel + 1
+        );
+    })
+    .unwrap();
+    assert_eq!(rt.stats().driver.ops_in_flight, 0);
+}
+
+#[test]
+fn an_op_that_loses_a_select_is_cancelled() {
+    let mut rt = Runtime::new().unwrap();
+    rt.run(async {
+        let (r, _w) = pipe();
+        let before = driver();
+        let which = {
+            let read = ringio::io::read(&r, Vec::with_capacity(16)).fuse();
+            let timeout = ringio::sleep(ms(10)).fuse();
+            futures_util::pin_mut!(read, timeout);
+            futures_util::select! {
+                _ = read => "read",
+                _ = timeout => "timeout",
+            }
+            // The losing read future is dropped here, in flight.
+        };
+        assert_eq!(which, "timeout");
+        ringio::sleep(ms(5)).await.unwrap();
+        let after = driver();
+        assert_eq!(after.ops_in_flight, before.ops_in_flight, "{after:?}");
+        assert_eq!(
+            after.ops_canceled_by_kernel,
+            before.ops_canceled_by_kernel + 1
+        );
+    })
+    .unwrap();
+    assert_eq!(rt.stats().driver.ops_in_flight, 0);
+}
+
+#[test]
+fn ops_dropped_in_flight_at_the_end_of_run_leak_nothing() {
+    let dropped = Rc::new(Cell::new(false));
+    let d = dropped.clone();
+    let mut rt = Runtime::new().unwrap();
+    let (r, _w) = pipe();
+    let r = Rc::new(r);
+    let rr = r.clone();
+    rt.run(async move {
+        let mut op = tracked_read(&rr, d);
+        assert!((&mut op).now_or_never().is_none());
+        // Leaked into a forgotten place? No: dropped here, in flight.
+        drop(op);
+    })
+    .unwrap();
+    assert!(dropped.get(), "reaped and freed by the end of run");
+    assert_eq!(rt.stats().driver.ops_in_flight, 0);
+}
+
+#[test]
+fn a_cancelled_task_with_many_reads_in_flight_leaves_no_slab_entry() {
+    let mut rt = Runtime::builder().ring_entries(4).build().unwrap();
+    let pipes: Rc<Vec<(OwnedFd, OwnedFd)>> = Rc::new((0..20).map(|_| pipe()).collect());
+    let p = pipes.clone();
+    rt.run(async move {
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let p = p.clone();
+            tasks.push(ringio::create_task(async move {
+                let (res, _b) = ringio::io::read(&p[i].0, Vec::with_capacity(8)).await;
+                res
+            }));
+        }
+        ringio::sleep(ms(10)).await.unwrap();
+        assert_eq!(driver().ops_in_flight, 20);
+        for t in &tasks {
+            t.cancel();
+        }
+        for t in tasks {
+            assert!(t.await.unwrap_err().is_cancelled());
+        }
+        assert_eq!(driver().ops_in_flight, 0);
+    })
+    .unwrap();
+    let s = rt.stats().driver;
+    assert_eq!(s.ops_in_flight, 0);
+    assert!(s.ops_canceled_by_kernel >= 20, "{s:?}");
+}
+
+#[test]
+fn a_second_cancel_of_the_awaiter_reaches_the_inner_task_again() {
+    block_on(async {
+        // The inner task survives the first cancel (a graceful stage that
+        // itself sleeps); the second cancel of the awaiter must reach it
+        // too, as asyncio forwards every cancel() to the awaited future.
+        let inner = ringio::create_task(async {
+            let first = ringio::sleep(HOUR).await;
+            assert!(first.is_err());
+            ringio::sleep(Duration::from_secs(5)).await?;
+            Ok::<_, Error>("finished the graceful stage")
+        });
+        let i = inner.clone();
+        let outer = ringio::create_task(async move { i.await });
+        ringio::sleep(ms(5)).await.unwrap();
+        outer.cancel_with("first");
+        ringio::sleep(ms(5)).await.unwrap();
+        assert!(!inner.done(), "the inner task suppressed the first cancel");
+        let t0 = Instant::now();
+        outer.cancel_with("second");
+        let r = outer.clone().await;
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "second cancel not forwarded"
+        );
+        assert!(is_cancelled_with(&r, Some("second")), "{r:?}");
+        assert!(inner.cancelled());
+    });
+}
+
+#[test]
+fn sleep_of_duration_max_is_cancellable_not_a_panic() {
+    block_on(async {
+        let t = ringio::create_task(ringio::sleep(Duration::MAX));
+        let u = ringio::create_task(ringio::sleep_with(Duration::MAX, 1));
+        ringio::sleep(ms(5)).await.unwrap();
+        assert!(!t.done(), "{:?}", t.result());
+        assert!(!u.done());
+        t.cancel();
+        u.cancel();
+        assert!(t.await.unwrap_err().is_cancelled());
+        assert!(u.await.unwrap_err().is_cancelled());
+        // And the loop can still wait on its other timers.
+        let t0 = Instant::now();
+        ringio::sleep(ms(10)).await.unwrap();
+        assert!(t0.elapsed() >= ms(10));
+    });
+}
+
+#[test]
+fn self_cancel_is_delivered_at_the_next_op_without_starting_it() {
+    block_on(async {
+        let (r, w) = pipe();
+        write_now(&w, b"ready");
+        let r = Rc::new(r);
+        let rr = r.clone();
+        let before = driver();
+        let t = ringio::create_task(async move {
+            ringio::current_task().unwrap().cancel_with("self");
+            let (res, buf) = ringio::io::read(&*rr, Vec::with_capacity(16)).await;
+            // Delivered once: the next op runs normally.
+            let (again, buf2) = ringio::io::read(&*rr, Vec::with_capacity(16)).await;
+            Ok::<_, Error>((res, buf, again, buf2))
+        });
+        let (res, buf, again, buf2) = t.await.unwrap();
+        assert!(is_cancelled_with(&res, Some("self")), "{res:?}");
+        assert!(
+            buf.is_empty() && buf.capacity() >= 16,
+            "the buffer came back"
+        );
+        // The cancelled read never started: the data is still there.
+        assert_eq!(again.unwrap(), 5);
+        assert_eq!(buf2, b"ready");
+        let after = driver();
+        assert_eq!(after.ops_submitted, before.ops_submitted + 1);
+        assert_eq!(after.cancel_requests, before.cancel_requests);
+    });
+}
+
+#[test]
+fn a_read_completed_before_the_cancel_passes_it_to_the_next_op() {
+    block_on(async {
+        let (r, w) = pipe();
+        let r = Rc::new(r);
+        let rr = r.clone();
+        let reader = ringio::create_task(async move {
+            let (res, buf) = ringio::io::read(&*rr, Vec::with_capacity(64)).await;
+            let next = ringio::io::nop().await;
+            Ok::<_, Error>((res, buf, next))
+        });
+        ringio::sleep(ms(10)).await.unwrap();
+        write_now(&w, b"payload");
+        reader.cancel_with("after data");
+        let (res, buf, next) = reader.await.unwrap();
+        assert_eq!(res.unwrap(), 7);
+        assert_eq!(buf, b"payload");
+        assert!(is_cancelled_with(&next, Some("after data")), "{next:?}");
+    });
+}
+
+#[test]
+fn a_task_looping_on_ops_that_complete_at_once_sees_its_cancel() {
+    block_on(async {
+        // NOPs complete at submission, before any ASYNC_CANCEL can reach
+        // them; the cancel must still get through.
+        let spinner = ringio::create_task(async {
+            for i in 0..100_000u32 {
+                if let Err(e) = ringio::io::nop().await {
+                    return Ok::<_, Error>((i, e));
+                }
+            }
+            Err(Error::msg("never saw the cancel"))
+        });
+        // A reader on a pipe that always has data.
+        let (r, w) = pipe();
+        write_now(&w, &[7u8; 4096]);
+        let reader = ringio::create_task(async move {
+            for i in 0..100_000u32 {
+                let (res, _buf) = ringio::io::read(&r, Vec::with_capacity(1)).await;
+                if let Err(e) = res {
+                    return Ok::<_, Error>((i, e));
+                }
+            }
+            Err(Error::msg("never saw the cancel"))
+        });
+        ringio::sleep(ms(5)).await.unwrap();
+        assert!(!spinner.done() && !reader.done());
+        spinner.cancel_with("stop spinning");
+        reader.cancel_with("stop reading");
+        let (n, e) = spinner.await.unwrap();
+        assert!(n > 0);
+        assert!(matches!(&e, Error::Cancelled { msg: Some(m) } if m == "stop spinning"));
+        let (n, e) = reader.await.unwrap();
+        assert!(n > 0 && n < 4096);
+        assert!(matches!(&e, Error::Cancelled { msg: Some(m) } if m == "stop reading"));
+        drop(w);
+    });
+}
