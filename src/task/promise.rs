@@ -62,7 +62,8 @@ impl<T: 'static> Default for Promise<T> {
 
 impl<T: 'static> Promise<T> {
     /// A pending promise on the running loop (callbacks are scheduled on
-    /// it). Outside a loop it still works; callbacks then run inline.
+    /// it). Made outside a loop it still works: its callbacks are scheduled
+    /// on the loop running where it is settled, or run inline if none is.
     pub fn new() -> Promise<T> {
         let lp = context::current_loop()
             .map(|l| Rc::downgrade(&l))
@@ -167,7 +168,9 @@ impl<T: 'static> Promise<T> {
 
     fn schedule_callback(&self, f: PromiseCallback<T>) {
         let me = self.clone();
-        match self.cell.lp.upgrade() {
+        // A promise made outside a loop belongs to the loop it is settled
+        // on; only with no loop at all does the callback run inline.
+        match self.cell.lp.upgrade().or_else(context::current_loop) {
             Some(lp) => {
                 lp.call_soon(Box::new(move || f(&me)), Context::current());
             }
