@@ -848,3 +848,101 @@ fn a_task_looping_on_ops_that_complete_at_once_sees_its_cancel() {
         drop(w);
     });
 }
+
+/// A small deterministic generator for the race test.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn cancels_racing_with_completions_lose_no_data() {
+    const N: usize = 40;
+    let mut rt = Runtime::builder().ring_entries(16).build().unwrap();
+    let pipes: Rc<Vec<(OwnedFd, OwnedFd)>> = Rc::new((0..N).map(|_| pipe()).collect());
+    for (r, _) in pipes.iter() {
+        // SAFETY: setting O_NONBLOCK on our own descriptor, for the final
+        // drain after the run.
+        unsafe {
+            let fl = libc::fcntl(r.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(r.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+    let p = pipes.clone();
+    let (got, written) = rt
+        .run(async move {
+            let got: Rc<RefCell<Vec<usize>>> = Rc::new(RefCell::new(vec![0; N]));
+            let mut readers = Vec::new();
+            for i in 0..N {
+                let (p, g) = (p.clone(), got.clone());
+                readers.push(ringio::create_task(async move {
+                    loop {
+                        let (res, _buf) = ringio::io::read(&p[i].0, Vec::with_capacity(8)).await;
+                        match res {
+                            Ok(n) => g.borrow_mut()[i] += n,
+                            Err(e) if e.is_cancelled() => return Ok::<_, Error>(()),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }));
+            }
+            let mut written = vec![0usize; N];
+            let mut rng = Lcg(42);
+            for round in 0..200 {
+                for _ in 0..rng.next(6) {
+                    let i = rng.next(N as u64) as usize;
+                    let len = 1 + rng.next(20) as usize;
+                    write_now(&p[i].1, &vec![b'x'; len]);
+                    written[i] += len;
+                }
+                if round % 5 == 0 {
+                    let i = rng.next(N as u64) as usize;
+                    readers[i].cancel();
+                }
+                if rng.next(3) == 0 {
+                    ringio::sleep(Duration::ZERO).await.unwrap();
+                } else {
+                    ringio::io::nop().await.unwrap();
+                }
+            }
+            for t in &readers {
+                t.cancel();
+            }
+            for t in readers {
+                t.await
+                    .unwrap_or_else(|e| assert!(e.is_cancelled(), "{e:?}"));
+            }
+            let got = got.borrow().clone();
+            (got, written)
+        })
+        .unwrap();
+    let stats = rt.stats().driver;
+    assert_eq!(stats.ops_in_flight, 0);
+    assert!(stats.ops_canceled_by_kernel > 0, "{stats:?}");
+    assert!(got.iter().sum::<usize>() > 0);
+    for i in 0..N {
+        let mut left = 0;
+        let mut b = [0u8; 4096];
+        loop {
+            // SAFETY: reading into a stack buffer of the given size.
+            let n = unsafe { libc::read(pipes[i].0.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+            if n <= 0 {
+                break;
+            }
+            left += n as usize;
+        }
+        assert_eq!(
+            got[i] + left,
+            written[i],
+            "pipe {i}: read {} + left {left} != written {}",
+            got[i],
+            written[i]
+        );
+    }
+}

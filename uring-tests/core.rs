@@ -589,6 +589,22 @@ fn promise_set_result_exception_cancel_and_callbacks() {
     });
 }
 
+#[test]
+fn a_promise_made_before_run_still_schedules_its_callbacks() {
+    let p: Promise<u8> = Promise::new();
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    p.add_done_callback(move |_p: &Promise<u8>| r.set(true));
+    let ran2 = ran.clone();
+    block_on(async move {
+        p.set_result(1).unwrap();
+        assert!(!ran2.get(), "the done callback ran inline in set_result");
+        ringio::sleep(Duration::ZERO).await.unwrap();
+        assert!(ran2.get());
+    });
+    assert!(ran.get());
+}
+
 // ---------------------------------------------------------------------------
 // Context variables
 
