@@ -946,3 +946,34 @@ fn cancels_racing_with_completions_lose_no_data() {
         );
     }
 }
+
+#[test]
+fn cancel_travels_down_a_chain_of_awaits() {
+    block_on(async {
+        let leaf = ringio::create_task(ringio::sleep(HOUR));
+        let l = leaf.clone();
+        let mid = ringio::create_task(async move { l.await });
+        let m = mid.clone();
+        let top = ringio::create_task(async move { m.await });
+        ringio::sleep(ms(5)).await.unwrap();
+        top.cancel_with("from the top");
+        assert!(is_cancelled_with(&top.clone().await, Some("from the top")));
+        assert!(mid.cancelled() && leaf.cancelled());
+        assert!(is_cancelled_with(&leaf.result(), Some("from the top")));
+    });
+}
+
+#[test]
+fn dropping_a_task_handle_does_not_cancel_it() {
+    block_on(async {
+        let done = Rc::new(Cell::new(false));
+        let d = done.clone();
+        drop(ringio::create_task(async move {
+            ringio::sleep(ms(10)).await?;
+            d.set(true);
+            Ok::<_, Error>(())
+        }));
+        ringio::sleep(ms(30)).await.unwrap();
+        assert!(done.get(), "the task ran to its end without a handle");
+    });
+}

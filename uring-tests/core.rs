@@ -817,6 +817,55 @@ fn sleep_precision() {
     });
 }
 
+#[test]
+fn sleeps_live_in_userspace_not_one_kernel_timeout_each() {
+    block_on(async {
+        let lp = ringio::get_running_loop().unwrap();
+        let before = lp.stats();
+        let mut tasks = Vec::new();
+        for i in 0..1000u64 {
+            tasks.push(ringio::create_task(ringio::sleep(ms(10 + i % 10))));
+        }
+        ringio::sleep(ms(2)).await.unwrap();
+        let mid = lp.stats();
+        assert_eq!(mid.timers, before.timers + 1000);
+        for t in tasks.iter().step_by(2) {
+            t.cancel();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let after = lp.stats();
+        assert_eq!(after.timers, 0);
+        assert_eq!(
+            after.driver.ops_submitted, before.driver.ops_submitted,
+            "a sleep submitted a kernel op"
+        );
+        assert_eq!(after.driver.cancel_requests, before.driver.cancel_requests);
+    });
+}
+
+#[test]
+fn short_sleeps_wake_close_to_their_deadline() {
+    let lateness = block_on(async {
+        let mut late = Vec::new();
+        for i in 0..40u64 {
+            let d = Duration::from_micros(500 + 100 * i);
+            let t0 = Instant::now();
+            ringio::sleep(d).await.unwrap();
+            let took = t0.elapsed();
+            assert!(took >= d, "woke early: {took:?} < {d:?}");
+            late.push(took - d);
+        }
+        late.sort();
+        late
+    });
+    // Generous: the machine is shared. A 1 ms tick or a lost wakeup would
+    // show as a median of a millisecond or more.
+    let median = lateness[lateness.len() / 2];
+    assert!(median < ms(1), "median lateness {median:?}: {lateness:?}");
+}
+
 // ---------------------------------------------------------------------------
 // The submission queue filled beyond its size in one turn
 
@@ -1243,4 +1292,57 @@ fn rlimit_memlock_too_low_is_an_error_or_works() {
         line == "CHILD-RESULT: ok Ok(Some(5))" || line.contains("RLIMIT_MEMLOCK"),
         "{line}"
     );
+}
+
+const FD_CHILD: &str = "RINGIO_TEST_FD_CHILD";
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn runtimes_close_their_ring_and_eventfd() {
+    if std::env::var_os(FD_CHILD).is_some() {
+        let before = open_fds();
+        for _ in 0..20 {
+            let mut rt = Runtime::builder().ring_entries(8).build().unwrap();
+            let (r, w) = pipe();
+            rt.run(async move {
+                let t = ringio::create_task(async move {
+                    let (res, _buf) = ringio::io::read(&r, Vec::with_capacity(8)).await;
+                    res
+                });
+                ringio::sleep(ms(1)).await.unwrap();
+                // Left pending: run's finish cancels it.
+                drop(t);
+                drop(w);
+            })
+            .unwrap();
+            assert_eq!(rt.stats().driver.ops_in_flight, 0);
+        }
+        println!("CHILD-FDS: {before} {}", open_fds());
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "runtimes_close_their_ring_and_eventfd",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FD_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("CHILD-FDS: ").map(|i| &l[i + 11..]))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let (a, b) = line.split_once(' ').unwrap();
+    assert_eq!(a, b, "descriptors leaked by 20 runtimes");
 }
