@@ -119,7 +119,7 @@ fn display_date_ticks_on_the_loop_clock() {
     assert_eq!(ticks.len(), 5, "ticks: {ticks:?}");
     for w in ticks.windows(2) {
         let gap = w[1] - w[0];
-        assert!(gap >= 0.05 && gap < 0.2, "tick gap {gap} in {ticks:?}");
+        assert!((0.05..0.2).contains(&gap), "tick gap {gap} in {ticks:?}");
     }
 }
 
