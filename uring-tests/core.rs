@@ -1055,6 +1055,55 @@ fn shutdown_reports_go_through_the_exception_handler() {
 }
 
 #[test]
+fn a_leftover_task_stuck_after_suppressing_its_cancel_is_dropped_and_reported() {
+    let (mut rt, logged) = capturing_runtime(false);
+    let dropped = Rc::new(Cell::new(false));
+    let d = dropped.clone();
+    let t0 = Instant::now();
+    let stuck = rt
+        .run(async move {
+            let t = ringio::create_task(async move {
+                struct Guard(Rc<Cell<bool>>);
+                impl Drop for Guard {
+                    fn drop(&mut self) {
+                        self.0.set(true);
+                    }
+                }
+                let _g = Guard(d);
+                let _ = ringio::sleep(HOUR).await;
+                // Suppressed, and now waiting on something nothing completes.
+                std::future::pending::<()>().await;
+                Ok::<_, Error>(())
+            });
+            ringio::sleep(ms(2)).await.unwrap();
+            t
+        })
+        .unwrap();
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(10), "shutdown hung for {took:?}");
+    assert!(dropped.get(), "the stuck task's future was dropped");
+    assert!(stuck.done() && stuck.cancelled());
+    let logged = logged.borrow();
+    let destroyed: Vec<_> = logged
+        .iter()
+        .filter(|r| r.kind == ReportKind::TaskDestroyedPending)
+        .collect();
+    assert_eq!(destroyed.len(), 1, "{logged:?}");
+    assert_eq!(
+        destroyed[0].message,
+        "Task was destroyed but it is pending!"
+    );
+    assert!(
+        destroyed[0]
+            .task
+            .as_deref()
+            .unwrap()
+            .contains(&stuck.get_name())
+    );
+    assert_eq!(rt.stats().tasks, 0);
+}
+
+#[test]
 fn nested_run_is_an_error_in_asyncios_words() {
     block_on(async {
         let mut inner = Runtime::new().unwrap();
