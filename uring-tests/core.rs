@@ -308,6 +308,38 @@ fn panicking_callback_is_reported_through_the_exception_handler() {
 }
 
 #[test]
+fn exception_handler_install_default_and_fallback() {
+    let (mut rt, logged) = capturing_runtime(false);
+    let handled = Rc::new(RefCell::new(Vec::<String>::new()));
+    let h = handled.clone();
+    rt.run(async move {
+        let lp = ringio::get_running_loop().unwrap();
+        // Without a handler: the logger.
+        lp.call_exception_handler("first", None);
+        let me = lp.clone();
+        lp.set_exception_handler(Some(move |l: &Loop, r: &Report| {
+            assert!(*l == me, "the handler gets its own loop");
+            h.borrow_mut().push(r.message.clone());
+            if r.message == "pass on" {
+                l.default_exception_handler(r);
+            }
+        }));
+        lp.call_exception_handler("second", Some(Error::msg("why")));
+        lp.call_exception_handler("pass on", None);
+        // A handler that panics: the report still reaches the logger.
+        lp.set_exception_handler(Some(|_l: &Loop, _r: &Report| panic!("handler broke")));
+        lp.call_exception_handler("third", None);
+        lp.set_exception_handler(None::<fn(&Loop, &Report)>);
+        lp.call_exception_handler("fourth", None);
+    })
+    .unwrap();
+    assert_eq!(*handled.borrow(), ["second", "pass on"]);
+    let logged: Vec<_> = logged.borrow().iter().map(|r| r.message.clone()).collect();
+    assert_eq!(logged, ["first", "pass on", "third", "fourth"]);
+    assert!(logged.iter().all(|m| !m.is_empty()));
+}
+
+#[test]
 fn remove_done_callback_returns_how_many_were_removed() {
     block_on(async {
         let hits = Rc::new(Cell::new(0));
