@@ -977,3 +977,68 @@ fn dropping_a_task_handle_does_not_cancel_it() {
         assert!(done.get(), "the task ran to its end without a handle");
     });
 }
+
+#[test]
+fn a_write_blocked_on_a_full_pipe_is_cancelled_and_says_how_much_went_out() {
+    block_on(async {
+        let (r, w) = pipe();
+        // SAFETY: making our own descriptors non-blocking, to fill and
+        // drain the pipe synchronously.
+        unsafe {
+            for fd in [r.as_raw_fd(), w.as_raw_fd()] {
+                let fl = libc::fcntl(fd, libc::F_GETFL);
+                libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+            }
+        }
+        let chunk = vec![b'a'; 4096];
+        let mut prefill = 0usize;
+        loop {
+            // SAFETY: writing from a buffer of the given size.
+            let n = unsafe { libc::write(w.as_raw_fd(), chunk.as_ptr().cast(), chunk.len()) };
+            if n <= 0 {
+                break;
+            }
+            prefill += n as usize;
+        }
+        // SAFETY: back to a blocking writer: the ring's write must wait.
+        unsafe {
+            let fl = libc::fcntl(w.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(w.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+        let w = Rc::new(w);
+        let ww = w.clone();
+        let before = driver();
+        let writer = ringio::create_task(async move {
+            let (res, buf) = ringio::io::write(&*ww, vec![b'z'; 100_000]).await;
+            Ok::<_, Error>((res, buf.len()))
+        });
+        ringio::sleep(ms(20)).await.unwrap();
+        assert!(!writer.done(), "the pipe is full: the write waits");
+        writer.cancel_with("enough");
+        let (res, buf_len) = writer.await.unwrap();
+        assert_eq!(buf_len, 100_000, "the buffer came back whole");
+        let mut in_pipe = 0usize;
+        let mut b = vec![0u8; 65536];
+        loop {
+            // SAFETY: reading into a buffer of the given size.
+            let n = unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+            if n <= 0 {
+                break;
+            }
+            in_pipe += n as usize;
+        }
+        match res {
+            // The kernel got some of it out before the cancel: the count
+            // says exactly how much.
+            Ok(n) => assert_eq!(prefill + n, in_pipe),
+            Err(e) => {
+                assert!(is_cancelled_with(&Err::<(), _>(e), Some("enough")));
+                assert_eq!(in_pipe, prefill, "cancelled, yet bytes went out");
+                assert_eq!(
+                    driver().ops_canceled_by_kernel,
+                    before.ops_canceled_by_kernel + 1
+                );
+            }
+        }
+    });
+}
