@@ -302,6 +302,14 @@ impl<D: 'static> Future for Op<D> {
 
 impl<D: 'static> Drop for Op<D> {
     fn drop(&mut self) {
+        if let Some(deferred) = self.deferred.take() {
+            // Dropped before its first poll: it goes to the kernel as any
+            // dropped op does (submitted when created, before deferral
+            // existed), so a fire-and-forget op (a close) still happens.
+            // SAFETY: the SQEs point into `self.data`'s heap memory, which
+            // `orphan` parks in the op table until the CQE.
+            self.key = unsafe { deferred.submit(&self.lp) };
+        }
         if self.key == OpKey::DONE {
             return;
         }
