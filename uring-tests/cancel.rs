@@ -1042,3 +1042,36 @@ fn a_write_blocked_on_a_full_pipe_is_cancelled_and_says_how_much_went_out() {
         }
     });
 }
+
+#[test]
+fn an_op_made_while_a_cancel_is_pending_and_dropped_unpolled_still_runs() {
+    block_on(async {
+        let (r, w) = pipe();
+        let t = ringio::create_task(async move {
+            ringio::current_task().unwrap().cancel();
+            // A fire-and-forget write, made and dropped without a poll.
+            let data = b"sent anyway".to_vec();
+            let sqe = io_uring::opcode::Write::new(
+                io_uring::types::Fd(w.as_raw_fd()),
+                data.as_ptr(),
+                data.len() as u32,
+            )
+            .offset(u64::MAX)
+            .build();
+            // SAFETY: the SQE points into `data`'s heap buffer, owned by the op.
+            drop(unsafe { ringio::Op::submit(sqe, data) }.unwrap());
+            // The cancel is still pending: delivered here.
+            let r = ringio::sleep(HOUR).await;
+            // `w` stays open until the queued write has reached the kernel.
+            Ok::<_, Error>((r, w))
+        });
+        let (slept, w) = t.await.unwrap();
+        assert!(slept.unwrap_err().is_cancelled());
+        ringio::io::nop().await.unwrap();
+        drop(w);
+        let (res, buf) = ringio::io::read(&r, Vec::with_capacity(32)).await;
+        assert_eq!(res.unwrap(), 11);
+        assert_eq!(buf, b"sent anyway");
+        assert_eq!(driver().ops_in_flight, 0);
+    });
+}
