@@ -98,6 +98,10 @@ pub(crate) struct Driver {
 pub(crate) struct Reaped {
     /// The cross-thread eventfd fired: drain the remote queue.
     pub(crate) remote_wakeup: bool,
+    /// Data of dropped ops the kernel has finished with. The caller drops
+    /// it after releasing its borrow of the driver: a `Drop` impl in there
+    /// may use the loop (and so the driver) again.
+    pub(crate) dead: Vec<Box<dyn std::any::Any>>,
 }
 
 impl Driver {
@@ -296,10 +300,17 @@ impl Driver {
 
     /// The future of op `key` is gone. If the kernel still owns the op, park
     /// `data` in its slot until the final CQE and ask for a cancel; otherwise
-    /// free the slot (running the orphan cleanup on unread results).
-    pub(crate) fn orphan(&mut self, key: OpKey, data: Option<Box<dyn std::any::Any>>) {
+    /// free the slot (running the orphan cleanup on unread results) and
+    /// give `data` back, for the caller to drop once it no longer borrows
+    /// the driver.
+    #[must_use = "drop the returned data after releasing the driver"]
+    pub(crate) fn orphan(
+        &mut self,
+        key: OpKey,
+        data: Option<Box<dyn std::any::Any>>,
+    ) -> Option<Box<dyn std::any::Any>> {
         let Some(slot) = self.ops.get_mut(key) else {
-            return;
+            return data;
         };
         if let Some(cleanup) = slot.cleanup {
             for &(res, _) in &slot.results {
@@ -311,12 +322,13 @@ impl Driver {
         slot.results.clear();
         if slot.finished {
             self.ops.remove(key);
-            return;
+            return data;
         }
         slot.orphaned = true;
         slot.waker = None;
         slot.parked = data;
         self.cancel(key);
+        None
     }
 
     /// Pushes one SQE, flushing the SQ to the kernel when it is full. An SQE
@@ -492,7 +504,11 @@ impl Driver {
                     if cqe.result() == -libc::ECANCELED {
                         self.stats.ops_canceled_by_kernel += 1;
                     }
-                    if let Some(w) = self.ops.complete(key as usize, cqe.result(), cqe.flags()) {
+                    let (res, flags) = (cqe.result(), cqe.flags());
+                    if let Some(w) = self
+                        .ops
+                        .complete(key as usize, res, flags, &mut reaped.dead)
+                    {
                         wake.push(w);
                     }
                 }
@@ -502,7 +518,8 @@ impl Driver {
 
     /// Cancels every in-flight operation (and the eventfd read) and reaps
     /// completions until the kernel owns nothing of ours. Called at shutdown.
-    pub(crate) fn drain(&mut self) {
+    /// Returns the data of dropped ops, to drop outside the driver's borrow.
+    pub(crate) fn drain(&mut self) -> Vec<Box<dyn std::any::Any>> {
         for key in self.ops.keys() {
             self.orphan_for_shutdown(key);
         }
@@ -514,6 +531,7 @@ impl Driver {
             );
         }
         let mut wake = Vec::new();
+        let mut dead = Vec::new();
         // Each round waits up to 100 ms; cancels of ordinary ops finish in
         // microseconds, so the bound only matters for a wedged device.
         for _ in 0..600 {
@@ -521,9 +539,10 @@ impl Driver {
                 break;
             }
             let reaped = self.park(Some(Duration::from_millis(100)), &mut wake);
-            let _ = reaped;
+            dead.extend(reaped.dead);
             wake.clear();
         }
+        dead
     }
 
     fn orphan_for_shutdown(&mut self, key: OpKey) {
@@ -541,7 +560,9 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        self.drain();
+        // No RefCell borrow of the driver is held here: dropping the data
+        // of finished ops right away is fine.
+        drop(self.drain());
         if self.ops.len() > 0 || self.eventfd_armed {
             // The kernel still owns memory of ours (an op that ignored its
             // cancel for a minute). Freeing it would let the kernel write into

@@ -102,8 +102,16 @@ impl OpTable {
     }
 
     /// Records a CQE. Returns the waker to wake, if any. An orphaned slot is
-    /// freed (with its parked data) on its final CQE.
-    pub(crate) fn complete(&mut self, index: usize, res: i32, flags: u32) -> Option<Waker> {
+    /// freed on its final CQE; its parked data goes to `dead`, for the loop
+    /// to drop once it no longer borrows the driver (the data's own `Drop`
+    /// may use the loop).
+    pub(crate) fn complete(
+        &mut self,
+        index: usize,
+        res: i32,
+        flags: u32,
+        dead: &mut Vec<Box<dyn Any>>,
+    ) -> Option<Waker> {
         let more = io_uring::cqueue::more(flags);
         let slot = self.slots.get_mut(index)?;
         if slot.orphaned {
@@ -113,8 +121,10 @@ impl OpTable {
                 }
             }
             if !more {
-                // The kernel is done with the parked buffers: free them now.
-                self.slots.remove(index);
+                // The kernel is done with the parked buffers: free them soon.
+                if let Some(data) = self.slots.remove(index).parked {
+                    dead.push(data);
+                }
             }
             return None;
         }

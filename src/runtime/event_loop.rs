@@ -237,6 +237,9 @@ impl LoopInner {
         // 2. Enter the kernel once: submit, wait, reap. Skipped when work is
         // ready and the kernel has nothing of ours to report or take.
         let mut wake = std::mem::take(&mut *self.wake_buf.borrow_mut());
+        // Data of dropped ops the kernel finished with, dropped once the
+        // driver is no longer borrowed (its `Drop` may use the loop).
+        let mut dead = Vec::new();
         {
             let mut driver = self.driver.borrow_mut();
             let must_enter =
@@ -249,8 +252,10 @@ impl LoopInner {
                 if reaped.remote_wakeup {
                     self.shared.rearm();
                 }
+                dead = reaped.dead;
             }
         }
+        drop(dead);
         for w in wake.drain(..) {
             w.wake();
         }
@@ -439,6 +444,7 @@ impl LoopInner {
         let timers = self.timers.borrow_mut().drain();
         drop(timers);
         self.ready.borrow_mut().clear();
-        self.driver.borrow_mut().drain();
+        let dead = self.driver.borrow_mut().drain();
+        drop(dead);
     }
 }

@@ -315,7 +315,9 @@ impl<D: 'static> Drop for Op<D> {
         }
         let data = self.data.take().map(|d| Box::new(d) as Box<dyn Any>);
         // Parks `data` in the op table until the CQE if the kernel still owns
-        // the op, and sends ASYNC_CANCEL (SPEC §2.7).
-        self.lp.driver.borrow_mut().orphan(self.key, data);
+        // the op, and sends ASYNC_CANCEL (SPEC §2.7). Data handed back is
+        // dropped after the borrow ends: its `Drop` may use the loop.
+        let unparked = self.lp.driver.borrow_mut().orphan(self.key, data);
+        drop(unparked);
     }
 }
