@@ -1075,3 +1075,80 @@ fn an_op_made_while_a_cancel_is_pending_and_dropped_unpolled_still_runs() {
         assert_eq!(driver().ops_in_flight, 0);
     });
 }
+
+/// Op data whose drop looks at the loop (as a socket type closing its fd
+/// through the ring would).
+struct LooksAtLoop {
+    buf: Vec<u8>,
+    seen: Rc<Cell<Option<usize>>>,
+}
+impl Drop for LooksAtLoop {
+    fn drop(&mut self) {
+        let lp = ringio::get_running_loop().unwrap();
+        self.seen.set(Some(lp.stats().driver.ops_in_flight));
+    }
+}
+
+#[test]
+fn op_data_dropped_by_the_loop_may_use_the_loop() {
+    block_on(async {
+        let (r, w) = pipe();
+        let seen = Rc::new(Cell::new(None));
+        for complete_first in [false, true] {
+            let mut data = LooksAtLoop {
+                buf: Vec::with_capacity(8),
+                seen: seen.clone(),
+            };
+            let sqe = io_uring::opcode::Read::new(
+                io_uring::types::Fd(r.as_raw_fd()),
+                data.buf.as_mut_ptr(),
+                8,
+            )
+            .offset(u64::MAX)
+            .build();
+            // SAFETY: the SQE points into `data.buf`'s heap buffer.
+            let mut op = unsafe { ringio::Op::submit(sqe, data) }.unwrap();
+            assert!((&mut op).now_or_never().is_none());
+            if complete_first {
+                // The CQE is reaped (and kept for the op) before the drop.
+                write_now(&w, b"x");
+                ringio::sleep(ms(5)).await.unwrap();
+            }
+            seen.set(None);
+            drop(op);
+            ringio::sleep(ms(5)).await.unwrap();
+            assert!(seen.get().is_some(), "the data was dropped");
+        }
+        assert_eq!(driver().ops_in_flight, 0);
+    });
+}
+
+#[test]
+fn op_data_dropped_at_the_end_of_run_may_use_the_loop() {
+    let seen = Rc::new(Cell::new(None));
+    let s = seen.clone();
+    let (r, _w) = pipe();
+    let mut rt = Runtime::new().unwrap();
+    rt.run(async move {
+        let mut data = LooksAtLoop {
+            buf: Vec::with_capacity(8),
+            seen: s,
+        };
+        let sqe = io_uring::opcode::Read::new(
+            io_uring::types::Fd(r.as_raw_fd()),
+            data.buf.as_mut_ptr(),
+            8,
+        )
+        .offset(u64::MAX)
+        .build();
+        // SAFETY: the SQE points into `data.buf`'s heap buffer.
+        let mut op = unsafe { ringio::Op::submit(sqe, data) }.unwrap();
+        assert!((&mut op).now_or_never().is_none());
+        // Its CQE is reaped by run's finish.
+        drop(op);
+        r
+    })
+    .unwrap();
+    assert!(seen.get().is_some(), "dropped during run's finish");
+    assert_eq!(rt.stats().driver.ops_in_flight, 0);
+}
