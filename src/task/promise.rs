@@ -154,14 +154,31 @@ impl<T: 'static> Promise<T> {
     }
 
     fn settle(&self, result: Result<T>) -> Result<()> {
-        if !self.cell.outcome.settle(result) {
+        if self.cell.outcome.is_done() {
             return Err(Error::InvalidState(
                 "invalid state: the promise is already done".into(),
             ));
         }
         let callbacks = std::mem::take(&mut *self.cell.callbacks.borrow_mut());
-        for (_, f) in callbacks {
-            self.schedule_callback(f);
+        // A promise made outside a loop belongs to the loop it is settled
+        // on; only with no loop at all do callbacks run inline (after the
+        // result is set).
+        match self.cell.lp.upgrade().or_else(context::current_loop) {
+            Some(lp) => {
+                // Queued before the awaiters are woken, so they run first
+                // (asyncio: an awaiter's wakeup is a later-added callback).
+                for (_, f) in callbacks {
+                    let me = self.clone();
+                    lp.call_soon(Box::new(move || f(&me)), Context::current());
+                }
+                self.cell.outcome.settle(result);
+            }
+            None => {
+                self.cell.outcome.settle(result);
+                for (_, f) in callbacks {
+                    f(self);
+                }
+            }
         }
         Ok(())
     }

@@ -312,8 +312,9 @@ impl<T: 'static> TaskCell<T> {
             }
         }
         core.must_cancel.borrow_mut().take();
-        self.outcome.settle(result);
-        lp.tasks.borrow_mut().try_remove(core.key.get());
+        // Done callbacks are queued before the awaiters are woken, so they
+        // run first, as in asyncio (where an awaiter's wakeup is itself a
+        // done callback, added when it starts awaiting).
         let callbacks = std::mem::take(&mut *core.callbacks.borrow_mut());
         if !callbacks.is_empty() {
             let me = crate::TaskRef::from_rc(self.clone() as Rc<dyn TaskObj>);
@@ -322,6 +323,8 @@ impl<T: 'static> TaskCell<T> {
                 schedule_callback(lp, me.clone(), f, ctx.clone());
             }
         }
+        self.outcome.settle(result);
+        lp.tasks.borrow_mut().try_remove(core.key.get());
     }
 }
 
