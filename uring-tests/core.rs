@@ -288,6 +288,52 @@ fn done_callbacks_are_scheduled_never_run_inline() {
 }
 
 #[test]
+fn done_callbacks_added_before_an_await_run_before_the_awaiter_resumes() {
+    block_on(async {
+        let log = lines();
+        let task = ringio::create_task(async {
+            ringio::sleep(ms(5)).await?;
+            Ok::<_, Error>(String::from("value"))
+        });
+        let (l, t) = (log.clone(), task.clone());
+        task.add_done_callback(move |_r: &TaskRef| {
+            l.borrow_mut()
+                .push(format!("callback sees {:?}", t.result().ok()))
+        });
+        let v = task.await.unwrap();
+        // asyncio: the awaiter's wakeup is a done callback added after ours.
+        assert_eq!(*log.borrow(), ["callback sees Some(\"value\")"]);
+        assert_eq!(v, "value");
+
+        let p: Promise<String> = Promise::new();
+        let l = log.clone();
+        p.add_done_callback(move |p: &Promise<String>| {
+            l.borrow_mut()
+                .push(format!("promise callback sees {:?}", p.result().ok()))
+        });
+        let setter = p.clone();
+        ringio::get_running_loop()
+            .unwrap()
+            .call_later(ms(5), move || setter.set_result("set".into()).unwrap());
+        assert_eq!(p.await.unwrap(), "set");
+        assert_eq!(
+            log.borrow().last().unwrap(),
+            "promise callback sees Some(\"set\")"
+        );
+    });
+}
+
+#[test]
+fn promise_callbacks_without_a_loop_run_after_the_result_is_set() {
+    let p: Promise<u8> = Promise::new();
+    let seen = Rc::new(Cell::new(None));
+    let s = seen.clone();
+    p.add_done_callback(move |p: &Promise<u8>| s.set(Some(p.result().unwrap())));
+    p.set_result(4).unwrap();
+    assert_eq!(seen.get(), Some(4));
+}
+
+#[test]
 fn panicking_callback_is_reported_through_the_exception_handler() {
     let (mut rt, _logged) = capturing_runtime(false);
     let handled = Rc::new(RefCell::new(Vec::<Report>::new()));
@@ -595,11 +641,17 @@ fn promise_set_result_exception_cancel_and_callbacks() {
         ));
         assert!(!p.cancel(), "cancel() of a done promise is false");
         assert!(matches!(p.exception(), Ok(None)));
-        // The callback is scheduled when the promise settles, not run inline.
-        let before = log.borrow().len();
-        ringio::sleep(ms(1)).await.unwrap();
-        assert_eq!(before, 0);
+        // It ran before this awaiter resumed (asyncio's order).
         assert_eq!(*log.borrow(), ["cb done=true cancelled=false"]);
+        // Settled right here: scheduled, not run inside set_result.
+        let r: Promise<u32> = Promise::new();
+        let l = log.clone();
+        r.add_done_callback(move |_p: &Promise<u32>| l.borrow_mut().push("r".into()));
+        r.set_result(1).unwrap();
+        assert_eq!(log.borrow().len(), 1, "ran inline");
+        ringio::sleep(Duration::ZERO).await.unwrap();
+        assert_eq!(log.borrow().last().unwrap(), "r");
+        log.borrow_mut().pop();
 
         let q: Promise<u32> = Promise::new();
         let l = log.clone();
