@@ -118,6 +118,11 @@ impl Future for Sleep {
             if this.yielded {
                 return Poll::Ready(Ok(()));
             }
+            if context::with_loop(|_| ()).is_none() {
+                // Like any sleep: outside a loop it is an error at once, not
+                // a yield to an executor that may never poll again.
+                return Poll::Ready(Err(Error::no_running_loop()));
+            }
             this.yielded = true;
             cx.waker().wake_by_ref();
             current::note_await_point(this.location);
