@@ -1346,10 +1346,14 @@ fn sleep_and_ops_outside_a_loop_are_errors() {
         .now_or_never()
         .expect("an error at once, not a hang");
     assert_eq!(r.unwrap_err().to_string(), "no running event loop");
-    let r = ringio::sleep(Duration::ZERO).now_or_never();
-    // A zero sleep yields once first; then it must not report success
-    // outside a loop either way: it never hangs.
-    assert!(r.is_none() || r.unwrap().is_ok());
+    let r = ringio::sleep(Duration::ZERO)
+        .now_or_never()
+        .expect("a zero sleep outside a loop is an error at once too");
+    assert_eq!(r.unwrap_err().to_string(), "no running event loop");
+    let r = ringio::sleep_with(ms(1), 5)
+        .now_or_never()
+        .expect("no hang");
+    assert!(matches!(r, Err(Error::InvalidState(m)) if m == "no running event loop"));
     let r = ringio::io::nop().now_or_never().expect("no hang");
     assert_eq!(r.unwrap_err().to_string(), "no running event loop");
 }
