@@ -364,9 +364,18 @@ impl LoopInner {
         self.turn(Some(Duration::from_millis(100)))
     }
 
-    /// Drops the futures of tasks that will never finish, reporting each.
-    fn drop_stuck_tasks(self: &Rc<Self>, left: &[Rc<dyn TaskObj>]) {
-        for t in left.iter().filter(|t| !t.core().is_done()) {
+    /// Drops the futures of tasks that will never finish, reporting each;
+    /// returns how many. A task whose waker is held somewhere (a thread
+    /// doing its `to_thread` work, a foreign future) may still be woken
+    /// from outside the loop: it is left to finish, as asyncio's run()
+    /// would wait for it.
+    fn drop_stuck_tasks(self: &Rc<Self>, left: &[Rc<dyn TaskObj>]) -> usize {
+        let mut dropped = 0;
+        for t in left
+            .iter()
+            .filter(|t| !t.core().is_done() && !t.core().waker_held_elsewhere())
+        {
+            dropped += 1;
             self.report(
                 Report::new(
                     ReportKind::TaskDestroyedPending,
@@ -376,6 +385,7 @@ impl LoopInner {
             );
             t.abandon(self);
         }
+        dropped
     }
 
     /// Tasks not yet done.
@@ -407,7 +417,9 @@ impl LoopInner {
                     idle_since = None;
                 } else if idle_since.get_or_insert_with(Instant::now).elapsed() > STUCK_TASK_GRACE {
                     self.drop_stuck_tasks(&left);
-                    break;
+                    // The others wait for a wakeup from another thread.
+                    idle_since = None;
+                    continue;
                 }
                 self.run_once_bounded();
             }

@@ -167,6 +167,16 @@ impl TaskCore {
         true
     }
 
+    /// Whether a clone of the task's waker exists beyond the two the task
+    /// keeps itself (its `Waker` and its waker state): something (a timer,
+    /// an op, an awaited outcome, a foreign future, another thread) could
+    /// still wake it.
+    pub(crate) fn waker_held_elsewhere(&self) -> bool {
+        self.waker_state
+            .as_ref()
+            .is_some_and(|ws| Arc::strong_count(ws) > 2)
+    }
+
     pub(crate) fn cancel_pending(&self) -> bool {
         self.must_cancel.borrow().is_some()
     }
