@@ -1187,6 +1187,70 @@ fn a_leftover_task_stuck_after_suppressing_its_cancel_is_dropped_and_reported() 
     assert_eq!(rt.stats().tasks, 0);
 }
 
+/// A future completed by another thread (what a `to_thread` await is).
+struct FromThread(std::sync::Arc<std::sync::Mutex<(Option<u32>, Option<std::task::Waker>)>>);
+
+impl Future for FromThread {
+    type Output = u32;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<u32> {
+        let mut g = self.0.lock().unwrap();
+        match g.0 {
+            Some(v) => std::task::Poll::Ready(v),
+            None => {
+                g.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
+#[test]
+fn run_waits_for_a_leftover_task_whose_cleanup_waits_on_another_thread() {
+    let (mut rt, logged) = capturing_runtime(false);
+    let cleaned = Rc::new(Cell::new(None));
+    let c = cleaned.clone();
+    let t0 = Instant::now();
+    rt.run(async move {
+        ringio::create_task(async move {
+            let r = ringio::sleep(HOUR).await;
+            assert!(r.is_err());
+            // Cleanup: work handed to a thread, answered in 1.5 s through
+            // the task's waker (the loop's cross-thread wakeup).
+            let shared =
+                std::sync::Arc::new(std::sync::Mutex::new((None, None::<std::task::Waker>)));
+            let s2 = shared.clone();
+            let worker = std::thread::spawn(move || {
+                std::thread::sleep(ms(1500));
+                let w = {
+                    let mut g = s2.lock().unwrap();
+                    g.0 = Some(7);
+                    g.1.take()
+                };
+                if let Some(w) = w {
+                    w.wake();
+                }
+            });
+            let v = FromThread(shared).await;
+            worker.join().unwrap();
+            c.set(Some(v));
+            r
+        });
+        ringio::sleep(ms(2)).await.unwrap();
+    })
+    .unwrap();
+    assert_eq!(
+        cleaned.get(),
+        Some(7),
+        "the cleanup finished: {:?}",
+        logged.borrow()
+    );
+    assert!(t0.elapsed() >= ms(1500));
+    assert!(logged.borrow().is_empty(), "{:?}", logged.borrow());
+}
+
 #[test]
 fn nested_run_is_an_error_in_asyncios_words() {
     block_on(async {
