@@ -56,7 +56,8 @@ impl std::fmt::Debug for Builder {
 }
 
 impl Builder {
-    /// Submission-queue entries of the ring (1 to 32768; default 256). The
+    /// Submission-queue entries of the ring (1 to 32768; default 256; 1 is
+    /// set up as 2, the least a linked op and its timeout need). The
     /// completion queue gets four times as many.
     pub fn ring_entries(mut self, n: u32) -> Self {
         self.ring_entries = n;
