@@ -1152,3 +1152,25 @@ fn op_data_dropped_at_the_end_of_run_may_use_the_loop() {
     assert!(seen.get().is_some(), "dropped during run's finish");
     assert_eq!(rt.stats().driver.ops_in_flight, 0);
 }
+
+#[test]
+fn a_main_task_that_ends_cancelled_makes_run_return_the_cancellation() {
+    let mut rt = Runtime::new().unwrap();
+    let r = rt.run(async {
+        ringio::current_task().unwrap().cancel_with("main gives up");
+        // A foreign future: the main task's future is dropped (§2.6).
+        std::future::pending::<()>().await;
+    });
+    assert!(is_cancelled_with(&r, Some("main gives up")), "{r:?}");
+    // A cancellation delivered at an await and returned is a value of the
+    // main future, not an error of run().
+    let r = rt.run(async {
+        ringio::current_task().unwrap().cancel();
+        ringio::sleep(HOUR).await
+    });
+    assert!(
+        matches!(r, Ok(Err(Error::Cancelled { msg: None }))),
+        "{r:?}"
+    );
+    assert_eq!(rt.stats().tasks, 0);
+}
