@@ -167,16 +167,13 @@ impl<D: 'static> Op<D> {
     /// Polls for the next completion of a multishot op: `Ready(None)` once
     /// the kernel posted its final CQE.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Result<u32>, u32)>> {
-        if self.data.is_none() || self.key == OpKey::DONE {
-            // The final CQE was already handed out.
-            return Poll::Ready(None);
-        }
-        if self.start_deferred() {
+        // A deferred op (key still DONE) starts or delivers its cancel first.
+        if self.data.is_some() && self.start_deferred() {
             let msg = self.cancelled_for_task.take().flatten();
             return Poll::Ready(Some((Err(Error::Cancelled { msg }), 0)));
         }
-        if self.key == OpKey::DONE {
-            // The final CQE was taken already.
+        if self.data.is_none() || self.key == OpKey::DONE {
+            // The final CQE was already handed out.
             return Poll::Ready(None);
         }
         let mut d = self.lp.driver.borrow_mut();
