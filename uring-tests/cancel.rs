@@ -1174,3 +1174,32 @@ fn a_main_task_that_ends_cancelled_makes_run_return_the_cancellation() {
     );
     assert_eq!(rt.stats().tasks, 0);
 }
+
+#[test]
+fn a_multishot_op_made_while_a_cancel_is_pending_delivers_it() {
+    block_on(async {
+        let (r, w) = pipe();
+        let t = ringio::create_task(async move {
+            ringio::current_task().unwrap().cancel_with("no polling");
+            let sqe = io_uring::opcode::PollAdd::new(
+                io_uring::types::Fd(r.as_raw_fd()),
+                libc::POLLIN as u32,
+            )
+            .multi(true)
+            .build();
+            // SAFETY: a poll points to no memory.
+            let mut op = unsafe { ringio::Op::submit(sqe, ()) }.unwrap();
+            let first = std::future::poll_fn(|cx| op.poll_next(cx)).await;
+            let second = std::future::poll_fn(|cx| op.poll_next(cx)).await;
+            Ok::<_, Error>((first, second, r))
+        });
+        let (first, second, _r) = t.await.unwrap();
+        match first {
+            Some((res, _)) => assert!(is_cancelled_with(&res, Some("no polling")), "{res:?}"),
+            None => panic!("the multishot op ended without delivering the cancel"),
+        }
+        assert!(second.is_none());
+        drop(w);
+        assert_eq!(driver().ops_in_flight, 0);
+    });
+}

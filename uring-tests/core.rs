@@ -1002,7 +1002,8 @@ fn many_pipe_reads_and_writes_on_a_small_ring() {
             for i in 0..n {
                 let p = pipes.clone();
                 writers.push(ringio::create_task(async move {
-                    let (r, _buf) = ringio::io::write(&p[i].1, format!("message {i}").into()).await;
+                    let (r, _buf) =
+                        ringio::io::write(&p[i].1, format!("message {i}").into_bytes()).await;
                     r
                 }));
             }
