@@ -1542,3 +1542,30 @@ fn runtimes_close_their_ring_and_eventfd() {
     let (a, b) = line.split_once(' ').unwrap();
     assert_eq!(a, b, "descriptors leaked by 20 runtimes");
 }
+
+#[test]
+fn borrowed_awaits_read_the_value_for_every_awaiter() {
+    block_on(async {
+        let task = ringio::create_task(async {
+            ringio::sleep(ms(5)).await?;
+            Ok::<_, Error>(vec![1u8, 2, 3])
+        });
+        // Two other tasks wait on the same task; each gets the value.
+        let a = task.clone();
+        let b = task.clone();
+        let wa = ringio::create_task(async move { (&a).await });
+        let wb = ringio::create_task(async move { (&b).await });
+        assert_eq!(wa.await.unwrap(), vec![1, 2, 3]);
+        assert_eq!(wb.await.unwrap(), vec![1, 2, 3]);
+        // The value is still there for result() and a by-value await.
+        assert_eq!(task.result().unwrap(), vec![1, 2, 3]);
+        assert_eq!(task.clone().await.unwrap(), vec![1, 2, 3]);
+        // Moved out now: a borrowed read says so instead of inventing one.
+        assert!(matches!((&task).await, Err(Error::InvalidState(_))));
+        // Promises likewise.
+        let p = Promise::new();
+        p.set_result(String::from("v")).unwrap();
+        assert_eq!((&p).await.unwrap(), "v");
+        assert_eq!(p.await.unwrap(), "v");
+    });
+}

@@ -125,15 +125,9 @@ fn task_object() {
         t.print_stack(None, &mut out).unwrap();
         print!("{}", String::from_utf8_lossy(&out));
         say!("result() while pending: {:?}", t.result().unwrap_err());
-        say!("result() after the end: {}", {
-            // Waiting through a done callback leaves the value in the task;
-            // an await would move it out.
-            let p = ringio::Promise::new();
-            let q = p.clone();
-            t.add_done_callback(move |_| q.set_result(()).unwrap());
-            p.await?;
-            t.result()?
-        });
+        // `(&t).await` reads the value and leaves it in the task.
+        say!("awaited: {}", (&t).await?);
+        say!("result() after the end: {}", t.result()?);
         say!("exception(): {:?}", t.exception());
         let failing = ringio::create_task(async { Err::<(), _>(Error::msg("boom")) });
         let _ = failing.clone().await;

@@ -21,9 +21,11 @@ use crate::runtime::context;
 /// use `ringio::shield` to prevent that). Dropping a handle does not cancel
 /// the task.
 ///
-/// An await moves the value out; [`Task::result`] (for `T: Clone`) reads it
-/// without taking it. A second await of a value already moved out gives
-/// `Error::InvalidState`; errors reach every awaiter.
+/// `task.await` consumes the handle and moves the value out, like a tokio
+/// `JoinHandle`, so `T` need not be `Clone`. Where the value is read more
+/// than once, `(&task).await` and [`Task::result`] (both for `T: Clone`)
+/// read it without taking it. A by-value await of a value another await
+/// already moved out gives `Error::InvalidState`; errors reach every awaiter.
 ///
 /// ```
 /// use std::time::Duration;
@@ -415,6 +417,51 @@ impl<T: 'static> IntoFuture for Task<T> {
     #[track_caller]
     fn into_future(self) -> Join<Task<T>> {
         Join::new(self, Location::caller())
+    }
+}
+
+/// What `(&task).await` awaits: the task's value read (cloned), not moved
+/// out, so that other handles can still read it.
+#[derive(Clone)]
+pub struct ReadTask<T>(Task<T>);
+
+impl<T: Clone + 'static> Awaited for ReadTask<T> {
+    type Output = Result<T>;
+    fn awaited_id(&self) -> Option<u64> {
+        self.0.awaited_id()
+    }
+    fn is_done(&self) -> bool {
+        self.0.is_done()
+    }
+    fn cancel_with(&self, msg: Option<String>) -> bool {
+        Awaited::cancel_with(&self.0, msg)
+    }
+    fn add_waiter(&self, waker: &std::task::Waker) {
+        Awaited::add_waiter(&self.0, waker)
+    }
+    fn take(&self) -> Result<T> {
+        self.0.result()
+    }
+}
+
+/// Awaiting a borrowed task reads its value without moving it out (needs
+/// `T: Clone`): every awaiter, and later `result()` calls, get it.
+///
+/// ```
+/// ringio::run(async {
+///     let task = ringio::create_task(async { Ok::<_, ringio::Error>(String::from("shared")) });
+///     assert_eq!((&task).await.unwrap(), "shared");
+///     assert_eq!((&task).await.unwrap(), "shared");
+///     assert_eq!(task.result().unwrap(), "shared");
+/// });
+/// ```
+impl<T: Clone + 'static> IntoFuture for &Task<T> {
+    type Output = Result<T>;
+    type IntoFuture = Join<ReadTask<T>>;
+
+    #[track_caller]
+    fn into_future(self) -> Join<ReadTask<T>> {
+        Join::new(ReadTask(self.clone()), Location::caller())
     }
 }
 

@@ -225,6 +225,41 @@ impl<T: 'static> IntoFuture for Promise<T> {
     }
 }
 
+/// What `(&promise).await` awaits: the value read (cloned), not moved out.
+#[derive(Clone)]
+pub struct ReadPromise<T>(Promise<T>);
+
+impl<T: Clone + 'static> Awaited for ReadPromise<T> {
+    type Output = Result<T>;
+    fn awaited_id(&self) -> Option<u64> {
+        None
+    }
+    fn is_done(&self) -> bool {
+        self.0.done()
+    }
+    fn cancel_with(&self, msg: Option<String>) -> bool {
+        Awaited::cancel_with(&self.0, msg)
+    }
+    fn add_waiter(&self, waker: &std::task::Waker) {
+        Awaited::add_waiter(&self.0, waker)
+    }
+    fn take(&self) -> Result<T> {
+        self.0.result()
+    }
+}
+
+/// Awaiting a borrowed promise reads its value without moving it out (needs
+/// `T: Clone`), so every awaiter gets it.
+impl<T: Clone + 'static> IntoFuture for &Promise<T> {
+    type Output = Result<T>;
+    type IntoFuture = Join<ReadPromise<T>>;
+
+    #[track_caller]
+    fn into_future(self) -> Join<ReadPromise<T>> {
+        Join::new(ReadPromise(self.clone()), Location::caller())
+    }
+}
+
 impl<T> PartialEq for Promise<T> {
     fn eq(&self, other: &Self) -> bool {
         Rc::ptr_eq(&self.cell, &other.cell)
