@@ -317,7 +317,7 @@ impl Driver {
             return data;
         };
         if let Some(cleanup) = slot.cleanup {
-            for &(res, _) in &slot.results {
+            for &(res, _) in slot.results.iter() {
                 if res >= 0 {
                     cleanup(res);
                 }

@@ -34,6 +34,44 @@ impl OpKey {
     };
 }
 
+/// The completions of one op not yet taken by its future, oldest first.
+///
+/// A plain op has exactly one; keeping it inline spares an allocation per
+/// op (a `VecDeque` allocates on its first push). Only multishot ops spill
+/// into `rest`.
+#[derive(Default)]
+pub(crate) struct Completions {
+    first: Option<(i32, u32)>,
+    rest: VecDeque<(i32, u32)>,
+}
+
+impl Completions {
+    pub(crate) fn push_back(&mut self, c: (i32, u32)) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(c);
+        } else {
+            self.rest.push_back(c);
+        }
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<(i32, u32)> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.first = None;
+        self.rest.clear();
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(i32, u32)> {
+        self.first.iter().chain(self.rest.iter())
+    }
+}
+
 /// One in-flight operation.
 pub(crate) struct OpSlot {
     seq: u64,
@@ -41,7 +79,7 @@ pub(crate) struct OpSlot {
     pub(crate) waker: Option<Waker>,
     /// Completions not yet taken by the future: `(res, flags)`. One for a
     /// plain op, several for a multishot op.
-    pub(crate) results: VecDeque<(i32, u32)>,
+    pub(crate) results: Completions,
     /// The kernel has posted the op's final CQE (no `IORING_CQE_F_MORE`).
     pub(crate) finished: bool,
     /// An `IORING_OP_ASYNC_CANCEL` for this op has been queued.
@@ -68,7 +106,7 @@ impl OpTable {
         let index = self.slots.insert(OpSlot {
             seq,
             waker: None,
-            results: VecDeque::new(),
+            results: Completions::default(),
             finished: false,
             cancel_sent: false,
             orphaned: false,

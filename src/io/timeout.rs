@@ -15,47 +15,60 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-thread_local! {
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+/// The ambient state of the I/O call being polled: its deadline and the
+/// user's call site. One thread-local cell, read and restored once per poll.
+#[derive(Clone, Copy, Default)]
+struct Ambient {
+    deadline: Option<Instant>,
     /// Where the outermost I/O call being polled was made: the await point
     /// `Task::get_stack` shows for the ring operations it submits.
-    static CALLER: Cell<Option<&'static Location<'static>>> = const { Cell::new(None) };
+    caller: Option<&'static Location<'static>>,
+}
+
+thread_local! {
+    static AMBIENT: Cell<Ambient> = const {
+        Cell::new(Ambient {
+            deadline: None,
+            caller: None,
+        })
+    };
 }
 
 /// The deadline for ring operations submitted now, if any.
 pub(crate) fn current_deadline() -> Option<Instant> {
-    DEADLINE.with(|d| d.get())
+    AMBIENT.with(|a| a.get().deadline)
 }
 
 /// The user's call site of the I/O call being polled, if any.
 pub(crate) fn current_caller() -> Option<&'static Location<'static>> {
-    CALLER.with(|c| c.get())
+    AMBIENT.with(|a| a.get().caller)
 }
 
-/// Restores the previous ambient deadline and caller, also if the poll
-/// panics.
-struct Restore(Option<Instant>, Option<&'static Location<'static>>);
+/// Restores the previous ambient state, also if the poll panics.
+struct Restore(Ambient);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        DEADLINE.with(|d| d.set(self.0));
-        CALLER.with(|c| c.set(self.1));
+        AMBIENT.with(|a| a.set(self.0));
     }
 }
 
-/// The future of an I/O call, with an optional deadline.
-///
-/// `stream.read(buf).timeout(Duration::from_secs(5)).await` gives
-/// `(Err(Error::Timeout), buf)` if no data came in 5 s. The deadline is an
-/// `IORING_OP_LINK_TIMEOUT` linked to each ring operation the call submits;
-/// an operation that completed before it fired keeps its result (bytes read
-/// are never lost to a timeout).
-#[must_use = "futures do nothing unless awaited"]
-#[derive(Debug)]
-pub struct Io<F> {
-    fut: F,
-    deadline: Option<Instant>,
-    location: &'static Location<'static>,
+pin_project_lite::pin_project! {
+    /// The future of an I/O call, with an optional deadline.
+    ///
+    /// `stream.read(buf).timeout(Duration::from_secs(5)).await` gives
+    /// `(Err(Error::Timeout), buf)` if no data came in 5 s. The deadline is an
+    /// `IORING_OP_LINK_TIMEOUT` linked to each ring operation the call submits;
+    /// an operation that completed before it fired keeps its result (bytes read
+    /// are never lost to a timeout).
+    #[must_use = "futures do nothing unless awaited"]
+    #[derive(Debug)]
+    pub struct Io<F> {
+        #[pin]
+        fut: F,
+        deadline: Option<Instant>,
+        location: &'static Location<'static>,
+    }
 }
 
 impl<F: Future> Io<F> {
@@ -93,23 +106,18 @@ impl<F: Future> Future for Io<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `fut` is structurally pinned: it is never moved out of a
-        // pinned `Io` (no method takes it by value once pinned, and `Io` has
-        // no `Drop`); `deadline` is plain data, not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        let outer = current_deadline();
-        let effective = match (outer, this.deadline) {
+        let this = self.project();
+        let outer = AMBIENT.with(|a| a.get());
+        let deadline = match (outer.deadline, *this.deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        DEADLINE.with(|d| d.set(effective));
-        let outer_caller = current_caller();
         // The outermost call is the one the user wrote (`fs::read`, not the
         // `File::open` inside it).
-        CALLER.with(|c| c.set(Some(outer_caller.unwrap_or(this.location))));
-        let _restore = Restore(outer, outer_caller);
-        // SAFETY: see above.
-        unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx)
+        let caller = Some(outer.caller.unwrap_or(*this.location));
+        AMBIENT.with(|a| a.set(Ambient { deadline, caller }));
+        let _restore = Restore(outer);
+        this.fut.poll(cx)
     }
 }
 
