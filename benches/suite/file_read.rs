@@ -58,26 +58,24 @@ fn bench_file() -> (PathBuf, u64) {
 /// `ringio::fs::File::read_at` once it lands): `qd` tasks, each awaiting
 /// one READ at a time until `secs` have passed. Returns IOPS.
 pub fn ringio_file_reader(file: &File, size: u64, secs: f64) -> f64 {
-    let fd = file.as_raw_fd();
+    let file = std::rc::Rc::new(ringio::fs::File::from_std(file.try_clone().unwrap()));
     let blocks = size / BS as u64;
     ringio::run(async move {
         let t = Instant::now();
         let deadline = t + Duration::from_secs_f64(secs);
         let tasks: Vec<_> = (0..QD)
             .map(|q| {
+                let file = file.clone();
                 ringio::create_task(async move {
                     let mut rng = Rng::new(q as u64 * 7 + 1);
-                    let mut buf = new_block();
+                    // 4 KiB-aligned, so the same reader serves O_DIRECT.
+                    let mut buf = ringio::io::AlignedBuf::new(BS, 4096)?;
                     let mut n = 0u64;
                     while Instant::now() < deadline {
                         let off = (rng.next_u64() % blocks) * BS as u64;
-                        let sqe = opcode::Read::new(types::Fd(fd), buf.0.as_mut_ptr(), BS as u32)
-                            .offset(off)
-                            .build();
-                        // SAFETY: the SQE points into the boxed block the op owns.
-                        let out = unsafe { ringio::Op::submit(sqe, buf) }?.await;
-                        buf = out.data;
-                        assert_eq!(out.result?, BS as u32);
+                        let (res, b) = file.read_at(buf, off).await;
+                        buf = b;
+                        assert_eq!(res?, BS);
                         n += 1;
                     }
                     Ok::<u64, ringio::Error>(n)

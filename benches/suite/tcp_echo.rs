@@ -6,7 +6,7 @@
 //! the server thread's CPU time over every request it served.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types};
@@ -20,28 +20,19 @@ const BUF: usize = 4096;
 
 // ---------------------------------------------------------------- ringio --
 
-/// ringio's echo server, built on `Op` + `create_task` directly (swap in
-/// `ringio::net::TcpListener`/`TcpStream` once they land): accepts `conns`
-/// connections, one task each echoing until EOF.
+/// ringio's echo server on `ringio::net`: accepts `conns` connections, one
+/// task each echoing until EOF, with owned buffers.
 pub fn ringio_echo_server(l: TcpListener, conns: usize) {
     ringio::Runtime::builder()
         .ring_entries(1024)
         .build()
         .unwrap()
         .run(async move {
-            let lfd = l.as_raw_fd();
+            let l = ringio::net::TcpListener::from_std(l);
             let mut tasks = Vec::with_capacity(conns);
             for _ in 0..conns {
-                let sqe =
-                    opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut())
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build();
-                // SAFETY: ACCEPT with null address pointers points to no memory.
-                let out = unsafe { ringio::Op::submit(sqe, ()) }.unwrap().await;
-                let fd = out.result.unwrap() as RawFd;
-                // SAFETY: a fresh descriptor from accept, owned here.
-                let s = unsafe { OwnedFd::from_raw_fd(fd) };
-                set_nodelay(fd);
+                let (s, _) = l.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
                 tasks.push(ringio::create_task(ringio_echo_conn(s)));
             }
             for t in tasks {
@@ -51,31 +42,20 @@ pub fn ringio_echo_server(l: TcpListener, conns: usize) {
         .unwrap();
 }
 
-async fn ringio_echo_conn(s: OwnedFd) -> ringio::Result<()> {
-    let fd = s.as_raw_fd();
+async fn ringio_echo_conn(s: ringio::net::TcpStream) -> ringio::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(BUF);
     loop {
-        let sqe = opcode::Recv::new(types::Fd(fd), buf.as_mut_ptr(), BUF as u32).build();
-        // SAFETY: the SQE points into `buf`'s heap memory, owned by the op.
-        let out = unsafe { ringio::Op::submit(sqe, buf) }?.await;
-        buf = out.data;
-        let n = match out.result {
+        let (n, b) = s.read(buf).await;
+        match n {
             Ok(0) | Err(_) => return Ok(()),
-            Ok(n) => n as usize,
-        };
-        let mut off = 0;
-        while off < n {
-            // SAFETY: `off < n <= capacity`; the kernel wrote the first n bytes.
-            let p = unsafe { buf.as_ptr().add(off) };
-            let sqe = opcode::Send::new(types::Fd(fd), p, (n - off) as u32).build();
-            // SAFETY: as above.
-            let out = unsafe { ringio::Op::submit(sqe, buf) }?.await;
-            buf = out.data;
-            match out.result {
-                Ok(m) => off += m as usize,
-                Err(_) => return Ok(()),
-            }
+            Ok(_) => {}
         }
+        // `read` set the length to what came in: echo exactly that.
+        let (r, b) = s.write_all(b).await;
+        if r.is_err() {
+            return Ok(());
+        }
+        buf = b;
     }
 }
 
