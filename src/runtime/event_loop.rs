@@ -225,7 +225,7 @@ impl LoopInner {
         } else {
             let timer = self
                 .timers
-                .borrow()
+                .borrow_mut()
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
             match (timer, max_wait) {

@@ -1,15 +1,22 @@
-//! `TimerHeap`: the loop's timers, an indexed binary min-heap keyed by
-//! `(deadline, sequence)`.
+//! `TimerHeap`: the loop's timers, a 4-ary min-heap keyed by
+//! `(deadline, sequence)`, with lazy removal.
 //!
-//! Arming and cancelling are O(log n) and cancelling really removes the entry
-//! (no tombstones that pile up when a server arms and cancels one timeout per
-//! request). The sequence number breaks ties, so timers with equal deadlines
-//! fire in the order they were armed. Only the earliest deadline ever reaches
-//! the kernel, as the timeout of the ring wait (SPEC §3a).
+//! Arming is O(log n) and touches only the heap array (contiguous, four
+//! children per node: half the depth of a binary heap). Cancelling is O(1):
+//! the timer leaves the slab at once and its heap entry becomes a tombstone,
+//! skipped when it reaches the top. Tombstones never pile up: when they
+//! outnumber live timers the heap is rebuilt in O(n), so a server that arms
+//! and cancels one timeout per request pays amortized O(1) per cancel and
+//! bounded memory. The sequence number breaks ties, so timers with equal
+//! deadlines fire in the order they were armed. Only the earliest deadline
+//! ever reaches the kernel, as the timeout of the ring wait (SPEC §3a).
 
 use std::time::Instant;
 
 use slab::Slab;
+
+/// Children per heap node.
+const ARITY: usize = 4;
 
 /// Names one armed timer; stale keys (fired or cancelled) are ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,16 +27,16 @@ pub(crate) struct TimerKey {
 
 struct Entry<A> {
     seq: u64,
-    /// Where this entry sits in `heap`.
-    pos: usize,
     action: A,
 }
 
 /// A min-heap of timers carrying actions of type `A`.
 pub(crate) struct TimerHeap<A> {
     entries: Slab<Entry<A>>,
-    /// `(deadline, seq, entry index)`; the heap order.
+    /// `(deadline, seq, entry index)` in heap order; an entry whose slab
+    /// slot is gone or holds another `seq` is a tombstone.
     heap: Vec<(Instant, u64, usize)>,
+    tombstones: usize,
     next_seq: u64,
 }
 
@@ -38,6 +45,7 @@ impl<A> Default for TimerHeap<A> {
         TimerHeap {
             entries: Slab::new(),
             heap: Vec::new(),
+            tombstones: 0,
             next_seq: 0,
         }
     }
@@ -48,21 +56,21 @@ impl<A> TimerHeap<A> {
     pub(crate) fn insert(&mut self, deadline: Instant, action: A) -> TimerKey {
         self.next_seq += 1;
         let seq = self.next_seq;
-        let pos = self.heap.len();
-        let index = self.entries.insert(Entry { seq, pos, action });
+        let index = self.entries.insert(Entry { seq, action });
         self.heap.push((deadline, seq, index));
-        self.sift_up(pos);
+        self.sift_up(self.heap.len() - 1);
         TimerKey { index, seq }
     }
 
     /// Disarms a timer; returns its action if it was still armed.
     pub(crate) fn remove(&mut self, key: TimerKey) -> Option<A> {
-        let pos = self
-            .entries
-            .get(key.index)
-            .filter(|e| e.seq == key.seq)?
-            .pos;
-        Some(self.remove_at(pos))
+        self.entries.get(key.index).filter(|e| e.seq == key.seq)?;
+        let action = self.entries.remove(key.index).action;
+        self.tombstones += 1;
+        if self.tombstones > 64 && self.tombstones > self.entries.len() {
+            self.compact();
+        }
+        Some(action)
     }
 
     /// The action of an armed timer, to update it (e.g. a new waker).
@@ -74,65 +82,84 @@ impl<A> TimerHeap<A> {
     }
 
     /// The earliest deadline, if any timer is armed.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        self.drop_dead_top();
         self.heap.first().map(|&(d, _, _)| d)
     }
 
     /// Removes and returns the earliest timer if its deadline is `<= now`.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<A> {
+        self.drop_dead_top();
         match self.heap.first() {
-            Some(&(d, _, _)) if d <= now => Some(self.remove_at(0)),
+            Some(&(d, _, index)) if d <= now => {
+                self.pop_top();
+                Some(self.entries.remove(index).action)
+            }
             _ => None,
         }
     }
 
     /// Number of armed timers.
     pub(crate) fn len(&self) -> usize {
-        self.heap.len()
+        self.entries.len()
     }
 
     /// Removes every timer, returning their actions (for shutdown).
     pub(crate) fn drain(&mut self) -> Vec<A> {
         self.heap.clear();
+        self.tombstones = 0;
         self.entries.drain().map(|e| e.action).collect()
     }
 
-    fn remove_at(&mut self, pos: usize) -> A {
+    fn is_live(&self, seq: u64, index: usize) -> bool {
+        self.entries.get(index).is_some_and(|e| e.seq == seq)
+    }
+
+    /// Pops tombstones off the top, so the top is a live timer (or none).
+    fn drop_dead_top(&mut self) {
+        while let Some(&(_, seq, index)) = self.heap.first() {
+            if self.is_live(seq, index) {
+                break;
+            }
+            self.pop_top();
+            self.tombstones -= 1;
+        }
+    }
+
+    fn pop_top(&mut self) {
         let last = self.heap.len() - 1;
-        self.swap(pos, last);
-        let (_, _, index) = self.heap.pop().expect("heap not empty");
-        if pos < self.heap.len() {
-            // The entry moved into `pos` may belong above or below it.
-            self.sift_up(pos);
-            self.sift_down(pos);
+        self.heap.swap(0, last);
+        self.heap.pop();
+        if !self.heap.is_empty() {
+            self.sift_down(0);
         }
-        self.entries.remove(index).action
     }
 
-    fn less(&self, a: usize, b: usize) -> bool {
-        let (da, sa, _) = self.heap[a];
-        let (db, sb, _) = self.heap[b];
-        (da, sa) < (db, sb)
+    /// Drops every tombstone and restores heap order, in O(n).
+    fn compact(&mut self) {
+        let entries = &self.entries;
+        self.heap
+            .retain(|&(_, seq, index)| entries.get(index).is_some_and(|e| e.seq == seq));
+        self.tombstones = 0;
+        if self.heap.len() > 1 {
+            for pos in (0..=(self.heap.len() - 2) / ARITY).rev() {
+                self.sift_down(pos);
+            }
+        }
     }
 
-    fn swap(&mut self, a: usize, b: usize) {
-        if a == b {
-            return;
-        }
-        self.heap.swap(a, b);
-        let ia = self.heap[a].2;
-        let ib = self.heap[b].2;
-        self.entries[ia].pos = a;
-        self.entries[ib].pos = b;
+    fn key_of(&self, pos: usize) -> (Instant, u64) {
+        let (d, s, _) = self.heap[pos];
+        (d, s)
     }
 
     fn sift_up(&mut self, mut pos: usize) {
         while pos > 0 {
-            let parent = (pos - 1) / 2;
-            if !self.less(pos, parent) {
+            let parent = (pos - 1) / ARITY;
+            if self.key_of(pos) >= self.key_of(parent) {
                 break;
             }
-            self.swap(pos, parent);
+            self.heap.swap(pos, parent);
             pos = parent;
         }
     }
@@ -140,20 +167,20 @@ impl<A> TimerHeap<A> {
     fn sift_down(&mut self, mut pos: usize) {
         let n = self.heap.len();
         loop {
-            let left = 2 * pos + 1;
-            if left >= n {
+            let first = ARITY * pos + 1;
+            if first >= n {
                 break;
             }
-            let right = left + 1;
-            let child = if right < n && self.less(right, left) {
-                right
-            } else {
-                left
-            };
-            if !self.less(child, pos) {
+            let mut child = first;
+            for c in first + 1..(first + ARITY).min(n) {
+                if self.key_of(c) < self.key_of(child) {
+                    child = c;
+                }
+            }
+            if self.key_of(child) >= self.key_of(pos) {
                 break;
             }
-            self.swap(pos, child);
+            self.heap.swap(pos, child);
             pos = child;
         }
     }
@@ -204,5 +231,23 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 2000 - keys.iter().step_by(3).count());
+    }
+
+    #[test]
+    fn tombstones_are_compacted_away() {
+        let t0 = Instant::now();
+        let mut h = TimerHeap::default();
+        // A server's pattern: arm a far timeout, cancel it soon after.
+        for i in 0..100_000u64 {
+            let k = h.insert(t0 + Duration::from_secs(30) + Duration::from_nanos(i), i);
+            assert_eq!(h.remove(k), Some(i));
+        }
+        assert_eq!(h.len(), 0);
+        assert!(h.heap.len() <= 130, "tombstones left: {}", h.heap.len());
+        assert_eq!(h.next_deadline(), None);
+        let k = h.insert(t0, 7);
+        assert_eq!(h.next_deadline(), Some(t0));
+        assert_eq!(h.pop_expired(t0), Some(7));
+        assert_eq!(h.remove(k), None);
     }
 }
