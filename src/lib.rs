@@ -58,8 +58,8 @@ pub use runtime::{
     OpOutput, Report, ReportKind, Runtime, get_running_loop, run,
 };
 pub use task::{
-    CallbackId, Context, ContextVar, Frame, Join, Promise, ReadPromise, ReadTask, Task,
-    TaskBuilder, TaskRef, Token, all_tasks, create_task, current_task,
+    CallbackId, Context, ContextVar, Frame, Join, Promise, Read, Task, TaskBuilder, TaskRef, Token,
+    all_tasks, create_task, current_task,
 };
 pub use threads::{
     ConcurrentFuture, Core, DEFAULT_KEEP_ALIVE, DEFAULT_SHUTDOWN_TIMEOUT, MultiRuntime, PoolStats,

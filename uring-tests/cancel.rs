@@ -2,9 +2,12 @@
 //!
 //! SPEC §2, rule by rule, with kernel operations really in flight.
 
+mod common;
+use common::*;
+
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -14,26 +17,6 @@ use futures_util::FutureExt;
 use ringio::{Error, Promise, Result, Runtime};
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn block_on<F: Future + 'static>(fut: F) -> F::Output {
-    Runtime::new()
-        .expect("ring setup")
-        .run(fut)
-        .expect("main task")
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into `fds`.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
 
 /// A plain blocking write(2), outside the ring.
 fn write_now(fd: &OwnedFd, data: &[u8]) {

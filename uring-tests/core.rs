@@ -4,9 +4,11 @@
 //! variables, the loop's callbacks and timers, a submission queue filled
 //! beyond its size, `run`'s finish, debug-mode reports, and bad input.
 
+mod common;
+use common::*;
+
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -15,18 +17,6 @@ use ringio::{
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Runs `fut` on a fresh runtime and returns its output.
-fn block_on<F: Future + 'static>(fut: F) -> F::Output {
-    Runtime::new()
-        .expect("ring setup")
-        .run(fut)
-        .expect("main task")
-}
 
 /// A runtime whose reports (exception handler's default: the logger) are
 /// collected into the returned vector.
@@ -39,15 +29,6 @@ fn capturing_runtime(debug: bool) -> (Runtime, Rc<RefCell<Vec<Report>>>) {
         .build()
         .expect("ring setup");
     (rt, reports)
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into `fds`.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
 type Lines = Rc<RefCell<Vec<String>>>;

@@ -3,24 +3,17 @@
 //! Every test takes `SERIAL`: the fd-leak checks count `/proc/self/fd`,
 //! which all threads of the test process share.
 
-use std::future::Future;
+mod common;
+use common::*;
+
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::pin::pin;
-use std::sync::{Mutex, MutexGuard};
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use futures_util::io::AsyncReadExt;
 use ringio::Error;
 use ringio::fs::{self, File, OpenOptions};
 use ringio::io::{AlignedBuf, Compat, IoBuf};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A fresh directory under the temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -41,45 +34,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn stats() -> ringio::DriverStats {
-    ringio::get_running_loop().unwrap().stats().driver
-}
-
-async fn poll_once_and_drop<F: Future>(fut: F) {
-    let mut fut = pin!(fut);
-    std::future::poll_fn(|cx| {
-        let _ = fut.as_mut().poll(cx);
-        Poll::Ready(())
-    })
-    .await;
-}
-
-async fn settle() {
-    for _ in 0..500 {
-        if stats().ops_in_flight == 0 {
-            return;
-        }
-        ringio::sleep(Duration::from_millis(1)).await.unwrap();
-    }
-    panic!("ops still in flight: {:?}", stats());
 }
 
 /// A pipe: (read end, write end), as std files.

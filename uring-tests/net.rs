@@ -3,67 +3,18 @@
 //! Every test takes `SERIAL`: the fd-leak checks count `/proc/self/fd`,
 //! which all threads of the test process share.
 
-use std::future::Future;
+mod common;
+use common::*;
+
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
-use std::pin::pin;
 use std::rc::Rc;
-use std::sync::{Mutex, MutexGuard};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use ringio::Error;
 use ringio::io::{Compat, IoBuf};
 use ringio::net::{ListenOptions, TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Deterministic pseudo-random bytes (xorshift), different per seed.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn stats() -> ringio::DriverStats {
-    ringio::get_running_loop().unwrap().stats().driver
-}
-
-/// Polls `fut` once, then drops it (mid-flight if it submitted an op).
-async fn poll_once_and_drop<F: Future>(fut: F) {
-    let mut fut = pin!(fut);
-    std::future::poll_fn(|cx| {
-        let _ = fut.as_mut().poll(cx);
-        Poll::Ready(())
-    })
-    .await;
-}
-
-/// Turns the loop until no op is in flight (bounded).
-async fn settle() {
-    for _ in 0..500 {
-        if stats().ops_in_flight == 0 {
-            return;
-        }
-        ringio::sleep(Duration::from_millis(1)).await.unwrap();
-    }
-    panic!("ops still in flight: {:?}", stats());
-}
 
 async fn echo_conn(stream: TcpStream) -> ringio::Result<u64> {
     let mut buf = Vec::with_capacity(16 * 1024);

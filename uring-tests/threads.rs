@@ -4,6 +4,9 @@
 //! threads, cross-loop work, thread-per-core runtimes, and shutdown while
 //! thread work is pending.
 
+mod common;
+use common::*;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,10 +18,6 @@ use ringio::{
     ConcurrentFuture, ContextVar, Error, LoopHandle, ReportKind, Runtime, ThreadPool,
     run_coroutine_threadsafe, to_thread,
 };
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// A loop on its own thread that runs until `stop` is dropped or sent.
 struct BackgroundLoop {
@@ -788,10 +787,6 @@ fn cross_thread_wake_latency() {
 }
 
 // ---- nothing leaks --------------------------------------------------------
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
 
 fn os_threads() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -420,13 +420,19 @@ impl<T: 'static> IntoFuture for Task<T> {
     }
 }
 
-/// What `(&task).await` awaits: the task's value read (cloned), not moved
-/// out, so that other handles can still read it.
+/// What awaiting a borrowed task or promise awaits (`(&task).await`): its
+/// value read (cloned), not moved out, so that other handles can still
+/// read it.
 #[derive(Clone)]
-pub struct ReadTask<T>(Task<T>);
+pub struct Read<A>(pub(crate) A);
 
-impl<T: Clone + 'static> Awaited for ReadTask<T> {
-    type Output = Result<T>;
+/// A task or promise whose value can be read without moving it out.
+pub(crate) trait ReadValue: Awaited {
+    fn read_value(&self) -> Self::Output;
+}
+
+impl<A: ReadValue> Awaited for Read<A> {
+    type Output = A::Output;
     fn awaited_id(&self) -> Option<u64> {
         self.0.awaited_id()
     }
@@ -434,13 +440,19 @@ impl<T: Clone + 'static> Awaited for ReadTask<T> {
         self.0.is_done()
     }
     fn cancel_with(&self, msg: Option<String>) -> bool {
-        Awaited::cancel_with(&self.0, msg)
+        self.0.cancel_with(msg)
     }
     fn add_waiter(&self, waker: &std::task::Waker) {
-        Awaited::add_waiter(&self.0, waker)
+        self.0.add_waiter(waker)
     }
-    fn take(&self) -> Result<T> {
-        self.0.result()
+    fn take(&self) -> A::Output {
+        self.0.read_value()
+    }
+}
+
+impl<T: Clone + 'static> ReadValue for Task<T> {
+    fn read_value(&self) -> Result<T> {
+        self.result()
     }
 }
 
@@ -457,11 +469,11 @@ impl<T: Clone + 'static> Awaited for ReadTask<T> {
 /// ```
 impl<T: Clone + 'static> IntoFuture for &Task<T> {
     type Output = Result<T>;
-    type IntoFuture = Join<ReadTask<T>>;
+    type IntoFuture = Join<Read<Task<T>>>;
 
     #[track_caller]
-    fn into_future(self) -> Join<ReadTask<T>> {
-        Join::new(ReadTask(self.clone()), Location::caller())
+    fn into_future(self) -> Join<Read<Task<T>>> {
+        Join::new(Read(self.clone()), Location::caller())
     }
 }
 

@@ -14,7 +14,7 @@ pub use builder::{TaskBuilder, create_task};
 pub use context_var::{Context, ContextVar, Token};
 #[allow(unused_imports)]
 pub(crate) use handle::Awaited;
-pub use handle::{Join, ReadTask, Task, TaskRef, all_tasks, current_task};
-pub use promise::{Promise, ReadPromise};
+pub use handle::{Join, Read, Task, TaskRef, all_tasks, current_task};
+pub use promise::Promise;
 pub use raw::CallbackId;
 pub use stack::Frame;

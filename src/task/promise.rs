@@ -7,7 +7,7 @@ use std::panic::Location;
 use std::rc::{Rc, Weak};
 
 use super::context_var::Context;
-use super::handle::{Awaited, Join};
+use super::handle::{Awaited, Join, Read, ReadValue};
 use super::outcome::{Outcome, State};
 use super::raw::CallbackId;
 use crate::error::{Error, Result};
@@ -225,26 +225,9 @@ impl<T: 'static> IntoFuture for Promise<T> {
     }
 }
 
-/// What `(&promise).await` awaits: the value read (cloned), not moved out.
-#[derive(Clone)]
-pub struct ReadPromise<T>(Promise<T>);
-
-impl<T: Clone + 'static> Awaited for ReadPromise<T> {
-    type Output = Result<T>;
-    fn awaited_id(&self) -> Option<u64> {
-        None
-    }
-    fn is_done(&self) -> bool {
-        self.0.done()
-    }
-    fn cancel_with(&self, msg: Option<String>) -> bool {
-        Awaited::cancel_with(&self.0, msg)
-    }
-    fn add_waiter(&self, waker: &std::task::Waker) {
-        Awaited::add_waiter(&self.0, waker)
-    }
-    fn take(&self) -> Result<T> {
-        self.0.result()
+impl<T: Clone + 'static> ReadValue for Promise<T> {
+    fn read_value(&self) -> Result<T> {
+        self.result()
     }
 }
 
@@ -252,11 +235,11 @@ impl<T: Clone + 'static> Awaited for ReadPromise<T> {
 /// `T: Clone`), so every awaiter gets it.
 impl<T: Clone + 'static> IntoFuture for &Promise<T> {
     type Output = Result<T>;
-    type IntoFuture = Join<ReadPromise<T>>;
+    type IntoFuture = Join<Read<Promise<T>>>;
 
     #[track_caller]
-    fn into_future(self) -> Join<ReadPromise<T>> {
-        Join::new(ReadPromise(self.clone()), Location::caller())
+    fn into_future(self) -> Join<Read<Promise<T>>> {
+        Join::new(Read(self.clone()), Location::caller())
     }
 }
 

@@ -1,0 +1,87 @@
+//! Helpers shared by the integration tests (each test file is its own
+//! crate and uses a subset, hence the `dead_code` allowance).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::pin::pin;
+use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::Duration;
+
+use ringio::Runtime;
+
+/// `n` milliseconds.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Runs `fut` on a fresh runtime and returns its output.
+pub fn block_on<F: Future + 'static>(fut: F) -> F::Output {
+    Runtime::new()
+        .expect("ring setup")
+        .run(fut)
+        .expect("main task")
+}
+
+/// A pipe: (read end, write end).
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serializes the tests of one file that count this process's open fds
+/// (`/proc/self/fd` is shared by every test thread).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per seed.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// How many descriptors this process has open.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The running loop's driver counters.
+pub fn stats() -> ringio::DriverStats {
+    ringio::get_running_loop().unwrap().stats().driver
+}
+
+/// Polls `fut` once, then drops it (mid-flight if it submitted an op).
+pub async fn poll_once_and_drop<F: Future>(fut: F) {
+    let mut fut = pin!(fut);
+    std::future::poll_fn(|cx| {
+        let _ = fut.as_mut().poll(cx);
+        Poll::Ready(())
+    })
+    .await;
+}
+
+/// Turns the loop until no op is in flight (bounded).
+pub async fn settle() {
+    for _ in 0..500 {
+        if stats().ops_in_flight == 0 {
+            return;
+        }
+        ringio::sleep(Duration::from_millis(1)).await.unwrap();
+    }
+    panic!("ops still in flight: {:?}", stats());
+}
