@@ -52,6 +52,35 @@ fn concurrent() {
     .unwrap();
 }
 
+async fn nested() -> Result<i32> {
+    Ok(42)
+}
+
+/// Awaitables: a coroutine, a task, a future.
+fn awaitables() {
+    ringio::run(async {
+        // Nothing happens if we just call "nested()": a future is created
+        // but not awaited, so it won't run at all.
+        let _not_awaited = nested();
+        // Let's do it differently now and await it:
+        say!("{}", nested().await?); // will print "42".
+
+        // Schedule nested() to run soon concurrently with "main()"; the
+        // task can be cancelled, or awaited until it is complete.
+        let task = ringio::create_task(nested());
+        say!("task gave {}", task.await?);
+
+        // A low-level future: run_in_executor returns one. It can be
+        // awaited, or given to gather with a coroutine.
+        let lp = ringio::get_running_loop()?;
+        say!("future gave {}", lp.run_in_executor(None, || 6 * 7).await?);
+        let both = ringio::gather!(lp.run_in_executor(None, || 1), nested()).await?;
+        say!("gather of a future and a coroutine: {both:?}");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
+
 /// A low-level promise, awaited.
 fn promise() {
     ringio::run(async {
@@ -165,6 +194,7 @@ pub fn run() {
     hello_world();
     sequential();
     concurrent();
+    awaitables();
     promise();
     display_date();
     cancel();
