@@ -236,30 +236,29 @@ impl LoopInner {
 
         // 2. Enter the kernel once: submit, wait, reap. Skipped when work is
         // ready and the kernel has nothing of ours to report or take.
-        let mut wake = std::mem::take(&mut *self.wake_buf.borrow_mut());
-        // Data of dropped ops the kernel finished with, dropped once the
-        // driver is no longer borrowed (its `Drop` may use the loop).
-        let mut dead = Vec::new();
-        {
-            let mut driver = self.driver.borrow_mut();
-            let must_enter =
-                !has_ready || driver.has_ops_in_flight() || driver.has_pending_submissions();
-            if must_enter {
-                if !has_ready {
-                    driver.arm_eventfd();
-                }
-                let reaped = driver.park(timeout, &mut wake);
-                if reaped.remote_wakeup {
-                    self.shared.rearm();
-                }
-                dead = reaped.dead;
+        let mut driver = self.driver.borrow_mut();
+        let must_enter =
+            !has_ready || driver.has_ops_in_flight() || driver.has_pending_submissions();
+        if must_enter {
+            let mut wake = std::mem::take(&mut *self.wake_buf.borrow_mut());
+            if !has_ready {
+                driver.arm_eventfd();
             }
+            let reaped = driver.park(timeout, &mut wake);
+            drop(driver);
+            if reaped.remote_wakeup {
+                self.shared.rearm();
+            }
+            // Data of dropped ops the kernel finished with, dropped now that
+            // the driver is no longer borrowed (its `Drop` may use the loop).
+            drop(reaped.dead);
+            for w in wake.drain(..) {
+                w.wake();
+            }
+            *self.wake_buf.borrow_mut() = wake;
+        } else {
+            drop(driver);
         }
-        drop(dead);
-        for w in wake.drain(..) {
-            w.wake();
-        }
-        *self.wake_buf.borrow_mut() = wake;
 
         // 3. Work from other threads.
         if self.shared.has_pending() {

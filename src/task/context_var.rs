@@ -35,7 +35,7 @@ type Value = Arc<dyn Any + Send + Sync>;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    static CURRENT: RefCell<Context> = RefCell::new(Context::default());
+    static CURRENT: RefCell<Context> = const { RefCell::new(Context { id: 0, values: None }) };
 }
 
 /// A set of context-variable values (asyncio's `contextvars.Context`).
