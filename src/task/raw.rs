@@ -36,12 +36,21 @@ pub struct CallbackId(pub(crate) u64);
 
 type DoneCallback = Box<dyn FnOnce(&crate::TaskRef)>;
 
+/// The rarely used part of a task.
+#[derive(Default)]
+struct ColdFields {
+    name: Option<String>,
+    /// The message of the pending cancellation.
+    cancel_msg: Option<String>,
+    callbacks: Vec<(CallbackId, DoneCallback)>,
+    next_callback: u64,
+}
+
 /// The part of a task every handle can see, whatever its result type.
 pub(crate) struct TaskCore {
     pub(crate) id: u64,
     /// Slot in the loop's task table while the task is live.
     key: Cell<usize>,
-    name: RefCell<Option<String>>,
     coro: &'static str,
     lp: Weak<LoopInner>,
     waker: Waker,
@@ -52,7 +61,9 @@ pub(crate) struct TaskCore {
     /// without running any of it, as asyncio's does).
     started: Cell<bool>,
     /// A cancellation waiting for the task's next await point: the message.
-    must_cancel: RefCell<Option<Option<String>>>,
+    /// A cancellation is waiting for the task's next await point (its
+    /// message, if any, is in the cold fields).
+    must_cancel: Cell<bool>,
     num_cancels_requested: Cell<u32>,
     /// Set by a ringio await point that parks during the current poll.
     parked_in_ringio: Cell<bool>,
@@ -60,8 +71,10 @@ pub(crate) struct TaskCore {
     location: Cell<Option<&'static Location<'static>>>,
     /// The task's context-variable values, swapped in while it is polled.
     pub(crate) context: RefCell<Context>,
-    callbacks: RefCell<Vec<(CallbackId, DoneCallback)>>,
-    next_callback: Cell<u64>,
+    /// What most tasks never use (a name, done callbacks), boxed on first
+    /// use: it keeps the task small, and a small task is most of what a
+    /// spawn costs when thousands are alive.
+    cold: RefCell<Option<Box<ColdFields>>>,
     /// State and error, mirrored here for type-erased access.
     state: Cell<State>,
     error: RefCell<Option<Error>>,
@@ -109,14 +122,19 @@ impl TaskCore {
     }
 
     pub(crate) fn name(&self) -> String {
-        self.name
-            .borrow()
-            .clone()
-            .unwrap_or_else(|| format!("Task-{}", self.id))
+        match self.cold.borrow().as_ref().and_then(|c| c.name.clone()) {
+            Some(n) => n,
+            None => format!("Task-{}", self.id),
+        }
     }
 
     pub(crate) fn set_name(&self, name: String) {
-        *self.name.borrow_mut() = Some(name);
+        self.cold_mut(|c| c.name = Some(name));
+    }
+
+    /// Runs `f` on the cold fields, boxing them first if needed.
+    fn cold_mut<R>(&self, f: impl FnOnce(&mut ColdFields) -> R) -> R {
+        f(self.cold.borrow_mut().get_or_insert_with(Default::default))
     }
 
     pub(crate) fn coro(&self) -> &'static str {
@@ -162,7 +180,7 @@ impl TaskCore {
         }
         self.num_cancels_requested
             .set(self.num_cancels_requested.get() + 1);
-        *self.must_cancel.borrow_mut() = Some(msg);
+        self.set_cancel(msg);
         self.waker.wake_by_ref();
         true
     }
@@ -178,15 +196,40 @@ impl TaskCore {
     }
 
     pub(crate) fn cancel_pending(&self) -> bool {
-        self.must_cancel.borrow().is_some()
+        self.must_cancel.get()
     }
 
     pub(crate) fn peek_cancel(&self) -> Option<Option<String>> {
-        self.must_cancel.borrow().clone()
+        if !self.must_cancel.get() {
+            return None;
+        }
+        Some(
+            self.cold
+                .borrow()
+                .as_ref()
+                .and_then(|c| c.cancel_msg.clone()),
+        )
+    }
+
+    /// Marks a cancellation pending, with its message (a later cancel's
+    /// message replaces an earlier one, as in asyncio).
+    fn set_cancel(&self, msg: Option<String>) {
+        self.must_cancel.set(true);
+        if msg.is_some() || self.cold.borrow().is_some() {
+            self.cold_mut(|c| c.cancel_msg = msg);
+        }
     }
 
     pub(crate) fn take_cancel(&self) -> Option<Option<String>> {
-        self.must_cancel.borrow_mut().take()
+        if !self.must_cancel.replace(false) {
+            return None;
+        }
+        Some(
+            self.cold
+                .borrow_mut()
+                .as_mut()
+                .and_then(|c| c.cancel_msg.take()),
+        )
     }
 
     pub(crate) fn note_await_point(&self, location: &'static Location<'static>) {
@@ -196,8 +239,10 @@ impl TaskCore {
 
     /// Adds a done callback; `me` is the handle the callback receives.
     pub(crate) fn add_done_callback(&self, me: crate::TaskRef, f: DoneCallback) -> CallbackId {
-        let id = CallbackId(self.next_callback.get());
-        self.next_callback.set(id.0 + 1);
+        let id = self.cold_mut(|c| {
+            c.next_callback += 1;
+            CallbackId(c.next_callback)
+        });
         if self.is_done() {
             // Done already: schedule it right away (asyncio does the same).
             if let Some(lp) = self.lp.upgrade() {
@@ -205,12 +250,15 @@ impl TaskCore {
             }
             return id;
         }
-        self.callbacks.borrow_mut().push((id, f));
+        self.cold_mut(|c| c.callbacks.push((id, f)));
         id
     }
 
     pub(crate) fn remove_done_callback(&self, id: CallbackId) -> usize {
-        let mut cbs = self.callbacks.borrow_mut();
+        let mut cold = self.cold.borrow_mut();
+        let Some(cbs) = cold.as_mut().map(|c| &mut c.callbacks) else {
+            return 0;
+        };
         let before = cbs.len();
         cbs.retain(|(i, _)| *i != id);
         before - cbs.len()
@@ -280,19 +328,22 @@ impl<T: 'static> TaskCell<T> {
             core: TaskCore {
                 id,
                 key: Cell::new(key),
-                name: RefCell::new(name),
                 coro,
                 lp: Rc::downgrade(lp),
                 waker,
                 waker_state: Some(waker_state),
                 started: Cell::new(false),
-                must_cancel: RefCell::new(None),
+                must_cancel: Cell::new(false),
                 num_cancels_requested: Cell::new(0),
                 parked_in_ringio: Cell::new(false),
                 location: Cell::new(None),
                 context: RefCell::new(context),
-                callbacks: RefCell::new(Vec::new()),
-                next_callback: Cell::new(0),
+                cold: RefCell::new(name.map(|name| {
+                    Box::new(ColdFields {
+                        name: Some(name),
+                        ..ColdFields::default()
+                    })
+                })),
                 state: Cell::new(State::Pending),
                 error: RefCell::new(None),
                 retrieved: Cell::new(false),
@@ -321,11 +372,16 @@ impl<T: 'static> TaskCell<T> {
                 *core.error.borrow_mut() = Some(e.clone());
             }
         }
-        core.must_cancel.borrow_mut().take();
+        core.take_cancel();
         // Done callbacks are queued before the awaiters are woken, so they
         // run first, as in asyncio (where an awaiter's wakeup is itself a
         // done callback, added when it starts awaiting).
-        let callbacks = std::mem::take(&mut *core.callbacks.borrow_mut());
+        let callbacks = core
+            .cold
+            .borrow_mut()
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.callbacks))
+            .unwrap_or_default();
         if !callbacks.is_empty() {
             let me = crate::TaskRef::from_rc(self.clone() as Rc<dyn TaskObj>);
             let ctx = core.context.borrow().clone();
@@ -353,10 +409,9 @@ impl<T: 'static> TaskObj for TaskCell<T> {
         }
         if !core.started.replace(true) {
             // Cancelled before it ever ran: none of it runs (asyncio).
-            // (Taken in its own statement: an `if let` scrutinee's
-            // `RefMut` would live through the body, and `finish` borrows
-            // `must_cancel` again.)
-            let pending = core.must_cancel.borrow_mut().take();
+            // (Taken in its own statement, before `finish`, which takes
+            // the pending cancel again.)
+            let pending = core.take_cancel();
             if let Some(msg) = pending {
                 self.future.borrow_mut().take();
                 self.finish(lp, Err(Error::Cancelled { msg }));
@@ -391,7 +446,7 @@ impl<T: 'static> TaskObj for TaskCell<T> {
                 if core.parked_in_ringio.get() {
                     return;
                 }
-                let Some(msg) = core.must_cancel.borrow_mut().take() else {
+                let Some(msg) = core.take_cancel() else {
                     return;
                 };
                 let fut = self.future.borrow_mut().take();
