@@ -424,7 +424,7 @@ impl LoopInner {
             }
             for t in &left {
                 let core = t.core();
-                if let Some(e) = core.failed_error() {
+                if let Some(e) = t.failed_error() {
                     core.mark_retrieved();
                     self.report(
                         Report::new(

@@ -106,9 +106,11 @@ macro_rules! task_methods {
                 State::Done => Ok(None),
                 State::Failed => {
                     core.mark_retrieved();
-                    Ok(core.error())
+                    Ok(self.task_error())
                 }
-                State::Cancelled => Err(core.error().unwrap_or(Error::Cancelled { msg: None })),
+                State::Cancelled => {
+                    Err(self.task_error().unwrap_or(Error::Cancelled { msg: None }))
+                }
             }
         }
 
@@ -146,7 +148,7 @@ macro_rules! task_methods {
         #[track_caller]
         pub fn get_stack(&self, limit: Option<usize>) -> Vec<Frame> {
             let here = Location::caller();
-            stack_of(self.core(), limit, here)
+            stack_of(self.core(), self.task_error(), limit, here)
         }
 
         /// Prints the stack (asyncio's `print_stack()`) to `out`.
@@ -155,17 +157,21 @@ macro_rules! task_methods {
             let frames = self.get_stack(limit);
             let core = self.core();
             if frames.is_empty() {
-                writeln!(out, "No stack for {}", core.repr())?;
+                writeln!(out, "No stack for {}", self.task_repr())?;
                 return Ok(());
             }
             if core.state() == State::Failed {
                 writeln!(
                     out,
                     "Traceback for {} (most recent call last):",
-                    core.repr()
+                    self.task_repr()
                 )?;
             } else {
-                writeln!(out, "Stack for {} (most recent call last):", core.repr())?;
+                writeln!(
+                    out,
+                    "Stack for {} (most recent call last):",
+                    self.task_repr()
+                )?;
             }
             for f in frames {
                 writeln!(out, "{f}")?;
@@ -175,7 +181,12 @@ macro_rules! task_methods {
     };
 }
 
-fn stack_of(core: &TaskCore, limit: Option<usize>, here: &'static Location<'static>) -> Vec<Frame> {
+fn stack_of(
+    core: &TaskCore,
+    error: Option<Error>,
+    limit: Option<usize>,
+    here: &'static Location<'static>,
+) -> Vec<Frame> {
     let limit = limit.unwrap_or(usize::MAX);
     let mut frames = Vec::new();
     match core.state() {
@@ -187,7 +198,7 @@ fn stack_of(core: &TaskCore, limit: Option<usize>, here: &'static Location<'stat
             }
         }
         State::Failed => {
-            if let Some(e) = core.error() {
+            if let Some(e) = error {
                 frames.push(Frame::Error(e.to_string()));
                 let mut src = std::error::Error::source(&e);
                 while let Some(s) = src {
@@ -205,6 +216,14 @@ fn stack_of(core: &TaskCore, limit: Option<usize>, here: &'static Location<'stat
 impl<T: 'static> Task<T> {
     fn core(&self) -> &TaskCore {
         &self.cell.core
+    }
+
+    fn task_error(&self) -> Option<Error> {
+        self.cell.outcome.error()
+    }
+
+    fn task_repr(&self) -> String {
+        self.cell.repr()
     }
 
     task_methods!();
@@ -246,6 +265,14 @@ impl TaskRef {
         self.obj.core()
     }
 
+    fn task_error(&self) -> Option<Error> {
+        self.obj.error()
+    }
+
+    fn task_repr(&self) -> String {
+        self.obj.repr()
+    }
+
     task_methods!();
 
     /// Runs `f(&task)` soon after the task ends (scheduled, never inline).
@@ -276,13 +303,13 @@ impl std::hash::Hash for TaskRef {
 
 impl<T> fmt::Debug for Task<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.cell.core.repr())
+        f.write_str(&self.cell.core.repr_with(self.cell.outcome.error()))
     }
 }
 
 impl<T> fmt::Display for Task<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.cell.core.repr())
+        f.write_str(&self.cell.core.repr_with(self.cell.outcome.error()))
     }
 }
 
@@ -403,7 +430,7 @@ impl Awaited for TaskRef {
     }
     fn take(&self) -> Result<()> {
         self.obj.mark_retrieved();
-        match self.obj.core().error() {
+        match self.obj.error() {
             Some(e) => Err(e),
             None => Ok(()),
         }

@@ -20,30 +20,37 @@ pub(crate) enum State {
     Cancelled,
 }
 
+/// What a settled outcome holds. `Empty` while pending, and after an
+/// await moved the value out (the state says which).
+enum Slot<T> {
+    Empty,
+    Value(T),
+    Error(Error),
+}
+
+/// Who to wake when it settles. Most tasks have exactly one awaiter, so one
+/// waker needs no allocation.
+enum Waiters {
+    None,
+    One(Waker),
+    Many(Vec<Waker>),
+}
+
 pub(crate) struct Outcome<T> {
     state: Cell<State>,
-    value: RefCell<Option<T>>,
-    /// Set when the value was moved out by an await.
-    value_taken: Cell<bool>,
-    error: RefCell<Option<Error>>,
-    /// Who to wake when it settles. Most tasks have exactly one awaiter,
-    /// so the first waker has a slot of its own (no allocation).
-    first_waiter: RefCell<Option<Waker>>,
-    more_waiters: RefCell<Vec<Waker>>,
     /// Someone read the exception (for "exception was never retrieved").
     retrieved: Cell<bool>,
+    slot: RefCell<Slot<T>>,
+    waiters: RefCell<Waiters>,
 }
 
 impl<T> Default for Outcome<T> {
     fn default() -> Self {
         Outcome {
             state: Cell::new(State::Pending),
-            value: RefCell::new(None),
-            value_taken: Cell::new(false),
-            error: RefCell::new(None),
-            first_waiter: RefCell::new(None),
-            more_waiters: RefCell::new(Vec::new()),
             retrieved: Cell::new(false),
+            slot: RefCell::new(Slot::Empty),
+            waiters: RefCell::new(Waiters::None),
         }
     }
 }
@@ -62,42 +69,37 @@ impl<T> Outcome<T> {
         if self.is_done() {
             return false;
         }
-        match result {
-            Ok(v) => {
-                *self.value.borrow_mut() = Some(v);
-                self.state.set(State::Done);
-            }
-            Err(e) => {
-                let state = if e.is_cancelled() {
-                    State::Cancelled
-                } else {
-                    State::Failed
-                };
-                *self.error.borrow_mut() = Some(e);
-                self.state.set(state);
-            }
-        }
-        let first = self.first_waiter.borrow_mut().take();
-        if let Some(w) = first {
-            w.wake();
-        }
-        let more = std::mem::take(&mut *self.more_waiters.borrow_mut());
-        for w in more {
-            w.wake();
+        let (state, slot) = match result {
+            Ok(v) => (State::Done, Slot::Value(v)),
+            Err(e) if e.is_cancelled() => (State::Cancelled, Slot::Error(e)),
+            Err(e) => (State::Failed, Slot::Error(e)),
+        };
+        *self.slot.borrow_mut() = slot;
+        self.state.set(state);
+        let waiters = std::mem::replace(&mut *self.waiters.borrow_mut(), Waiters::None);
+        match waiters {
+            Waiters::None => {}
+            Waiters::One(w) => w.wake(),
+            Waiters::Many(ws) => ws.into_iter().for_each(Waker::wake),
         }
         true
     }
 
     /// Registers `waker` to be woken when the outcome settles.
     pub(crate) fn add_waiter(&self, waker: &Waker) {
-        let mut first = self.first_waiter.borrow_mut();
-        match &*first {
-            None => *first = Some(waker.clone()),
-            Some(w) if w.will_wake(waker) => {}
-            Some(_) => {
-                let mut more = self.more_waiters.borrow_mut();
-                if !more.iter().any(|w| w.will_wake(waker)) {
-                    more.push(waker.clone());
+        let mut waiters = self.waiters.borrow_mut();
+        match &mut *waiters {
+            Waiters::None => *waiters = Waiters::One(waker.clone()),
+            Waiters::One(w) if w.will_wake(waker) => {}
+            Waiters::One(_) => {
+                let Waiters::One(first) = std::mem::replace(&mut *waiters, Waiters::None) else {
+                    return;
+                };
+                *waiters = Waiters::Many(vec![first, waker.clone()]);
+            }
+            Waiters::Many(ws) => {
+                if !ws.iter().any(|w| w.will_wake(waker)) {
+                    ws.push(waker.clone());
                 }
             }
         }
@@ -105,7 +107,10 @@ impl<T> Outcome<T> {
 
     /// The error of a failed or cancelled outcome.
     pub(crate) fn error(&self) -> Option<Error> {
-        self.error.borrow().clone()
+        match &*self.slot.borrow() {
+            Slot::Error(e) => Some(e.clone()),
+            _ => None,
+        }
     }
 
     pub(crate) fn mark_retrieved(&self) {
@@ -137,12 +142,9 @@ impl<T> Outcome<T> {
         self.retrieved.set(true);
         match self.state.get() {
             State::Pending => Err(Error::InvalidState("Result is not set.".into())),
-            State::Done => match self.value.borrow_mut().take() {
-                Some(v) => {
-                    self.value_taken.set(true);
-                    Ok(v)
-                }
-                None => Err(taken()),
+            State::Done => match std::mem::replace(&mut *self.slot.borrow_mut(), Slot::Empty) {
+                Slot::Value(v) => Ok(v),
+                _ => Err(taken()),
             },
             State::Failed | State::Cancelled => {
                 Err(self.error().unwrap_or(Error::Cancelled { msg: None }))
@@ -158,7 +160,10 @@ impl<T: Clone> Outcome<T> {
         self.retrieved.set(true);
         match self.state.get() {
             State::Pending => Err(Error::InvalidState("Result is not set.".into())),
-            State::Done => self.value.borrow().clone().ok_or_else(taken),
+            State::Done => match &*self.slot.borrow() {
+                Slot::Value(v) => Ok(v.clone()),
+                _ => Err(taken()),
+            },
             State::Failed | State::Cancelled => {
                 Err(self.error().unwrap_or(Error::Cancelled { msg: None }))
             }

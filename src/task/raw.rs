@@ -77,7 +77,6 @@ pub(crate) struct TaskCore {
     cold: RefCell<Option<Box<ColdFields>>>,
     /// State and error, mirrored here for type-erased access.
     state: Cell<State>,
-    error: RefCell<Option<Error>>,
     retrieved: Cell<bool>,
 }
 
@@ -98,7 +97,15 @@ pub(crate) trait TaskObj {
     fn run(self: Rc<Self>, lp: &Rc<LoopInner>);
     /// Its `<Task ...>` description.
     fn repr(&self) -> String {
-        self.core().repr()
+        self.core().repr_with(self.error())
+    }
+    /// The error of a failed or cancelled task.
+    fn error(&self) -> Option<Error>;
+    /// The exception of a task that failed (not cancelled).
+    fn failed_error(&self) -> Option<Error> {
+        (self.core().state() == State::Failed)
+            .then(|| self.error())
+            .flatten()
     }
     /// Registers `waker` for the task's end.
     fn add_waiter(&self, waker: &Waker);
@@ -151,17 +158,6 @@ impl TaskCore {
 
     pub(crate) fn location(&self) -> Option<&'static Location<'static>> {
         self.location.get()
-    }
-
-    pub(crate) fn error(&self) -> Option<Error> {
-        self.error.borrow().clone()
-    }
-
-    /// The exception of a task that failed (not cancelled).
-    pub(crate) fn failed_error(&self) -> Option<Error> {
-        (self.state.get() == State::Failed)
-            .then(|| self.error())
-            .flatten()
     }
 
     pub(crate) fn mark_retrieved(&self) {
@@ -264,7 +260,9 @@ impl TaskCore {
         before - cbs.len()
     }
 
-    pub(crate) fn repr(&self) -> String {
+    /// The `<Task ...>` description, given the task's error (kept in the
+    /// typed outcome, not here).
+    pub(crate) fn repr_with(&self, error: Option<Error>) -> String {
         let state = match self.state.get() {
             State::Pending => "pending",
             State::Done | State::Failed => "finished",
@@ -275,7 +273,7 @@ impl TaskCore {
             s.push_str(&format!(" at {}:{}", loc.file(), loc.line()));
         }
         if self.state.get() == State::Failed {
-            if let Some(e) = self.error() {
+            if let Some(e) = error {
                 s.push_str(&format!(" exception={e}"));
             }
         }
@@ -345,7 +343,6 @@ impl<T: 'static> TaskCell<T> {
                     })
                 })),
                 state: Cell::new(State::Pending),
-                error: RefCell::new(None),
                 retrieved: Cell::new(false),
             },
             future: RefCell::new(Some(future)),
@@ -369,7 +366,6 @@ impl<T: 'static> TaskCell<T> {
                 } else {
                     State::Failed
                 });
-                *core.error.borrow_mut() = Some(e.clone());
             }
         }
         core.take_cancel();
@@ -436,7 +432,7 @@ impl<T: 'static> TaskObj for TaskCell<T> {
             poll
         };
         if let Some(start) = start {
-            lp.check_slow(start, || core.repr());
+            lp.check_slow(start, || self.repr());
         }
         match poll {
             Ok(Poll::Pending) => {
@@ -475,12 +471,15 @@ impl<T: 'static> TaskObj for TaskCell<T> {
         self.outcome.mark_retrieved();
     }
 
+    fn error(&self) -> Option<Error> {
+        self.outcome.error()
+    }
+
     fn abandon(&self, lp: &Rc<LoopInner>) {
         let fut = self.future.borrow_mut().take();
         drop(fut);
         let core = &self.core;
         core.state.set(State::Cancelled);
-        *core.error.borrow_mut() = Some(Error::Cancelled { msg: None });
         self.outcome.settle(Err(Error::Cancelled { msg: None }));
         lp.tasks.borrow_mut().try_remove(core.key.get());
     }
@@ -508,16 +507,16 @@ impl<T> Drop for TaskCell<T> {
                     ReportKind::TaskDestroyedPending,
                     "Task was destroyed but it is pending!",
                 )
-                .task(core.repr()),
+                .task(core.repr_with(None)),
             ),
             State::Failed if !core.retrieved.get() && !self.outcome.retrieved() => {
-                core.error().map(|e| {
+                self.outcome.error().map(|e| {
                     Report::new(
                         ReportKind::ExceptionNeverRetrieved,
                         "Task exception was never retrieved",
                     )
-                    .error(e)
-                    .task(core.repr())
+                    .error(e.clone())
+                    .task(core.repr_with(Some(e)))
                 })
             }
             _ => None,
