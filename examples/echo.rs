@@ -4,10 +4,11 @@
 //! cargo run --release --example echo -- [--addr 127.0.0.1:7878] [--cores N] [--buf BYTES]
 //! ```
 //!
-//! With `--cores N` it runs N threads, each pinned to a core with its own
-//! ringio loop (and ring) and its own `SO_REUSEPORT` listener on the same
-//! port: the kernel spreads connections among them, and a connection stays
-//! on the core that accepted it (thread-per-core).
+//! With `--cores N` it runs `Runtime::builder().cores(N).build_multi()`:
+//! N threads, each pinned to a core with its own ringio loop (and ring) and
+//! its own `SO_REUSEPORT` listener on the same port. The kernel spreads
+//! connections among them, and a connection stays on the core that
+//! accepted it (thread-per-core).
 //!
 //! Connections come from a multishot accept (`TcpListener::incoming`);
 //! each is echoed by its own task with one owned buffer that goes to the
@@ -15,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 use ringio::net::{ListenOptions, TcpListener, TcpStream};
 
@@ -103,17 +105,6 @@ async fn serve(listener: TcpListener, buf_size: usize) -> ringio::Result<()> {
     Ok(())
 }
 
-/// Pins the calling thread to `cpu` (best effort).
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it, and
-    // sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -133,52 +124,50 @@ fn main() -> ExitCode {
         }
     };
     let addr = first.local_addr().unwrap_or(args.addr);
-    let mut listeners = vec![first];
-    for _ in 1..args.cores {
-        match TcpListener::bind_with(addr, opts) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                eprintln!("echo: cannot add a listener on {addr}: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!(
         "echo: listening on {addr} with {} core(s), {}-byte buffers",
         args.cores, args.buf
     );
-    let threads: Vec<_> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(i, listener)| {
-            let buf = args.buf;
-            std::thread::Builder::new()
-                .name(format!("echo-core-{i}"))
-                .spawn(move || {
-                    if args.cores > 1 {
-                        pin_to(i % ncpu);
-                    }
-                    let mut rt = ringio::Runtime::new()?;
-                    rt.run(serve(listener, buf))?
-                })
-        })
-        .collect();
+    // One loop per core, each on its own pinned thread with its own ring.
+    let mut rt = match ringio::Runtime::builder().cores(args.cores).build_multi() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("echo: cannot start {} core(s): {e}", args.cores);
+            return ExitCode::FAILURE;
+        }
+    };
+    // Core 0 serves the listener bound above; every other core binds its
+    // own on the same port (SO_REUSEPORT), so the kernel spreads new
+    // connections and each stays on the core that accepted it.
+    let first = Mutex::new(Some(first));
+    let buf = args.buf;
+    let results = rt.run_on_each(move |core| {
+        let mine = if core.id() == 0 {
+            first.lock().unwrap_or_else(|e| e.into_inner()).take()
+        } else {
+            None
+        };
+        async move {
+            let listener = match mine {
+                Some(l) => l,
+                None => TcpListener::bind_with(addr, opts)?,
+            };
+            serve(listener, buf).await
+        }
+    });
     let mut code = ExitCode::SUCCESS;
-    for t in threads {
-        match t
-            .map_err(|e| e.to_string())
-            .and_then(|h| h.join().map_err(|_| "panicked".to_string()))
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                eprintln!("echo: {e}");
-                code = ExitCode::FAILURE;
+    match results {
+        Ok(per_core) => {
+            for (i, r) in per_core.into_iter().enumerate() {
+                if let Err(e) = r {
+                    eprintln!("echo: core {i}: {e}");
+                    code = ExitCode::FAILURE;
+                }
             }
-            Err(e) => {
-                eprintln!("echo: server thread: {e}");
-                code = ExitCode::FAILURE;
-            }
+        }
+        Err(e) => {
+            eprintln!("echo: {e}");
+            code = ExitCode::FAILURE;
         }
     }
     code
