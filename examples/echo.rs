@@ -114,8 +114,9 @@ fn main() -> ExitCode {
         }
     };
     let opts = ListenOptions::new().reuse_port(args.cores > 1);
-    // Bind every listener before serving, so that a bad address fails fast
-    // and all cores share the same (possibly OS-chosen) port.
+    // Bind the first listener before starting the cores, so that a bad
+    // address fails fast and every core binds the same (possibly
+    // OS-chosen) port.
     let first = match TcpListener::bind_with(args.addr, opts) {
         Ok(l) => l,
         Err(e) => {
