@@ -933,3 +933,40 @@ fn cancel_before_the_loop_starts_the_coroutine() {
     assert!(cf.cancelled());
     assert!(!ran.load(Ordering::SeqCst), "a cancelled submission ran");
 }
+
+/// With MSG_RING turned off (as on a kernel before 5.18), loops wake each
+/// other through the eventfd read armed on each ring, and nothing changes
+/// for the work itself.
+#[test]
+fn multi_core_without_msg_ring_wakes_through_the_eventfd() {
+    let mut rt = Runtime::builder()
+        .cores(2)
+        .msg_ring(false)
+        .build_multi()
+        .unwrap();
+    let outs = rt
+        .run_on_each(|core| async move {
+            let me = core.id();
+            let mut sum = 0usize;
+            for round in 0..30usize {
+                let v = core
+                    .next()
+                    .spawn(async move {
+                        // A real wait on the other core, so that the reply
+                        // finds this loop parked in the ring.
+                        ringio::sleep(Duration::from_micros(200)).await?;
+                        Ok::<_, Error>(round + me)
+                    })
+                    .await
+                    .unwrap();
+                sum += v;
+            }
+            (sum, ringio::get_running_loop().unwrap().stats())
+        })
+        .unwrap();
+    for (i, (sum, stats)) in outs.into_iter().enumerate() {
+        assert_eq!(sum, (0..30).map(|r| r + i).sum::<usize>());
+        assert_eq!(stats.wakeups_msg_ring, 0, "{stats:?}");
+        assert!(stats.wakeups_eventfd > 0, "{stats:?}");
+    }
+}

@@ -27,6 +27,8 @@ pub struct Builder {
     cores: Option<usize>,
     /// Thread-per-core: the CPUs to pin the cores to, in order.
     cpus: Option<Vec<usize>>,
+    /// Other loops may wake this one with `IORING_OP_MSG_RING`.
+    msg_ring: bool,
 }
 
 impl Default for Builder {
@@ -39,6 +41,7 @@ impl Default for Builder {
             custom_logger: false,
             cores: None,
             cpus: None,
+            msg_ring: true,
         }
     }
 }
@@ -127,7 +130,17 @@ impl Builder {
             ring_entries: self.ring_entries,
             debug: self.debug,
             slow_callback_duration: self.slow_callback_duration,
+            msg_ring: self.msg_ring,
         })
+    }
+
+    /// Whether other loops may wake this one with `IORING_OP_MSG_RING`
+    /// (default: yes, where the kernel has it, 5.18+). `false` makes every
+    /// wake-up from another thread go through the eventfd read armed on
+    /// the ring, as on older kernels.
+    pub fn msg_ring(mut self, on: bool) -> Self {
+        self.msg_ring = on;
+        self
     }
 
     /// Creates the loop and its ring on the calling thread (one loop; see
@@ -146,6 +159,7 @@ impl Builder {
             debug: self.debug,
             slow_callback_duration: self.slow_callback_duration,
             logger: self.logger,
+            msg_ring: self.msg_ring,
         };
         Ok(Runtime {
             inner: LoopInner::new(&config)?,

@@ -64,6 +64,8 @@ pub(crate) struct LoopConfig {
     pub(crate) debug: bool,
     pub(crate) slow_callback_duration: Duration,
     pub(crate) logger: Logger,
+    /// Let other loops wake this one with `IORING_OP_MSG_RING`.
+    pub(crate) msg_ring: bool,
 }
 
 /// A user-installed exception handler.
@@ -104,7 +106,7 @@ impl LoopInner {
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(LoopShared::new(id, eventfd));
         let driver = Driver::new(config.ring_entries, shared.eventfd())?;
-        if driver.supports_msg_ring() {
+        if config.msg_ring && driver.supports_msg_ring() {
             // Other loops wake this one with IORING_OP_MSG_RING into this
             // ring; without a duplicate they keep using the eventfd.
             if let Ok(fd) = driver.dup_ring_fd() {

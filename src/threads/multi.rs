@@ -26,6 +26,7 @@ pub(crate) struct MultiConfig {
     pub(crate) ring_entries: u32,
     pub(crate) debug: bool,
     pub(crate) slow_callback_duration: Duration,
+    pub(crate) msg_ring: bool,
 }
 
 type Job = Box<dyn FnOnce(&mut Runtime) + Send>;
@@ -207,10 +208,11 @@ impl MultiRuntime {
         for (i, &cpu) in cpus.iter().enumerate() {
             let (ready_tx, ready_rx) = mpsc::channel::<Result<LoopHandle>>();
             let (job_tx, job_rx) = mpsc::channel::<Job>();
-            let (entries, debug, slow) = (
+            let (entries, debug, slow, msg_ring) = (
                 config.ring_entries,
                 config.debug,
                 config.slow_callback_duration,
+                config.msg_ring,
             );
             let spawned = std::thread::Builder::new()
                 .name(format!("ringio-core-{i}"))
@@ -220,6 +222,7 @@ impl MultiRuntime {
                             .ring_entries(entries)
                             .debug(debug)
                             .slow_callback_duration(slow)
+                            .msg_ring(msg_ring)
                             .build()
                     });
                     let mut rt = match built {
