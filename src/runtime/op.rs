@@ -268,15 +268,14 @@ impl<D: 'static> Future for Op<D> {
             }
             // The task was asked to cancel: cancel the op in the kernel and
             // stay here until its CQE says how it ended (SPEC §2.2).
+            let pending = current::park_at(this.location);
             if this.cancelled_for_task.is_none() {
-                if let Some(msg) = current::cancel_message() {
+                if let Some(msg) = pending {
                     this.cancelled_for_task = Some(msg);
                     d.cancel(this.key);
                 }
             }
             d.set_waker(this.key, cx.waker());
-            drop(d);
-            current::note_await_point(this.location);
             return Poll::Pending;
         };
         drop(d);

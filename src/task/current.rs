@@ -30,3 +30,16 @@ pub(crate) fn take_cancel() -> Option<Option<String>> {
 pub(crate) fn note_await_point(location: &'static Location<'static>) {
     context::with_task(|t| t.core().note_await_point(location));
 }
+
+/// Records that the task parks in a ringio await point at `location` and
+/// returns its pending cancellation's message, if any: the two questions
+/// a parking await point asks, in one thread-local lookup.
+#[inline]
+pub(crate) fn park_at(location: &'static Location<'static>) -> Option<Option<String>> {
+    context::with_task(|t| {
+        let core = t.core();
+        core.note_await_point(location);
+        core.peek_cancel()
+    })
+    .flatten()
+}
