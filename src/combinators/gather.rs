@@ -110,16 +110,9 @@ where
     I: IntoIterator,
     I::Item: Awaitable,
 {
-    let children = match to_children(aws) {
-        Ok(c) => c,
-        Err(e) => return Gather::failed(e),
-    };
-    let erased = erase(&children);
-    Gather::start(
-        erased,
-        false,
-        Box::new(move || children.iter().map(Child::read).collect()),
-    )
+    gather_children(aws, false, |children| {
+        children.iter().map(Child::read).collect()
+    })
 }
 
 /// [`gather`] with asyncio's `return_exceptions=True`: every child's
@@ -145,16 +138,28 @@ where
     I: IntoIterator,
     I::Item: Awaitable,
 {
+    gather_children(aws, true, |children| {
+        Ok(children.iter().map(Child::read).collect())
+    })
+}
+
+/// Makes children of `aws` and starts a gather over them whose outcome
+/// `collect` builds once they are all done (`settled`: errors are values).
+fn gather_children<I, O: 'static>(
+    aws: I,
+    settled: bool,
+    collect: impl Fn(&[Child<<I::Item as Awaitable>::Output>]) -> Result<O> + 'static,
+) -> Gather<O>
+where
+    I: IntoIterator,
+    I::Item: Awaitable,
+{
     let children = match to_children(aws) {
         Ok(c) => c,
         Err(e) => return Gather::failed(e),
     };
     let erased = erase(&children);
-    Gather::start(
-        erased,
-        true,
-        Box::new(move || Ok(children.iter().map(Child::read).collect())),
-    )
+    Gather::start(erased, settled, Box::new(move || collect(&children)))
 }
 
 /// Makes every input a child; on an error, cancels the tasks already

@@ -9,13 +9,18 @@ use std::os::fd::{FromRawFd, RawFd};
 use crate::error::{Error, Result};
 use crate::io::fd::RingFd;
 
+/// A syscall's return value: `Err` with `errno` when it is negative.
+fn check(rc: libc::c_int) -> Result<libc::c_int> {
+    if rc < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    Ok(rc)
+}
+
 /// Creates a close-on-exec socket.
 pub(crate) fn socket(domain: i32, ty: i32) -> Result<RingFd> {
     // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
+    let fd = check(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: a fresh descriptor nothing else owns.
     Ok(unsafe { RingFd::from_raw(fd) })
 }
@@ -32,10 +37,7 @@ pub(crate) fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) -> Resul
             mem::size_of::<i32>() as libc::socklen_t,
         )
     };
-    if rc < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    Ok(())
+    check(rc).map(drop)
 }
 
 /// `getsockopt` of an `int` value.
@@ -45,35 +47,25 @@ pub(crate) fn get_int_opt(fd: RawFd, level: i32, name: i32) -> Result<i32> {
     // SAFETY: the kernel writes at most `len` bytes into `value`.
     let rc =
         unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
+    check(rc)?;
     Ok(value)
 }
 
 /// `bind(2)`.
 pub(crate) fn bind(fd: RawFd, addr: &(libc::sockaddr_storage, libc::socklen_t)) -> Result<()> {
     // SAFETY: `addr` is a valid sockaddr of the given length.
-    let rc = unsafe {
-        libc::bind(
-            fd,
-            (&addr.0 as *const libc::sockaddr_storage).cast(),
-            addr.1,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    Ok(())
+    check(unsafe { libc::bind(fd, sockaddr_ptr(addr), addr.1) }).map(drop)
+}
+
+/// The `sockaddr` pointer of a raw address.
+fn sockaddr_ptr(addr: &(libc::sockaddr_storage, libc::socklen_t)) -> *const libc::sockaddr {
+    (&addr.0 as *const libc::sockaddr_storage).cast()
 }
 
 /// `listen(2)`.
 pub(crate) fn listen(fd: RawFd, backlog: i32) -> Result<()> {
     // SAFETY: listen(2) on a descriptor we own.
-    if unsafe { libc::listen(fd, backlog) } < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    Ok(())
+    check(unsafe { libc::listen(fd, backlog) }).map(drop)
 }
 
 /// `connect(2)` for datagram sockets (it only records the peer).
@@ -82,17 +74,7 @@ pub(crate) fn connect_now(
     addr: &(libc::sockaddr_storage, libc::socklen_t),
 ) -> Result<()> {
     // SAFETY: `addr` is a valid sockaddr of the given length.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            (&addr.0 as *const libc::sockaddr_storage).cast(),
-            addr.1,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    Ok(())
+    check(unsafe { libc::connect(fd, sockaddr_ptr(addr), addr.1) }).map(drop)
 }
 
 /// Runs `f` on `fd` seen as the `std` socket type `T`, without taking
