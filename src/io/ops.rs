@@ -42,25 +42,15 @@ pub(crate) async unsafe fn submit<D: 'static>(
     data: D,
     cleanup: Option<OrphanCleanup>,
 ) -> (Result<u32>, u32, D) {
-    // Checked first so that the data can be handed back (`Op::submit_with`
-    // consumes it): a running loop, and a ring that knows the opcode (else
-    // `Unsupported` naming it and the kernel that brings it).
-    if let Err(e) = Op::<()>::require(sqe.get_opcode() as u8) {
-        return (Err(e), 0, data);
-    }
     let deadline = current_deadline();
-    if deadline.is_some() {
-        if let Err(e) = Op::<()>::require(opcode::LinkTimeout::CODE) {
-            return (Err(e), 0, data);
-        }
-    }
     match deadline {
         None => {
+            // No running loop or an opcode the ring lacks: the error, with
+            // the data handed back.
             // SAFETY: forwarded from the caller.
-            let mut op = match unsafe { Op::submit_with(sqe, None, data, cleanup) } {
+            let mut op = match unsafe { Op::try_submit(sqe, None, data, cleanup) } {
                 Ok(op) => op,
-                // Unreachable: the loop was checked above on this thread.
-                Err(_) => unreachable_loop(),
+                Err((e, data)) => return (Err(e), 0, data),
             };
             if let Some(loc) = current_caller() {
                 op.set_location(loc);
@@ -84,9 +74,9 @@ pub(crate) async unsafe fn submit<D: 'static>(
             let link = opcode::LinkTimeout::new(&*ts as *const Timespec).build();
             // SAFETY: `sqe` points into `data` (caller), the link timeout into
             // the boxed timespec; both are owned by the op's data.
-            let mut op = match unsafe { Op::submit_with(sqe, Some(link), (data, ts), cleanup) } {
+            let mut op = match unsafe { Op::try_submit(sqe, Some(link), (data, ts), cleanup) } {
                 Ok(op) => op,
-                Err(_) => unreachable_loop(),
+                Err((e, (data, _))) => return (Err(e), 0, data),
             };
             if let Some(loc) = current_caller() {
                 op.set_location(loc);
@@ -101,13 +91,6 @@ pub(crate) async unsafe fn submit<D: 'static>(
             (result, out.flags, out.data.0)
         }
     }
-}
-
-/// `Op::submit_with` fails only without a running loop, which `submit`
-/// rules out beforehand on the same thread.
-#[cold]
-fn unreachable_loop() -> ! {
-    unreachable!("ringio: the running loop vanished between two calls on one thread")
 }
 
 /// Reads into `buf` (its whole capacity, from its start) from `fd` at

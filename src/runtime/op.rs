@@ -114,8 +114,42 @@ impl<D: 'static> Op<D> {
         data: D,
         cleanup: Option<OrphanCleanup>,
     ) -> Result<Op<D>> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::try_submit(sqe, link_timeout, data, cleanup) }.map_err(|(e, _)| e)
+    }
+
+    /// [`Op::submit_with`] that first checks, under the same borrow of the
+    /// driver, that the ring supports the opcode (and `LINK_TIMEOUT` if one
+    /// is linked), and gives `data` back with the error when it cannot
+    /// submit: no running loop, or `Error::Unsupported` naming the opcode.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Op::submit_with`].
+    #[track_caller]
+    pub(crate) unsafe fn try_submit(
+        sqe: squeue::Entry,
+        link_timeout: Option<squeue::Entry>,
+        data: D,
+        cleanup: Option<OrphanCleanup>,
+    ) -> std::result::Result<Op<D>, (Error, D)> {
         let location = Location::caller();
-        let lp = context::current_loop().ok_or_else(Error::no_running_loop)?;
+        let Some(lp) = context::current_loop() else {
+            return Err((Error::no_running_loop(), data));
+        };
+        {
+            let driver = lp.driver.borrow();
+            let supported =
+                driver
+                    .require(sqe.get_opcode() as u8)
+                    .and_then(|()| match link_timeout {
+                        Some(_) => driver.require(io_uring::opcode::LinkTimeout::CODE),
+                        None => Ok(()),
+                    });
+            if let Err(e) = supported {
+                return Err((e, data));
+            }
+        }
         let deferred = Deferred {
             sqe,
             link_timeout,
