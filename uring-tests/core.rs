@@ -927,6 +927,52 @@ fn short_sleeps_wake_close_to_their_deadline() {
     assert!(median < ms(3), "median lateness {median:?}: {lateness:?}");
 }
 
+/// A turn with thousands of ready tasks does not hold back a timer until
+/// it ends: the timer fires mid-turn and its task runs next, while the
+/// other tasks keep their order.
+#[test]
+fn a_timer_fires_inside_a_long_turn() {
+    const BUSY: usize = 2000;
+    let (woke_after, late, order) = block_on(async {
+        let done = Rc::new(RefCell::new(Vec::new()));
+        let d = done.clone();
+        let sleeper = ringio::create_task(async move {
+            let t0 = Instant::now();
+            ringio::sleep(ms(5)).await?;
+            Ok::<_, Error>((d.borrow().len(), t0.elapsed() - ms(5)))
+        });
+        // All first polled in one turn, right after the sleeper's: about
+        // 100 ms of CPU in a row.
+        let busy: Vec<_> = (0..BUSY)
+            .map(|i| {
+                let d = done.clone();
+                ringio::create_task(async move {
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(50) {}
+                    d.borrow_mut().push(i);
+                    Ok::<_, Error>(())
+                })
+            })
+            .collect();
+        let (woke_after, late) = sleeper.await.unwrap();
+        for t in busy {
+            t.await.unwrap();
+        }
+        let order = done.borrow().clone();
+        (woke_after, late, order)
+    });
+    assert!(
+        woke_after < BUSY / 2,
+        "the 5 ms sleep woke only after {woke_after} of {BUSY} busy polls (about 50 µs each)"
+    );
+    assert!(late < ms(50), "5 ms sleep {late:?} late in a 100 ms turn");
+    assert_eq!(
+        order,
+        (0..BUSY).collect::<Vec<_>>(),
+        "the busy tasks kept their order"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The submission queue filled beyond its size in one turn
 
