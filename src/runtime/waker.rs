@@ -16,11 +16,13 @@ use super::event_loop::Runnable;
 use super::shared::{LoopShared, Remote};
 
 pub(crate) struct TaskWaker {
-    pub(crate) key: usize,
+    pub(crate) shared: Arc<LoopShared>,
     pub(crate) id: u64,
+    /// The task's slot (`u32`: with the flag below, the state fits in 24
+    /// bytes, one small allocation per task).
+    pub(crate) key: u32,
     /// Already on a run queue: further wakes are no-ops until it runs.
     pub(crate) scheduled: AtomicBool,
-    pub(crate) shared: Arc<LoopShared>,
 }
 
 impl ArcWake for TaskWaker {
@@ -32,7 +34,7 @@ impl ArcWake for TaskWaker {
         let local = context::with_loop(|lp| {
             if lp.id == loop_id {
                 lp.schedule(Runnable::Task {
-                    key: arc_self.key,
+                    key: arc_self.key as usize,
                     id: arc_self.id,
                 });
                 true
@@ -43,7 +45,7 @@ impl ArcWake for TaskWaker {
         if local != Some(true) {
             // A closed loop has no task to wake: dropping the wake is right.
             let _ = arc_self.shared.push(Remote::Wake {
-                key: arc_self.key,
+                key: arc_self.key as usize,
                 id: arc_self.id,
             });
         }

@@ -62,7 +62,7 @@ impl TaskBuilder {
             Some(c) => c.copy(),
             None => Context::current(),
         };
-        let coro = std::any::type_name::<F>();
+        let coro = std::any::type_name::<F>;
         let fut = Box::pin(async move { fut.await.map_err(Into::into) });
         let cell = TaskCell::spawn(&lp, fut, coro, self.name, ctx)?;
         Ok(Task { cell })

@@ -25,12 +25,16 @@ pub(crate) enum State {
 enum Slot<T> {
     Empty,
     Value(T),
-    Error(Error),
+    /// Boxed: errors are the rarer end, and a small slot keeps every task
+    /// small.
+    Error(Box<Error>),
 }
 
 /// Who to wake when it settles. Most tasks have exactly one awaiter, so one
 /// waker needs no allocation.
+#[derive(Default)]
 enum Waiters {
+    #[default]
     None,
     One(Waker),
     Many(Vec<Waker>),
@@ -41,7 +45,9 @@ pub(crate) struct Outcome<T> {
     /// Someone read the exception (for "exception was never retrieved").
     retrieved: Cell<bool>,
     slot: RefCell<Slot<T>>,
-    waiters: RefCell<Waiters>,
+    /// A `Cell` (taken and put back), not a `RefCell`: it is only ever
+    /// changed, never lent out.
+    waiters: Cell<Waiters>,
 }
 
 impl<T> Default for Outcome<T> {
@@ -50,7 +56,7 @@ impl<T> Default for Outcome<T> {
             state: Cell::new(State::Pending),
             retrieved: Cell::new(false),
             slot: RefCell::new(Slot::Empty),
-            waiters: RefCell::new(Waiters::None),
+            waiters: Cell::new(Waiters::None),
         }
     }
 }
@@ -71,12 +77,12 @@ impl<T> Outcome<T> {
         }
         let (state, slot) = match result {
             Ok(v) => (State::Done, Slot::Value(v)),
-            Err(e) if e.is_cancelled() => (State::Cancelled, Slot::Error(e)),
-            Err(e) => (State::Failed, Slot::Error(e)),
+            Err(e) if e.is_cancelled() => (State::Cancelled, Slot::Error(Box::new(e))),
+            Err(e) => (State::Failed, Slot::Error(Box::new(e))),
         };
         *self.slot.borrow_mut() = slot;
         self.state.set(state);
-        let waiters = std::mem::replace(&mut *self.waiters.borrow_mut(), Waiters::None);
+        let waiters = self.waiters.take();
         match waiters {
             Waiters::None => {}
             Waiters::One(w) => w.wake(),
@@ -87,28 +93,24 @@ impl<T> Outcome<T> {
 
     /// Registers `waker` to be woken when the outcome settles.
     pub(crate) fn add_waiter(&self, waker: &Waker) {
-        let mut waiters = self.waiters.borrow_mut();
-        match &mut *waiters {
-            Waiters::None => *waiters = Waiters::One(waker.clone()),
-            Waiters::One(w) if w.will_wake(waker) => {}
-            Waiters::One(_) => {
-                let Waiters::One(first) = std::mem::replace(&mut *waiters, Waiters::None) else {
-                    return;
-                };
-                *waiters = Waiters::Many(vec![first, waker.clone()]);
-            }
-            Waiters::Many(ws) => {
+        let waiters = match self.waiters.take() {
+            Waiters::None => Waiters::One(waker.clone()),
+            Waiters::One(w) if w.will_wake(waker) => Waiters::One(w),
+            Waiters::One(first) => Waiters::Many(vec![first, waker.clone()]),
+            Waiters::Many(mut ws) => {
                 if !ws.iter().any(|w| w.will_wake(waker)) {
                     ws.push(waker.clone());
                 }
+                Waiters::Many(ws)
             }
-        }
+        };
+        self.waiters.set(waiters);
     }
 
     /// The error of a failed or cancelled outcome.
     pub(crate) fn error(&self) -> Option<Error> {
         match &*self.slot.borrow() {
-            Slot::Error(e) => Some(e.clone()),
+            Slot::Error(e) => Some((**e).clone()),
             _ => None,
         }
     }

@@ -50,12 +50,15 @@ struct ColdFields {
 pub(crate) struct TaskCore {
     pub(crate) id: u64,
     /// Slot in the loop's task table while the task is live.
-    key: Cell<usize>,
-    coro: &'static str,
+    key: u32,
+    num_cancels_requested: Cell<u32>,
+    /// The type name of the future (a function, not the `&str` itself:
+    /// half the size, and only `get_coro` and reports ever call it).
+    coro: fn() -> &'static str,
     lp: Weak<LoopInner>,
-    waker: Waker,
-    /// `None` only while the cell is being dropped (the state goes back to
-    /// the loop's pool for the next task).
+    /// What the task's wakers point to. `None` only while the cell is being
+    /// dropped (the state goes back to the loop's pool for the next task).
+    /// The task keeps no `Waker` of its own: a poll lends one out of this.
     waker_state: Option<Arc<TaskWaker>>,
     /// Polled at least once (a cancel before the first poll ends the task
     /// without running any of it, as asyncio's does).
@@ -64,13 +67,13 @@ pub(crate) struct TaskCore {
     /// A cancellation is waiting for the task's next await point (its
     /// message, if any, is in the cold fields).
     must_cancel: Cell<bool>,
-    num_cancels_requested: Cell<u32>,
     /// Set by a ringio await point that parks during the current poll.
     parked_in_ringio: Cell<bool>,
     /// Where the task last parked (for `get_stack`).
     location: Cell<Option<&'static Location<'static>>>,
-    /// The task's context-variable values, swapped in while it is polled.
-    pub(crate) context: RefCell<Context>,
+    /// The task's context-variable values, swapped in while it is polled
+    /// (a `Cell`: taken out for the poll and put back).
+    context: Cell<Context>,
     /// What most tasks never use (a name, done callbacks), boxed on first
     /// use: it keeps the task small, and a small task is most of what a
     /// spawn costs when thousands are alive.
@@ -86,7 +89,8 @@ pub(crate) type TaskFuture<T> = Pin<Box<dyn Future<Output = Result<T>>>>;
 /// A task of result type `T`.
 pub(crate) struct TaskCell<T> {
     pub(crate) core: TaskCore,
-    future: RefCell<Option<TaskFuture<T>>>,
+    /// Taken out of the cell for each poll and put back if still pending.
+    future: Cell<Option<TaskFuture<T>>>,
     pub(crate) outcome: Outcome<T>,
 }
 
@@ -125,7 +129,7 @@ impl TaskCore {
     /// `id`, what a `Send` future may keep to find the task again on its
     /// loop's thread: `wait_for` over a `Send` future does).
     pub(crate) fn key(&self) -> usize {
-        self.key.get()
+        self.key as usize
     }
 
     pub(crate) fn name(&self) -> String {
@@ -145,7 +149,15 @@ impl TaskCore {
     }
 
     pub(crate) fn coro(&self) -> &'static str {
-        self.coro
+        (self.coro)()
+    }
+
+    /// A copy of the task's context (for its done callbacks).
+    pub(crate) fn context(&self) -> Context {
+        let ctx = self.context.take();
+        let copy = ctx.clone();
+        self.context.set(ctx);
+        copy
     }
 
     pub(crate) fn state(&self) -> State {
@@ -177,18 +189,19 @@ impl TaskCore {
         self.num_cancels_requested
             .set(self.num_cancels_requested.get() + 1);
         self.set_cancel(msg);
-        self.waker.wake_by_ref();
+        if let Some(ws) = &self.waker_state {
+            futures_util::task::ArcWake::wake_by_ref(ws);
+        }
         true
     }
 
-    /// Whether a clone of the task's waker exists beyond the two the task
-    /// keeps itself (its `Waker` and its waker state): something (a timer,
-    /// an op, an awaited outcome, a foreign future, another thread) could
-    /// still wake it.
+    /// Whether a clone of the task's waker exists beyond the task's own
+    /// reference to its waker state: something (a timer, an op, an awaited
+    /// outcome, a foreign future, another thread) could still wake it.
     pub(crate) fn waker_held_elsewhere(&self) -> bool {
         self.waker_state
             .as_ref()
-            .is_some_and(|ws| Arc::strong_count(ws) > 2)
+            .is_some_and(|ws| Arc::strong_count(ws) > 1)
     }
 
     pub(crate) fn cancel_pending(&self) -> bool {
@@ -242,7 +255,7 @@ impl TaskCore {
         if self.is_done() {
             // Done already: schedule it right away (asyncio does the same).
             if let Some(lp) = self.lp.upgrade() {
-                schedule_callback(&lp, me, f, self.context.borrow().clone());
+                schedule_callback(&lp, me, f, self.context());
             }
             return id;
         }
@@ -268,7 +281,11 @@ impl TaskCore {
             State::Done | State::Failed => "finished",
             State::Cancelled => "cancelled",
         };
-        let mut s = format!("<Task {state} name='{}' coro=<{}>", self.name(), self.coro);
+        let mut s = format!(
+            "<Task {state} name='{}' coro=<{}>",
+            self.name(),
+            self.coro()
+        );
         if let Some(loc) = self.location.get().filter(|_| !self.is_done()) {
             s.push_str(&format!(" at {}:{}", loc.file(), loc.line()));
         }
@@ -292,7 +309,7 @@ impl<T: 'static> TaskCell<T> {
     pub(crate) fn spawn(
         lp: &Rc<LoopInner>,
         future: TaskFuture<T>,
-        coro: &'static str,
+        coro: fn() -> &'static str,
         name: Option<String>,
         context: Context,
     ) -> Result<Rc<TaskCell<T>>> {
@@ -303,39 +320,39 @@ impl<T: 'static> TaskCell<T> {
         let mut tasks = lp.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let key = entry.key();
+        let key32 = u32::try_from(key)
+            .map_err(|_| Error::InvalidState("more than 2^32 tasks alive on one loop".into()))?;
         // Reuse a finished task's waker state: pooled ones are unique (see
         // `Drop for TaskCell`), so `get_mut` succeeds and neither an atomic
         // refcount nor an allocation is paid.
         let mut pooled = lp.waker_pool.borrow_mut().pop();
         let reused = pooled.as_mut().and_then(Arc::get_mut).map(|w| {
-            w.key = key;
+            w.key = key32;
             w.id = id;
             *w.scheduled.get_mut() = true;
         });
         let waker_state = match (reused, pooled) {
             (Some(()), Some(ws)) => ws,
             _ => Arc::new(TaskWaker {
-                key,
+                key: key32,
                 id,
                 scheduled: std::sync::atomic::AtomicBool::new(true),
                 shared: lp.shared.clone(),
             }),
         };
-        let waker = futures_util::task::waker(waker_state.clone());
         let cell = Rc::new(TaskCell {
             core: TaskCore {
                 id,
-                key: Cell::new(key),
+                key: key32,
+                num_cancels_requested: Cell::new(0),
                 coro,
                 lp: Rc::downgrade(lp),
-                waker,
                 waker_state: Some(waker_state),
                 started: Cell::new(false),
                 must_cancel: Cell::new(false),
-                num_cancels_requested: Cell::new(0),
                 parked_in_ringio: Cell::new(false),
                 location: Cell::new(None),
-                context: RefCell::new(context),
+                context: Cell::new(context),
                 cold: RefCell::new(name.map(|name| {
                     Box::new(ColdFields {
                         name: Some(name),
@@ -345,7 +362,7 @@ impl<T: 'static> TaskCell<T> {
                 state: Cell::new(State::Pending),
                 retrieved: Cell::new(false),
             },
-            future: RefCell::new(Some(future)),
+            future: Cell::new(Some(future)),
             outcome: Outcome::default(),
         });
         entry.insert(cell.clone() as Rc<dyn TaskObj>);
@@ -380,13 +397,13 @@ impl<T: 'static> TaskCell<T> {
             .unwrap_or_default();
         if !callbacks.is_empty() {
             let me = crate::TaskRef::from_rc(self.clone() as Rc<dyn TaskObj>);
-            let ctx = core.context.borrow().clone();
+            let ctx = core.context();
             for (_, f) in callbacks {
                 schedule_callback(lp, me.clone(), f, ctx.clone());
             }
         }
         self.outcome.settle(result);
-        lp.tasks.borrow_mut().try_remove(core.key.get());
+        lp.tasks.borrow_mut().try_remove(core.key());
     }
 }
 
@@ -409,28 +426,27 @@ impl<T: 'static> TaskObj for TaskCell<T> {
             // the pending cancel again.)
             let pending = core.take_cancel();
             if let Some(msg) = pending {
-                self.future.borrow_mut().take();
+                drop(self.future.take());
                 self.finish(lp, Err(Error::Cancelled { msg }));
                 return;
             }
         }
         let start = lp.debug.get().then(Instant::now);
-        let poll = {
-            let mut slot = self.future.borrow_mut();
-            let Some(fut) = slot.as_mut() else {
-                return;
-            };
-            core.parked_in_ringio.set(false);
-            let prev_task = context::set_task(Some(self.clone() as Rc<dyn TaskObj>));
-            let ctx = core.context.replace(Context::default());
-            let (ctx, poll) = ctx.enter_returning(|| {
-                let mut cx = TaskContext::from_waker(&core.waker);
-                catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
-            });
-            *core.context.borrow_mut() = ctx;
-            context::set_task(prev_task);
-            poll
+        let Some(mut fut) = self.future.take() else {
+            return;
         };
+        let Some(ws) = &core.waker_state else {
+            return;
+        };
+        core.parked_in_ringio.set(false);
+        let prev_task = context::set_task(Some(self.clone() as Rc<dyn TaskObj>));
+        let (ctx, poll) = core.context.take().enter_returning(|| {
+            let waker = futures_util::task::waker_ref(ws);
+            let mut cx = TaskContext::from_waker(&waker);
+            catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+        });
+        core.context.set(ctx);
+        context::set_task(prev_task);
         if let Some(start) = start {
             lp.check_slow(start, || self.repr());
         }
@@ -440,22 +456,21 @@ impl<T: 'static> TaskObj for TaskCell<T> {
                 // deliver it (the task is parked in a foreign future) ends
                 // the task: its future is dropped.
                 if core.parked_in_ringio.get() {
+                    self.future.set(Some(fut));
                     return;
                 }
                 let Some(msg) = core.take_cancel() else {
+                    self.future.set(Some(fut));
                     return;
                 };
-                let fut = self.future.borrow_mut().take();
                 drop(fut);
                 self.finish(lp, Err(Error::Cancelled { msg }));
             }
             Ok(Poll::Ready(result)) => {
-                let fut = self.future.borrow_mut().take();
                 drop(fut);
                 self.finish(lp, result);
             }
             Err(payload) => {
-                let fut = self.future.borrow_mut().take();
                 drop(fut);
                 self.finish(lp, Err(Error::Panic(panic_message(&*payload))));
             }
@@ -476,12 +491,11 @@ impl<T: 'static> TaskObj for TaskCell<T> {
     }
 
     fn abandon(&self, lp: &Rc<LoopInner>) {
-        let fut = self.future.borrow_mut().take();
-        drop(fut);
+        drop(self.future.take());
         let core = &self.core;
         core.state.set(State::Cancelled);
         self.outcome.settle(Err(Error::Cancelled { msg: None }));
-        lp.tasks.borrow_mut().try_remove(core.key.get());
+        lp.tasks.borrow_mut().try_remove(core.key());
     }
 }
 
@@ -490,8 +504,6 @@ impl<T> Drop for TaskCell<T> {
         // Hand the waker state back to the loop for the next task, if no
         // waker clone is still out there (a stale clone keeps it alive,
         // harmlessly: its key and id no longer match any task).
-        let waker = std::mem::replace(&mut self.core.waker, Waker::noop().clone());
-        drop(waker);
         if let (Some(mut ws), Some(lp)) = (self.core.waker_state.take(), self.core.lp.upgrade()) {
             if Arc::get_mut(&mut ws).is_some() {
                 let mut pool = lp.waker_pool.borrow_mut();
