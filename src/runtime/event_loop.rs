@@ -342,13 +342,11 @@ impl LoopInner {
     /// scheduled at the front of the run queue. Returns how many runnables
     /// it put there.
     fn fire_timers_ahead(&self) -> usize {
+        let Some(next) = self.timers.borrow_mut().next_deadline() else {
+            return 0;
+        };
         let now = Instant::now();
-        let due = self
-            .timers
-            .borrow_mut()
-            .next_deadline()
-            .is_some_and(|d| d <= now);
-        if !due {
+        if next > now {
             return 0;
         }
         let before = self.ready.borrow().len();
