@@ -146,9 +146,9 @@ impl Future for Sleep {
                     _ => Poll::Ready(()),
                 },
                 _ => {
-                    if deadline <= Instant::now() {
-                        return Poll::Ready(());
-                    }
+                    // Armed even if the deadline has passed: like asyncio's,
+                    // a sleep of any positive delay suspends the task at
+                    // least once (its timer fires on the next turn).
                     let key = timers.insert(deadline, TimerAction::Wake(cx.waker().clone()));
                     this.timer = Some((lp.id, key));
                     Poll::Pending
