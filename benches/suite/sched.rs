@@ -1,11 +1,15 @@
 //! Scheduler costs: spawn+join of trivial tasks, two tasks passing a token
-//! (wake + switch), and a `sleep(ZERO)` / `yield_now` loop.
+//! (wake + switch), and a `sleep(ZERO)` / `yield_now` loop. spawn_join's
+//! "raw" column is a bare `async-task` executor: the floor a task costs on
+//! this machine with one allocation and no Task object.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
@@ -16,58 +20,112 @@ use crate::{Better, Row};
 const SPAWN_N: usize = 100_000;
 const SWITCH_N: usize = 1_000_000;
 
-fn ringio_spawn_join(n: usize) -> f64 {
+/// `rounds` times: spawn `n` trivial tasks, then await each. Nanoseconds
+/// per task.
+fn ringio_spawn_join(n: usize, rounds: usize) -> f64 {
     ringio::run(async move {
         let t = Instant::now();
-        let mut v = Vec::with_capacity(n);
-        for i in 0..n {
-            v.push(ringio::create_task(
-                async move { Ok::<usize, ringio::Error>(i) },
-            ));
+        for _ in 0..rounds {
+            let mut v = Vec::with_capacity(n);
+            for i in 0..n {
+                v.push(ringio::create_task(
+                    async move { Ok::<usize, ringio::Error>(i) },
+                ));
+            }
+            let mut sum = 0usize;
+            for t in v {
+                sum += t.await.unwrap();
+            }
+            assert_eq!(sum, n * (n - 1) / 2);
         }
-        let mut sum = 0usize;
-        for t in v {
-            sum += t.await.unwrap();
-        }
-        assert_eq!(sum, n * (n - 1) / 2);
-        t.elapsed().as_nanos() as f64 / n as f64
+        t.elapsed().as_nanos() as f64 / (n * rounds) as f64
     })
 }
 
-fn tokio_spawn_join(rt: &tokio::runtime::Runtime, n: usize) -> f64 {
+fn tokio_spawn_join(rt: &tokio::runtime::Runtime, n: usize, rounds: usize) -> f64 {
     rt.block_on(async move {
         let t = Instant::now();
+        for _ in 0..rounds {
+            let mut v = Vec::with_capacity(n);
+            for i in 0..n {
+                v.push(tokio::spawn(async move { i }));
+            }
+            let mut sum = 0usize;
+            for h in v {
+                sum += h.await.unwrap();
+            }
+            assert_eq!(sum, n * (n - 1) / 2);
+        }
+        t.elapsed().as_nanos() as f64 / (n * rounds) as f64
+    })
+}
+
+thread_local! {
+    static FLOOR_QUEUE: RefCell<VecDeque<async_task::Runnable>> =
+        const { RefCell::new(VecDeque::new()) };
+}
+
+/// The floor: a bare single-thread executor of `async-task` tasks (one
+/// allocation per task, raw-pointer wakers: what smol and async-executor
+/// build on). No names, no cancellation, no context: what a task costs
+/// here before any of asyncio's Task object.
+fn floor_spawn_join(n: usize, rounds: usize) -> f64 {
+    let t = Instant::now();
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..rounds {
         let mut v = Vec::with_capacity(n);
         for i in 0..n {
-            v.push(tokio::spawn(async move { i }));
+            let (runnable, task) = async_task::spawn_local(async move { i }, |r| {
+                FLOOR_QUEUE.with(|q| q.borrow_mut().push_back(r))
+            });
+            runnable.schedule();
+            v.push(task);
+        }
+        while let Some(r) = FLOOR_QUEUE.with(|q| q.borrow_mut().pop_front()) {
+            r.run();
         }
         let mut sum = 0usize;
-        for h in v {
-            sum += h.await.unwrap();
+        for task in v {
+            match pin!(task).poll(&mut cx) {
+                Poll::Ready(i) => sum += i,
+                Poll::Pending => unreachable!("every task ran"),
+            }
         }
         assert_eq!(sum, n * (n - 1) / 2);
-        t.elapsed().as_nanos() as f64 / n as f64
-    })
+    }
+    t.elapsed().as_nanos() as f64 / (n * rounds) as f64
 }
 
 pub fn spawn_join(cfg: &crate::util::Config) -> Vec<Row> {
-    let mut row = Row::new(
+    let mut big = Row::new(
         "spawn_join",
         "spawn+join 100k trivial tasks",
+        "ns/task",
+        Better::Lower,
+    );
+    let mut warm = Row::new(
+        "spawn_join",
+        "spawn+join 1k trivial tasks, 100 rounds",
         "ns/task",
         Better::Lower,
     );
     let ct = tokio_ct();
     let mt = tokio_mt();
     // Warm up allocators and code paths once, unrecorded.
-    ringio_spawn_join(SPAWN_N / 10);
-    tokio_spawn_join(&ct, SPAWN_N / 10);
+    ringio_spawn_join(SPAWN_N / 10, 1);
+    tokio_spawn_join(&ct, SPAWN_N / 10, 1);
+    floor_spawn_join(SPAWN_N / 10, 1);
     for _ in 0..cfg.reps {
-        row.ringio.push(ringio_spawn_join(SPAWN_N));
-        row.tokio.push(tokio_spawn_join(&ct, SPAWN_N));
-        row.tokio_mt.push(tokio_spawn_join(&mt, SPAWN_N));
+        big.ringio.push(ringio_spawn_join(SPAWN_N, 1));
+        big.tokio.push(tokio_spawn_join(&ct, SPAWN_N, 1));
+        big.tokio_mt.push(tokio_spawn_join(&mt, SPAWN_N, 1));
+        big.raw.push(floor_spawn_join(SPAWN_N, 1));
+        warm.ringio.push(ringio_spawn_join(1000, 100));
+        warm.tokio.push(tokio_spawn_join(&ct, 1000, 100));
+        warm.tokio_mt.push(tokio_spawn_join(&mt, 1000, 100));
+        warm.raw.push(floor_spawn_join(1000, 100));
     }
-    vec![row]
+    vec![big, warm]
 }
 
 /// A token two tasks pass back and forth. Runtime-neutral (an atomic and
