@@ -42,10 +42,10 @@ const STUCK_TASK_GRACE: Duration = Duration::from_secs(1);
 /// A turn longer than this many runnables starts looking at the timers
 /// (shorter turns keep asyncio's order exactly: what a timer wakes runs
 /// after everything that was ready when the turn began).
-const LONG_TURN: u32 = 1024;
+const LONG_TURN: usize = 1024;
 
 /// How many runnables a long turn runs between two looks at the timers.
-const TIMER_CHECK_INTERVAL: u32 = 32;
+const TIMER_CHECK_INTERVAL: usize = 32;
 
 /// Something on the run queue.
 pub(crate) enum Runnable {
@@ -301,9 +301,9 @@ impl LoopInner {
         // next, ahead of the rest of the turn: a burst of ready work delays
         // a timer by a bounded number of polls, not by the whole burst.
         let mut remaining = self.ready.borrow().len();
-        let mut ran = 0u32;
+        let mut ran = 0usize;
         while remaining > 0 {
-            ran = ran.wrapping_add(1);
+            ran += 1;
             if ran > LONG_TURN && ran % TIMER_CHECK_INTERVAL == 0 {
                 remaining += self.fire_timers_ahead();
             }

@@ -432,10 +432,10 @@ impl<T: 'static> TaskObj for TaskCell<T> {
             }
         }
         let start = lp.debug.get().then(Instant::now);
-        let Some(mut fut) = self.future.take() else {
+        let Some(ws) = &core.waker_state else {
             return;
         };
-        let Some(ws) = &core.waker_state else {
+        let Some(mut fut) = self.future.take() else {
             return;
         };
         core.parked_in_ringio.set(false);
