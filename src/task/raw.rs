@@ -440,16 +440,23 @@ impl<T: 'static> TaskObj for TaskCell<T> {
         };
         core.parked_in_ringio.set(false);
         let prev_task = context::set_task(Some(self.clone() as Rc<dyn TaskObj>));
-        let (ctx, poll) = core.context.take().enter_returning(|| {
+        // The poll writes its result in place; `catch_unwind` returns only
+        // the (rare) panic payload.
+        let mut poll = Poll::Pending;
+        let (ctx, panicked) = core.context.take().enter_returning(|| {
             let waker = futures_util::task::waker_ref(ws);
             let mut cx = TaskContext::from_waker(&waker);
-            catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+            catch_unwind(AssertUnwindSafe(|| poll = fut.as_mut().poll(&mut cx))).err()
         });
         core.context.set(ctx);
         context::set_task(prev_task);
         if let Some(start) = start {
             lp.check_slow(start, || self.repr());
         }
+        let poll = match panicked {
+            None => Ok(poll),
+            Some(payload) => Err(payload),
+        };
         match poll {
             Ok(Poll::Pending) => {
                 // SPEC §2.6: a cancel that found no ringio await point to
