@@ -10,8 +10,8 @@
 //! lowest non-empty bucket, finds its minimum and spreads it over the lower
 //! buckets; each timer moves a handful of times in its life, always by a
 //! sequential copy. A binary or 4-ary heap instead walks `log n` levels of
-//! scattered memory per pop: with 100,000 timers pending that cost about
-//! 300 ns per fired timer here, the radix heap about a tenth of that.
+//! scattered memory per pop: with 100,000 timers pending that cost
+//! 250–320 ns per fired timer here, the radix heap 66–77 ns.
 //!
 //! Timers with equal deadlines fire in the order they were armed: they
 //! always share a bucket, and buckets keep their order when spread.
