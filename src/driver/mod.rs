@@ -389,17 +389,9 @@ impl Driver {
     /// Hands the queued SQEs to the kernel without waiting.
     fn flush(&mut self) {
         self.stats.enters += 1;
-        match self.ring.submit() {
-            Ok(_) => {}
-            // The kernel could not take them now (CQ overflow, memory); they
-            // stay in the SQ and go in on the next enter, after a reap.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
-                ) => {}
-            Err(e) => panic_ring(e),
-        }
+        // If the kernel cannot take them now (CQ overflow, memory), they stay
+        // in the SQ and go in on the next enter, after a reap.
+        check_enter(self.ring.submit());
     }
 
     /// Hands every queued SQE to the kernel now, before a descriptor they
@@ -457,34 +449,19 @@ impl Driver {
             self.reap_overflow(wake, &mut reaped);
             return reaped;
         }
-        self.stats.enters += 1;
-        let result = if nonblocking {
+        if nonblocking {
             let to_submit = self.ring.submission().len() as u32;
-            // SAFETY: a plain io_uring_enter with no argument struct; GETEVENTS
-            // with min_complete 0 runs deferred task work without blocking.
-            unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(
-                    to_submit,
-                    0,
-                    io_uring::EnterFlags::GETEVENTS.bits(),
-                    None,
-                )
-            }
-        } else if let Some(t) = timeout {
-            let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
-            let args = SubmitArgs::new().timespec(&ts);
-            self.ring.submitter().submit_with_args(1, &args)
+            self.enter_nonblocking(to_submit);
         } else {
-            self.ring.submitter().submit_and_wait(1)
-        };
-        match result {
-            Ok(_) => {}
-            Err(e) => match e.raw_os_error() {
-                // ETIME: the wait timed out; EINTR: a signal; EBUSY/EAGAIN: the
-                // CQ is full or the kernel is short of memory - reap and retry.
-                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => {}
-                _ => panic_ring(e),
-            },
+            self.stats.enters += 1;
+            let result = if let Some(t) = timeout {
+                let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            } else {
+                self.ring.submitter().submit_and_wait(1)
+            };
+            check_enter(result);
         }
         self.reap(wake, &mut reaped);
         self.reap_overflow(wake, &mut reaped);
@@ -503,28 +480,26 @@ impl Driver {
                 return;
             }
             self.stats.cq_overflows += 1;
-            self.stats.enters += 1;
-            // SAFETY: a plain io_uring_enter with no argument struct:
-            // GETEVENTS with min_complete 0 flushes the overflow list and
-            // runs deferred task work without blocking.
-            let result = unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(
-                    0,
-                    0,
-                    io_uring::EnterFlags::GETEVENTS.bits(),
-                    None,
-                )
-            };
-            if let Err(e) = result {
-                if !matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                ) {
-                    panic_ring(e);
-                }
-            }
+            self.enter_nonblocking(0);
             self.reap(wake, reaped);
         }
+    }
+
+    /// `io_uring_enter` that submits `to_submit` SQEs and waits for nothing:
+    /// with GETEVENTS and `min_complete` 0 it runs deferred task work and
+    /// flushes the CQ overflow list, so what is complete becomes visible.
+    fn enter_nonblocking(&mut self, to_submit: u32) {
+        self.stats.enters += 1;
+        // SAFETY: a plain io_uring_enter with no argument struct.
+        let result = unsafe {
+            self.ring.submitter().enter::<libc::sigset_t>(
+                to_submit,
+                0,
+                io_uring::EnterFlags::GETEVENTS.bits(),
+                None,
+            )
+        };
+        check_enter(result);
     }
 
     /// Drains the completion queue.
@@ -641,6 +616,21 @@ fn setup_error(e: io::Error, entries: u32) -> Error {
             "io_uring_setup was refused (EPERM): io_uring is disabled by kernel.io_uring_disabled or a seccomp policy".into(),
         ),
         _ => Error::from(io::Error::new(e.kind(), format!("io_uring_setup failed: {e}"))),
+    }
+}
+
+/// What an `io_uring_enter` may fail with and still be fine: ETIME (the wait
+/// timed out), EINTR (a signal), EBUSY/EAGAIN (the CQ is full or the kernel
+/// is short of memory: reap and enter again). Anything else means the ring
+/// is broken.
+fn check_enter(result: io::Result<usize>) {
+    if let Err(e) = result {
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+        ) {
+            panic_ring(e);
+        }
     }
 }
 
