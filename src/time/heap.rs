@@ -53,6 +53,13 @@ struct Element {
     index: u32,
 }
 
+impl Element {
+    /// Whether its timer is still armed (not fired, not cancelled).
+    fn is_live<A>(&self, slots: &[Slot<A>]) -> bool {
+        slots[self.index as usize].generation == self.generation
+    }
+}
+
 /// A radix heap of timers carrying actions of type `A`.
 pub(crate) struct TimerHeap<A> {
     origin: Instant,
@@ -166,11 +173,9 @@ impl<A> TimerHeap<A> {
         let now = self.key_of(now);
         loop {
             self.drop_dead_due();
+            // `due` holds keys equal to `last`, which is never above a
+            // `now` seen before: its front is due.
             if let Some(e) = self.due.pop_front() {
-                if e.at > now {
-                    self.due.push_front(e);
-                    return None;
-                }
                 return self.release(e.index);
             }
             if self.occupied == 0 {
@@ -206,10 +211,6 @@ impl<A> TimerHeap<A> {
         u64::try_from(nanos).unwrap_or(u64::MAX)
     }
 
-    fn is_live(&self, e: &Element) -> bool {
-        self.slots[e.index as usize].generation == e.generation
-    }
-
     /// Frees slot `index` and returns its action.
     fn release(&mut self, index: u32) -> Option<A> {
         let slot = &mut self.slots[index as usize];
@@ -238,7 +239,7 @@ impl<A> TimerHeap<A> {
     fn spread(&mut self, b: usize, now: u64) {
         let mut elements = std::mem::take(&mut self.buckets[b]);
         let before = elements.len();
-        elements.retain(|e| self.slots[e.index as usize].generation == e.generation);
+        elements.retain(|e| e.is_live(&self.slots));
         self.tombstones -= before - elements.len();
         let Some(min) = elements.iter().map(|e| e.at).min() else {
             self.mins[b] = u64::MAX;
@@ -263,7 +264,7 @@ impl<A> TimerHeap<A> {
 
     fn drop_dead_due(&mut self) {
         while let Some(e) = self.due.front() {
-            if self.is_live(e) {
+            if e.is_live(&self.slots) {
                 break;
             }
             self.due.pop_front();
@@ -274,7 +275,7 @@ impl<A> TimerHeap<A> {
     /// Drops every tombstone, in O(n), and makes the bucket minimums exact.
     fn sweep(&mut self) {
         let slots = &self.slots;
-        let live = |e: &Element| slots[e.index as usize].generation == e.generation;
+        let live = |e: &Element| e.is_live(slots);
         self.due.retain(live);
         for (b, bucket) in self.buckets.iter_mut().enumerate() {
             bucket.retain(live);
