@@ -16,7 +16,6 @@
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::panic::{AssertUnwindSafe, Location};
-use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Waker};
 
@@ -25,7 +24,7 @@ use futures_util::FutureExt;
 use crate::error::{Error, Result};
 use crate::runtime::context;
 use crate::task::Awaited;
-use crate::task::raw::{TaskObj, panic_message};
+use crate::task::raw::panic_message;
 use crate::{CallbackId, Join, Promise, Task, TaskRef};
 
 /// Something a combinator can run and await (asyncio's "awaitable"): a
@@ -261,9 +260,9 @@ impl<T: 'static> Child<T> {
     /// Identity: the address of the shared task or promise cell.
     pub(crate) fn key(&self) -> usize {
         match &self.kind {
-            Kind::Task(t) => Rc::as_ptr(&t.cell) as *const () as usize,
+            Kind::Task(t) => t.raw.addr(),
             Kind::Promise(p) => p.cell_addr(),
-            Kind::Erased(r) => Rc::as_ptr(&r.obj) as *const () as usize,
+            Kind::Erased(r) => r.raw.addr(),
         }
     }
 
@@ -352,7 +351,7 @@ impl<T: 'static> PartialEq<Promise<T>> for Child<T> {
 impl<T: 'static> fmt::Debug for Child<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Task(t) => fmt::Debug::fmt(t, f),
+            Kind::Task(t) => fmt::Display::fmt(t, f),
             Kind::Promise(p) => fmt::Debug::fmt(p, f),
             Kind::Erased(r) => fmt::Debug::fmt(r, f),
         }
@@ -554,8 +553,8 @@ impl<T: 'static> Spawned<T> {
         })?;
         Ok(Spawned {
             loop_id,
-            key: task.cell.core.key(),
-            id: task.cell.core.id(),
+            key: task.core().key(),
+            id: task.core().id(),
             slot,
             cancel_msg: None,
             finished: false,
@@ -563,7 +562,7 @@ impl<T: 'static> Spawned<T> {
     }
 
     /// The task, while it is live on the current loop.
-    fn find(&self) -> Option<Rc<dyn TaskObj>> {
+    fn find(&self) -> Option<TaskRef> {
         context::with_loop(|lp| {
             if lp.id != self.loop_id {
                 return None;
@@ -600,7 +599,7 @@ impl<T: 'static> WaitTarget for Spawned<T> {
 
     fn cancel(&mut self, msg: Option<String>) -> bool {
         match self.find() {
-            Some(t) if t.core().request_cancel(msg.clone()) => {
+            Some(t) if t.raw.request_cancel(msg.clone()) => {
                 self.cancel_msg = Some(msg);
                 true
             }
@@ -643,7 +642,7 @@ impl<T> Drop for Spawned<T> {
         })
         .flatten();
         if let Some(t) = task {
-            t.core().request_cancel(None);
+            t.raw.request_cancel(None);
         }
     }
 }

@@ -5,11 +5,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::event_loop::LoopInner;
-use crate::task::raw::TaskObj;
+use crate::task::raw::RawTask;
 
 thread_local! {
     static CURRENT_LOOP: RefCell<Option<Rc<LoopInner>>> = const { RefCell::new(None) };
-    static CURRENT_TASK: RefCell<Option<Rc<dyn TaskObj>>> = const { RefCell::new(None) };
+    static CURRENT_TASK: RefCell<Option<RawTask>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with the loop running on this thread, if any.
@@ -44,12 +44,12 @@ impl Drop for LoopGuard {
 
 /// Runs `f` with the task being polled, if any.
 #[inline]
-pub(crate) fn with_task<R>(f: impl FnOnce(&Rc<dyn TaskObj>) -> R) -> Option<R> {
+pub(crate) fn with_task<R>(f: impl FnOnce(&RawTask) -> R) -> Option<R> {
     CURRENT_TASK.with(|c| c.borrow().as_ref().map(f))
 }
 
 /// Sets the task being polled; returns the previous one.
 #[inline]
-pub(crate) fn set_task(task: Option<Rc<dyn TaskObj>>) -> Option<Rc<dyn TaskObj>> {
+pub(crate) fn set_task(task: Option<RawTask>) -> Option<RawTask> {
     CURRENT_TASK.with(|c| std::mem::replace(&mut *c.borrow_mut(), task))
 }

@@ -29,8 +29,9 @@ use super::report::{Logger, Report, ReportKind};
 use super::shared::{LoopShared, Remote};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
+use crate::task::TaskRef;
 use crate::task::context_var::Context;
-use crate::task::raw::TaskObj;
+use crate::task::raw::RawTask;
 use crate::time::heap::{TimerHeap, TimerKey};
 
 static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
@@ -49,8 +50,8 @@ const TIMER_CHECK_INTERVAL: usize = 32;
 
 /// Something on the run queue.
 pub(crate) enum Runnable {
-    /// Poll the task in slot `key` if it still has id `id`.
-    Task { key: usize, id: u64 },
+    /// Poll a task.
+    Task(RawTask),
     /// Run a callback.
     Call(Rc<CallbackCell>),
 }
@@ -92,7 +93,8 @@ pub(crate) struct LoopInner {
     pub(crate) driver: RefCell<Driver>,
     pub(crate) timers: RefCell<TimerHeap<TimerAction>>,
     ready: RefCell<VecDeque<Runnable>>,
-    pub(crate) tasks: RefCell<Slab<Rc<dyn TaskObj>>>,
+    /// The tasks not yet done (asyncio's `all_tasks()`).
+    pub(crate) tasks: RefCell<Slab<TaskRef>>,
     /// The origin of `Loop::time()`.
     pub(crate) origin: Instant,
     pub(crate) debug: Cell<bool>,
@@ -105,8 +107,6 @@ pub(crate) struct LoopInner {
     pub(crate) shutdown_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
     /// Reused buffer for the wakers of one reap.
     wake_buf: RefCell<Vec<Waker>>,
-    /// Waker states of finished tasks, reused by new ones.
-    pub(crate) waker_pool: RefCell<Vec<Arc<super::waker::TaskWaker>>>,
 }
 
 impl LoopInner {
@@ -143,7 +143,6 @@ impl LoopInner {
             closed: Cell::new(false),
             shutdown_hooks: RefCell::new(Vec::new()),
             wake_buf: RefCell::new(Vec::new()),
-            waker_pool: RefCell::new(Vec::new()),
         }))
     }
 
@@ -281,7 +280,11 @@ impl LoopInner {
         if self.shared.has_pending() {
             for item in self.shared.take() {
                 match item {
-                    Remote::Wake { key, id } => self.schedule(Runnable::Task { key, id }),
+                    Remote::Wake(remote) => {
+                        if let Some(task) = remote.into_local() {
+                            task.schedule();
+                        }
+                    }
                     Remote::Call(f) => {
                         self.call_soon(Box::new(f), Context::default());
                     }
@@ -312,17 +315,7 @@ impl LoopInner {
                 break;
             };
             match item {
-                Runnable::Task { key, id } => {
-                    let task = self
-                        .tasks
-                        .borrow()
-                        .get(key)
-                        .filter(|t| t.core().id == id)
-                        .cloned();
-                    if let Some(task) = task {
-                        task.run(self);
-                    }
-                }
+                Runnable::Task(task) => task.run(self),
                 Runnable::Call(cell) => self.run_callback(&cell),
             }
         }
@@ -420,11 +413,11 @@ impl LoopInner {
     /// doing its `to_thread` work, a foreign future) may still be woken
     /// from outside the loop: it is left to finish, as asyncio's run()
     /// would wait for it.
-    fn drop_stuck_tasks(self: &Rc<Self>, left: &[Rc<dyn TaskObj>]) -> usize {
+    fn drop_stuck_tasks(self: &Rc<Self>, left: &[TaskRef]) -> usize {
         let mut dropped = 0;
         for t in left
             .iter()
-            .filter(|t| !t.core().is_done() && !t.core().waker_held_elsewhere())
+            .filter(|t| !t.core().is_done() && !t.raw.waker_held_elsewhere())
         {
             dropped += 1;
             self.report(
@@ -434,13 +427,13 @@ impl LoopInner {
                 )
                 .task(t.repr()),
             );
-            t.abandon(self);
+            t.raw.abandon(self);
         }
         dropped
     }
 
     /// Tasks not yet done.
-    pub(crate) fn live_tasks(&self) -> Vec<Rc<dyn TaskObj>> {
+    pub(crate) fn live_tasks(&self) -> Vec<TaskRef> {
         self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect()
     }
 
@@ -455,7 +448,7 @@ impl LoopInner {
                 break;
             }
             for t in &left {
-                t.core().request_cancel(None);
+                t.raw.request_cancel(None);
             }
             let mut idle_since: Option<Instant> = None;
             while left.iter().any(|t| !t.core().is_done()) {

@@ -1,8 +1,8 @@
 //! The event loop layer: one loop per thread, one ring per loop.
 //!
 //! `event_loop` is the loop and its turn; `op` the future of one ring
-//! operation; `waker` how tasks are woken from any thread; `shared` the
-//! part other threads may touch; `handle` the public `Loop`/`LoopHandle`;
+//! operation; `shared` the part other threads may touch (how a task is
+//! woken from another thread); `handle` the public `Loop`/`LoopHandle`;
 //! `builder` the `Runtime` and `run`.
 
 mod builder;
@@ -12,7 +12,6 @@ mod handle;
 mod op;
 pub(crate) mod report;
 pub(crate) mod shared;
-pub(crate) mod waker;
 
 pub use builder::{Builder, DEFAULT_RING_ENTRIES, Runtime, run};
 pub use handle::{CallbackHandle, Loop, LoopHandle, LoopStats, get_running_loop};

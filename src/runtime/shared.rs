@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::context;
 
 use crate::error::{Error, Result};
+use crate::task::raw::RemoteTask;
 
 /// Work handed to a loop from outside its thread.
 pub(crate) enum Remote {
-    /// Wake the task at `key` (if it still has id `id`).
-    Wake { key: usize, id: u64 },
+    /// Wake a task of this loop (woken from another thread).
+    Wake(RemoteTask),
     /// Run a closure on the loop (`call_soon_threadsafe`).
     Call(Box<dyn FnOnce() + Send>),
 }

@@ -4,7 +4,6 @@ use std::future::Future;
 
 use super::context_var::Context;
 use super::handle::Task;
-use super::raw::TaskCell;
 use crate::error::{Error, Result};
 use crate::runtime::context;
 
@@ -62,10 +61,9 @@ impl TaskBuilder {
             Some(c) => c.copy(),
             None => Context::current(),
         };
-        let coro = std::any::type_name::<F>;
-        let fut = Box::pin(async move { fut.await.map_err(Into::into) });
-        let cell = TaskCell::spawn(&lp, fut, coro, self.name, ctx)?;
-        Ok(Task { cell })
+        let fut = async move { fut.await.map_err(Into::into) };
+        let raw = super::run::spawn::<F, _, T>(&lp, fut, self.name, ctx)?;
+        Ok(Task::from_raw(raw))
     }
 }
 

@@ -1,45 +1,43 @@
-//! What an await point asks of the task it runs in: is a cancellation
-//! pending, take it, and "I am parked here" (for the foreign-future rule of
-//! SPEC §2.6 and for `get_stack`).
+//! One-call forms of [`AwaitPoint`](super::await_point::AwaitPoint) for
+//! await points that ask a single question per poll.
 
 use std::panic::Location;
 
-use crate::runtime::context;
+use super::await_point::AwaitPoint;
 
 /// The pending cancellation's message, without taking it.
 #[inline]
 pub(crate) fn cancel_message() -> Option<Option<String>> {
-    context::with_task(|t| t.core().peek_cancel()).flatten()
+    AwaitPoint::current().pending()
 }
 
 /// Whether the task being polled has a cancellation pending.
 #[inline]
 pub(crate) fn cancel_pending() -> bool {
-    context::with_task(|t| t.core().cancel_pending()).unwrap_or(false)
+    AwaitPoint::current().is_pending()
 }
 
 /// Takes the pending cancellation: the caller delivers it as
 /// `Err(Cancelled)`.
 #[inline]
 pub(crate) fn take_cancel() -> Option<Option<String>> {
-    context::with_task(|t| t.core().take_cancel()).flatten()
+    match AwaitPoint::current().deliver() {
+        Some(crate::Error::Cancelled { msg }) => Some(msg),
+        _ => None,
+    }
 }
 
 /// Records that the task parks in a ringio await point at `location`.
 #[inline]
 pub(crate) fn note_await_point(location: &'static Location<'static>) {
-    context::with_task(|t| t.core().note_await_point(location));
+    AwaitPoint::current().park(location);
 }
 
-/// Records that the task parks in a ringio await point at `location` and
-/// returns its pending cancellation's message, if any: the two questions
-/// a parking await point asks, in one thread-local lookup.
+/// Records that the task parks at `location` and returns its pending
+/// cancellation's message, if any.
 #[inline]
 pub(crate) fn park_at(location: &'static Location<'static>) -> Option<Option<String>> {
-    context::with_task(|t| {
-        let core = t.core();
-        core.note_await_point(location);
-        core.peek_cancel()
-    })
-    .flatten()
+    let point = AwaitPoint::current();
+    point.park(location);
+    point.pending()
 }

@@ -3,14 +3,17 @@
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::io;
+use std::marker::PhantomData;
 use std::panic::Location;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
 
+use super::await_point::AwaitPoint;
+use super::core::{FutWaiter, TaskCore};
 use super::outcome::State;
-use super::raw::{CallbackId, TaskCell, TaskCore, TaskObj};
+use super::raw::RawTask;
 use super::stack::Frame;
+use super::waiters::CallbackId;
 use crate::error::{Error, Result};
 use crate::runtime::context;
 
@@ -41,7 +44,8 @@ use crate::runtime::context;
 /// });
 /// ```
 pub struct Task<T> {
-    pub(crate) cell: Rc<TaskCell<T>>,
+    pub(crate) raw: RawTask,
+    _result: PhantomData<fn() -> T>,
 }
 
 /// A task handle with its result type erased (what `current_task` and
@@ -49,14 +53,12 @@ pub struct Task<T> {
 /// result; awaiting it gives `Result<()>` (the task's error, if any).
 #[derive(Clone)]
 pub struct TaskRef {
-    pub(crate) obj: Rc<dyn TaskObj>,
+    pub(crate) raw: RawTask,
 }
 
 impl<T> Clone for Task<T> {
     fn clone(&self) -> Self {
-        Task {
-            cell: self.cell.clone(),
-        }
+        Task::from_raw(self.raw.clone())
     }
 }
 
@@ -68,13 +70,13 @@ macro_rules! task_methods {
         /// after cancelling any ring operation in flight there. `false` if
         /// the task is already done.
         pub fn cancel(&self) -> bool {
-            self.core().request_cancel(None)
+            self.raw.request_cancel(None)
         }
 
         /// [`cancel`](Self::cancel) with a message, found in the
         /// `Error::Cancelled { msg }` the task sees.
         pub fn cancel_with(&self, msg: impl Into<String>) -> bool {
-            self.core().request_cancel(Some(msg.into()))
+            self.raw.request_cancel(Some(msg.into()))
         }
 
         /// Whether the task ended cancelled.
@@ -106,11 +108,9 @@ macro_rules! task_methods {
                 State::Done => Ok(None),
                 State::Failed => {
                     core.mark_retrieved();
-                    Ok(self.task_error())
+                    Ok(self.raw.error())
                 }
-                State::Cancelled => {
-                    Err(self.task_error().unwrap_or(Error::Cancelled { msg: None }))
-                }
+                State::Cancelled => Err(self.raw.error().unwrap_or(Error::Cancelled { msg: None })),
             }
         }
 
@@ -126,7 +126,7 @@ macro_rules! task_methods {
 
         /// The type name of the task's future (asyncio's `get_coro()`).
         pub fn get_coro(&self) -> &'static str {
-            self.core().coro()
+            self.raw.coro()
         }
 
         /// The task's unique id.
@@ -148,7 +148,7 @@ macro_rules! task_methods {
         #[track_caller]
         pub fn get_stack(&self, limit: Option<usize>) -> Vec<Frame> {
             let here = Location::caller();
-            stack_of(self.core(), self.task_error(), limit, here)
+            stack_of(self.core(), self.raw.error(), limit, here)
         }
 
         /// Prints the stack (asyncio's `print_stack()`) to `out`.
@@ -157,20 +157,20 @@ macro_rules! task_methods {
             let frames = self.get_stack(limit);
             let core = self.core();
             if frames.is_empty() {
-                writeln!(out, "No stack for {}", self.task_repr())?;
+                writeln!(out, "No stack for {}", self.raw.repr())?;
                 return Ok(());
             }
             if core.state() == State::Failed {
                 writeln!(
                     out,
                     "Traceback for {} (most recent call last):",
-                    self.task_repr()
+                    self.raw.repr()
                 )?;
             } else {
                 writeln!(
                     out,
                     "Stack for {} (most recent call last):",
-                    self.task_repr()
+                    self.raw.repr()
                 )?;
             }
             for f in frames {
@@ -213,17 +213,19 @@ fn stack_of(
     frames
 }
 
+impl<T> Task<T> {
+    /// The handle of a task whose result type is `T`.
+    pub(crate) fn from_raw(raw: RawTask) -> Task<T> {
+        Task {
+            raw,
+            _result: PhantomData,
+        }
+    }
+}
+
 impl<T: 'static> Task<T> {
-    fn core(&self) -> &TaskCore {
-        &self.cell.core
-    }
-
-    fn task_error(&self) -> Option<Error> {
-        self.cell.outcome.error()
-    }
-
-    fn task_repr(&self) -> String {
-        self.cell.repr()
+    pub(crate) fn core(&self) -> &TaskCore {
+        self.raw.core()
     }
 
     task_methods!();
@@ -234,62 +236,79 @@ impl<T: 'static> Task<T> {
     where
         T: Clone,
     {
-        self.core().mark_retrieved();
-        self.cell.outcome.result()
+        let core = self.core();
+        core.mark_retrieved();
+        let state = core.state();
+        // SAFETY: a `Task<T>` is made only for a task whose result is `T`,
+        // and `read` calls no code that could reach this slot.
+        unsafe { self.raw.with_slot::<T, _>(|slot| slot.read(state)) }
+            .unwrap_or_else(|| Err(Error::InvalidState("Result is not set.".into())))
     }
 
     /// Runs `f(&task)` soon after the task ends (scheduled on the loop,
     /// never inline; at once if it already ended), in the task's context.
+    /// Callbacks and the wake-ups of awaiters happen in the order they
+    /// were registered, as in asyncio.
     pub fn add_done_callback(&self, f: impl FnOnce(&TaskRef) + 'static) -> CallbackId {
-        self.core().add_done_callback(self.as_ref(), Box::new(f))
+        self.raw.add_done_callback(self.as_ref(), Box::new(f))
     }
 
     /// The same task with its type erased.
     pub fn as_ref(&self) -> TaskRef {
         TaskRef {
-            obj: self.cell.clone() as Rc<dyn TaskObj>,
+            raw: self.raw.clone(),
         }
     }
 
+    /// Moves the value out (an await by value).
     pub(crate) fn take_outcome(&self) -> Result<T> {
-        self.cell.outcome.take()
+        let core = self.core();
+        core.mark_retrieved();
+        let state = core.state();
+        // SAFETY: as in `result`; `take` calls no code that could reach
+        // this slot.
+        unsafe { self.raw.with_slot::<T, _>(|slot| slot.take(state)) }
+            .unwrap_or_else(|| Err(Error::InvalidState("Result is not set.".into())))
     }
 }
 
 impl TaskRef {
-    pub(crate) fn from_rc(obj: Rc<dyn TaskObj>) -> TaskRef {
-        TaskRef { obj }
-    }
-
-    fn core(&self) -> &TaskCore {
-        self.obj.core()
-    }
-
-    fn task_error(&self) -> Option<Error> {
-        self.obj.error()
-    }
-
-    fn task_repr(&self) -> String {
-        self.obj.repr()
+    pub(crate) fn core(&self) -> &TaskCore {
+        self.raw.core()
     }
 
     task_methods!();
 
     /// Runs `f(&task)` soon after the task ends (scheduled, never inline).
     pub fn add_done_callback(&self, f: impl FnOnce(&TaskRef) + 'static) -> CallbackId {
-        self.core().add_done_callback(self.clone(), Box::new(f))
+        self.raw.add_done_callback(self.clone(), Box::new(f))
+    }
+
+    /// Registers `waker` to be woken when the task ends.
+    pub(crate) fn add_waiter(&self, waker: &std::task::Waker) {
+        self.core().waiters.add_waker(waker)
+    }
+
+    /// The exception of a task that failed (not cancelled).
+    pub(crate) fn failed_error(&self) -> Option<Error> {
+        self.raw.failed_error()
+    }
+
+    /// Its `<Task ...>` description.
+    pub(crate) fn repr(&self) -> String {
+        self.raw.repr()
     }
 }
 
 impl<T> PartialEq for Task<T> {
     fn eq(&self, other: &Self) -> bool {
-        Rc::ptr_eq(&self.cell, &other.cell)
+        self.raw.addr() == other.raw.addr()
     }
 }
 
 impl PartialEq for TaskRef {
     fn eq(&self, other: &Self) -> bool {
-        self.obj.core().id == other.obj.core().id
+        self.raw.addr() == other.raw.addr()
     }
 }
 
@@ -297,43 +316,73 @@ impl Eq for TaskRef {}
 
 impl std::hash::Hash for TaskRef {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.obj.core().id.hash(state)
+        self.core().id().hash(state)
     }
 }
 
-impl<T> fmt::Debug for Task<T> {
+/// asyncio's `repr(task)`, with `result=…` once the task finished with a
+/// value (the value is shown, not taken).
+impl<T: fmt::Debug + 'static> fmt::Debug for Task<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.cell.core.repr_with(self.cell.outcome.error()))
+        let result = if self.core().state() == State::Done {
+            // SAFETY: a `Task<T>` is made only for a task whose result is
+            // `T`; formatting the value cannot reach the task's slot.
+            unsafe {
+                self.raw.with_slot::<T, _>(|slot| match slot {
+                    super::outcome::Slot::Value(v) => Some(format!("{v:?}")),
+                    _ => None,
+                })
+            }
+            .flatten()
+        } else {
+            None
+        };
+        let repr = self
+            .core()
+            .repr_with(self.raw.coro(), self.raw.error(), result);
+        f.write_str(&repr)
     }
 }
 
+/// asyncio's `repr(task)`, without the value.
 impl<T> fmt::Display for Task<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.cell.core.repr_with(self.cell.outcome.error()))
+        f.write_str(&self.raw.repr())
     }
 }
 
 impl fmt::Debug for TaskRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.obj.repr())
+        f.write_str(&self.raw.repr())
     }
 }
 
 impl fmt::Display for TaskRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.obj.repr())
+        f.write_str(&self.raw.repr())
     }
 }
 
-/// The await point of awaiting a task or promise (SPEC §2.4–2.5), generic
-/// over what is awaited.
+/// The await point of awaiting a task or promise (cancellation rules
+/// 4–5), generic over what is awaited.
 pub(crate) trait Awaited {
     type Output;
+    /// The awaited task's id (to refuse a task awaiting itself).
     fn awaited_id(&self) -> Option<u64>;
+    /// The loop it belongs to, if it belongs to one.
+    fn loop_id(&self) -> Option<u64> {
+        None
+    }
     fn is_done(&self) -> bool;
     fn cancel_with(&self, msg: Option<String>) -> bool;
     fn add_waiter(&self, waker: &std::task::Waker);
     fn take(&self) -> Self::Output;
+    /// What the awaiting task's `cancel()` cancels at once while it waits
+    /// here (asyncio's `_fut_waiter`); `None`: the task is woken instead
+    /// and this await point forwards the cancellation when polled.
+    fn fut_waiter(&self) -> Option<FutWaiter> {
+        None
+    }
 }
 
 /// The future of `task.await` / `promise.await`.
@@ -341,11 +390,17 @@ pub(crate) trait Awaited {
 pub struct Join<A> {
     target: A,
     location: &'static Location<'static>,
+    /// It has parked once: the task was suspended here.
+    suspended: bool,
 }
 
 impl<A> Join<A> {
     pub(crate) fn new(target: A, location: &'static Location<'static>) -> Join<A> {
-        Join { target, location }
+        Join {
+            target,
+            location,
+            suspended: false,
+        }
     }
 }
 
@@ -357,39 +412,42 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
         let this = &mut *self;
-        // One thread-local lookup for the whole poll: this is the hot path
-        // of every `task.await`.
-        let current = context::with_task(Rc::clone);
-        let core = current.as_ref().map(|t| t.core());
-        if let (Some(core), Some(target)) = (core, this.target.awaited_id()) {
-            if core.id() == target {
+        let point = AwaitPoint::current();
+        if let Some(task) = point.task() {
+            if this.target.awaited_id() == Some(task.core().id()) {
                 return Poll::Ready(Err(Error::msg("Task cannot await on itself")));
             }
         }
-        if let Some(msg) = core.and_then(|c| c.peek_cancel()) {
-            if this.target.is_done() {
-                // asyncio: a cancel that lands after the awaited one finished
-                // but before this task resumed wins; the value stays readable
-                // from the task or promise.
-                core.map(|c| c.take_cancel());
+        if let (Some(theirs), Some(ours)) = (this.target.loop_id(), point.loop_id()) {
+            if theirs != ours {
+                return Poll::Ready(Err(Error::InvalidState(
+                    "the awaited task or promise is attached to a different loop".into(),
+                )));
+            }
+        }
+        if let Some(msg) = point.pending() {
+            if this.suspended && this.target.is_done() {
+                // asyncio: a cancel that lands after the awaited one
+                // finished but before this task resumed wins; the value
+                // stays readable from the task or promise.
+                point.deliver();
                 return Poll::Ready(Err(Error::Cancelled { msg }));
             }
-            // Every cancel request is forwarded (asyncio cancels its
-            // `_fut_waiter` on each `cancel()`): an inner task that
-            // suppressed the first one still gets the second.
-            if this.target.cancel_with(msg) {
-                // The inner one carries the cancellation now; its outcome
-                // is ours.
-                core.map(|c| c.take_cancel());
+            // About to suspend with a cancel pending (the task cancelled
+            // itself, or the awaited one cannot be cancelled at once):
+            // forward it, and the awaited one's end is ours. An awaited
+            // one already done is read without suspending, and the cancel
+            // waits for the next real suspension.
+            if !this.target.is_done() && this.target.cancel_with(msg) {
+                point.deliver();
             }
         }
         if this.target.is_done() {
             return Poll::Ready(this.target.take());
         }
         this.target.add_waiter(cx.waker());
-        if let Some(core) = core {
-            core.note_await_point(this.location);
-        }
+        point.park_on(this.location, this.target.fut_waiter());
+        this.suspended = true;
         Poll::Pending
     }
 }
@@ -397,43 +455,54 @@ where
 impl<T: 'static> Awaited for Task<T> {
     type Output = Result<T>;
     fn awaited_id(&self) -> Option<u64> {
-        Some(self.cell.core.id)
+        Some(self.core().id())
+    }
+    fn loop_id(&self) -> Option<u64> {
+        Some(self.raw.loop_id())
     }
     fn is_done(&self) -> bool {
-        self.cell.core.is_done()
+        self.core().is_done()
     }
     fn cancel_with(&self, msg: Option<String>) -> bool {
-        self.cell.core.request_cancel(msg)
+        self.raw.request_cancel(msg)
     }
     fn add_waiter(&self, waker: &std::task::Waker) {
-        self.cell.outcome.add_waiter(waker)
+        self.core().waiters.add_waker(waker)
     }
     fn take(&self) -> Result<T> {
-        self.cell.core.mark_retrieved();
         self.take_outcome()
+    }
+    fn fut_waiter(&self) -> Option<FutWaiter> {
+        Some(FutWaiter::Task(self.as_ref()))
     }
 }
 
 impl Awaited for TaskRef {
     type Output = Result<()>;
     fn awaited_id(&self) -> Option<u64> {
-        Some(self.obj.core().id)
+        Some(self.core().id())
+    }
+    fn loop_id(&self) -> Option<u64> {
+        Some(self.raw.loop_id())
     }
     fn is_done(&self) -> bool {
-        self.obj.core().is_done()
+        self.core().is_done()
     }
     fn cancel_with(&self, msg: Option<String>) -> bool {
-        self.obj.core().request_cancel(msg)
+        self.raw.request_cancel(msg)
     }
     fn add_waiter(&self, waker: &std::task::Waker) {
-        self.obj.add_waiter(waker)
+        TaskRef::add_waiter(self, waker)
     }
     fn take(&self) -> Result<()> {
-        self.obj.mark_retrieved();
-        match self.obj.error() {
+        self.core().mark_retrieved();
+        match self.raw.error() {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+    fn fut_waiter(&self) -> Option<FutWaiter> {
+        Some(FutWaiter::Task(self.clone()))
     }
 }
 
@@ -462,6 +531,12 @@ impl<A: ReadValue> Awaited for Read<A> {
     type Output = A::Output;
     fn awaited_id(&self) -> Option<u64> {
         self.0.awaited_id()
+    }
+    fn loop_id(&self) -> Option<u64> {
+        self.0.loop_id()
+    }
+    fn fut_waiter(&self) -> Option<FutWaiter> {
+        self.0.fut_waiter()
     }
     fn is_done(&self) -> bool {
         self.0.is_done()
@@ -517,12 +592,11 @@ impl IntoFuture for TaskRef {
 /// The task currently running on this thread's loop (asyncio's
 /// `current_task()`), or `None` outside a task.
 pub fn current_task() -> Option<TaskRef> {
-    context::with_task(|t| TaskRef::from_rc(t.clone()))
+    context::with_task(|t| TaskRef { raw: t.clone() })
 }
 
 /// The tasks of the running loop that are not done (asyncio's
 /// `all_tasks()`); empty outside a loop.
 pub fn all_tasks() -> Vec<TaskRef> {
-    context::with_loop(|lp| lp.live_tasks().into_iter().map(TaskRef::from_rc).collect())
-        .unwrap_or_default()
+    context::with_loop(|lp| lp.live_tasks()).unwrap_or_default()
 }

@@ -1,12 +1,13 @@
-//! `Outcome<T>`: how a task or promise ended, and who waits for it.
+//! How a task or promise ended: its [`State`] and the [`Slot`] that holds
+//! the value or the error, with asyncio's rules for reading them
+//! (`result()`, `exception()`, and an await that moves the value out).
 //!
-//! Shared by [`crate::Task`] and [`crate::Promise`]: both are asyncio
-//! futures — pending, then finished with a value, an exception, or
-//! cancelled — whose result can be read, and awaited by several waiters.
+//! A task keeps its slot inside its single allocation (where its future
+//! was); a promise keeps it in its [`Outcome`].
 
 use std::cell::{Cell, RefCell};
-use std::task::Waker;
 
+use super::waiters::Waiters;
 use crate::error::{Error, Result};
 
 /// The state of a task or promise.
@@ -20,9 +21,29 @@ pub(crate) enum State {
     Cancelled,
 }
 
-/// What a settled outcome holds. `Empty` while pending, and after an
-/// await moved the value out (the state says which).
-enum Slot<T> {
+impl State {
+    /// The state a result ends in.
+    pub(crate) fn of<T>(result: &Result<T>) -> State {
+        match result {
+            Ok(_) => State::Done,
+            Err(e) if e.is_cancelled() => State::Cancelled,
+            Err(_) => State::Failed,
+        }
+    }
+
+    /// asyncio's word for it in a `repr`.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Done | State::Failed => "finished",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What a finished task or promise holds. `Empty` while pending, and after
+/// an await moved the value out (the state says which).
+pub(crate) enum Slot<T> {
     Empty,
     Value(T),
     /// Boxed: errors are the rarer end, and a small slot keeps every task
@@ -30,38 +51,94 @@ enum Slot<T> {
     Error(Box<Error>),
 }
 
-/// Who to wake when it settles. Most tasks have exactly one awaiter, so one
-/// waker needs no allocation.
-#[derive(Default)]
-enum Waiters {
-    #[default]
-    None,
-    One(Waker),
-    Many(Vec<Waker>),
+impl<T> Slot<T> {
+    pub(crate) fn from_result(result: Result<T>) -> Slot<T> {
+        match result {
+            Ok(v) => Slot::Value(v),
+            Err(e) => Slot::Error(Box::new(e)),
+        }
+    }
+
+    /// The error of a failed or cancelled end.
+    pub(crate) fn error(&self) -> Option<Error> {
+        match self {
+            Slot::Error(e) => Some((**e).clone()),
+            _ => None,
+        }
+    }
+
+    /// The error of an end in `state` that is not a value.
+    fn error_or_cancelled(&self) -> Error {
+        self.error().unwrap_or(Error::Cancelled { msg: None })
+    }
+
+    /// asyncio's `exception()`: `Ok(None)` after a value, `Ok(Some(e))`
+    /// after an exception, `Err(Cancelled)` if cancelled, `Err(InvalidState)`
+    /// if pending.
+    pub(crate) fn exception(&self, state: State) -> Result<Option<Error>> {
+        match state {
+            State::Pending => Err(Error::InvalidState("Exception is not set.".into())),
+            State::Done => Ok(None),
+            State::Failed => Ok(self.error()),
+            State::Cancelled => Err(self.error_or_cancelled()),
+        }
+    }
+
+    /// The result for a by-value await: moves the value out (a later read
+    /// of it gets `InvalidState`), clones an error.
+    pub(crate) fn take(&mut self, state: State) -> Result<T> {
+        match state {
+            State::Pending => Err(Error::InvalidState("Result is not set.".into())),
+            State::Done => match std::mem::replace(self, Slot::Empty) {
+                Slot::Value(v) => Ok(v),
+                _ => Err(taken()),
+            },
+            State::Failed | State::Cancelled => Err(self.error_or_cancelled()),
+        }
+    }
+
+    /// asyncio's `result()`: the value (cloned), the exception,
+    /// `Cancelled`, or `InvalidState` while pending.
+    pub(crate) fn read(&self, state: State) -> Result<T>
+    where
+        T: Clone,
+    {
+        match state {
+            State::Pending => Err(Error::InvalidState("Result is not set.".into())),
+            State::Done => match self {
+                Slot::Value(v) => Ok(v.clone()),
+                _ => Err(taken()),
+            },
+            State::Failed | State::Cancelled => Err(self.error_or_cancelled()),
+        }
+    }
 }
 
-pub(crate) struct Outcome<T> {
+fn taken() -> Error {
+    Error::InvalidState("the result was already moved out by an earlier await".into())
+}
+
+/// A promise's end: state, slot, and who to tell (callbacks of type `C`).
+pub(crate) struct Outcome<T, C> {
     state: Cell<State>,
     /// Someone read the exception (for "exception was never retrieved").
     retrieved: Cell<bool>,
     slot: RefCell<Slot<T>>,
-    /// A `Cell` (taken and put back), not a `RefCell`: it is only ever
-    /// changed, never lent out.
-    waiters: Cell<Waiters>,
+    pub(crate) waiters: Waiters<C>,
 }
 
-impl<T> Default for Outcome<T> {
+impl<T, C> Default for Outcome<T, C> {
     fn default() -> Self {
         Outcome {
             state: Cell::new(State::Pending),
             retrieved: Cell::new(false),
             slot: RefCell::new(Slot::Empty),
-            waiters: Cell::new(Waiters::None),
+            waiters: Waiters::default(),
         }
     }
 }
 
-impl<T> Outcome<T> {
+impl<T, C> Outcome<T, C> {
     pub(crate) fn state(&self) -> State {
         self.state.get()
     }
@@ -70,109 +147,34 @@ impl<T> Outcome<T> {
         self.state.get() != State::Pending
     }
 
-    /// Settles the outcome and wakes the waiters. `false` if already done.
-    pub(crate) fn settle(&self, result: Result<T>) -> bool {
+    /// Stores `result`; the caller then tells the waiters. `false` if
+    /// already done.
+    pub(crate) fn set(&self, result: Result<T>) -> bool {
         if self.is_done() {
             return false;
         }
-        let (state, slot) = match result {
-            Ok(v) => (State::Done, Slot::Value(v)),
-            Err(e) if e.is_cancelled() => (State::Cancelled, Slot::Error(Box::new(e))),
-            Err(e) => (State::Failed, Slot::Error(Box::new(e))),
-        };
-        *self.slot.borrow_mut() = slot;
-        self.state.set(state);
-        let waiters = self.waiters.take();
-        match waiters {
-            Waiters::None => {}
-            Waiters::One(w) => w.wake(),
-            Waiters::Many(ws) => ws.into_iter().for_each(Waker::wake),
-        }
+        self.state.set(State::of(&result));
+        *self.slot.borrow_mut() = Slot::from_result(result);
         true
     }
 
-    /// Registers `waker` to be woken when the outcome settles.
-    pub(crate) fn add_waiter(&self, waker: &Waker) {
-        let waiters = match self.waiters.take() {
-            Waiters::None => Waiters::One(waker.clone()),
-            Waiters::One(w) if w.will_wake(waker) => Waiters::One(w),
-            Waiters::One(first) => Waiters::Many(vec![first, waker.clone()]),
-            Waiters::Many(mut ws) => {
-                if !ws.iter().any(|w| w.will_wake(waker)) {
-                    ws.push(waker.clone());
-                }
-                Waiters::Many(ws)
-            }
-        };
-        self.waiters.set(waiters);
-    }
-
-    /// The error of a failed or cancelled outcome.
-    pub(crate) fn error(&self) -> Option<Error> {
-        match &*self.slot.borrow() {
-            Slot::Error(e) => Some((**e).clone()),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn mark_retrieved(&self) {
-        self.retrieved.set(true);
-    }
-
-    pub(crate) fn retrieved(&self) -> bool {
-        self.retrieved.get()
-    }
-
-    /// asyncio's `exception()`: `Ok(None)` after a value, `Ok(Some(e))` after
-    /// an exception, `Err(Cancelled)` if cancelled, `Err(InvalidState)` if
-    /// pending.
     pub(crate) fn exception(&self) -> Result<Option<Error>> {
-        match self.state.get() {
-            State::Pending => Err(Error::InvalidState("Exception is not set.".into())),
-            State::Done => Ok(None),
-            State::Failed => {
-                self.retrieved.set(true);
-                Ok(self.error())
-            }
-            State::Cancelled => Err(self.error().unwrap_or(Error::Cancelled { msg: None })),
+        if self.state.get() == State::Failed {
+            self.retrieved.set(true);
         }
+        self.slot.borrow().exception(self.state.get())
     }
 
-    /// Takes the result for an await: moves the value out (a later read of
-    /// the value gets `InvalidState`), clones an error.
     pub(crate) fn take(&self) -> Result<T> {
         self.retrieved.set(true);
-        match self.state.get() {
-            State::Pending => Err(Error::InvalidState("Result is not set.".into())),
-            State::Done => match std::mem::replace(&mut *self.slot.borrow_mut(), Slot::Empty) {
-                Slot::Value(v) => Ok(v),
-                _ => Err(taken()),
-            },
-            State::Failed | State::Cancelled => {
-                Err(self.error().unwrap_or(Error::Cancelled { msg: None }))
-            }
-        }
+        self.slot.borrow_mut().take(self.state.get())
     }
-}
 
-impl<T: Clone> Outcome<T> {
-    /// asyncio's `result()`: the value (cloned), the exception, `Cancelled`,
-    /// or `InvalidState` while pending.
-    pub(crate) fn result(&self) -> Result<T> {
+    pub(crate) fn result(&self) -> Result<T>
+    where
+        T: Clone,
+    {
         self.retrieved.set(true);
-        match self.state.get() {
-            State::Pending => Err(Error::InvalidState("Result is not set.".into())),
-            State::Done => match &*self.slot.borrow() {
-                Slot::Value(v) => Ok(v.clone()),
-                _ => Err(taken()),
-            },
-            State::Failed | State::Cancelled => {
-                Err(self.error().unwrap_or(Error::Cancelled { msg: None }))
-            }
-        }
+        self.slot.borrow().read(self.state.get())
     }
-}
-
-fn taken() -> Error {
-    Error::InvalidState("the result was already moved out by an earlier await".into())
 }

@@ -1,15 +1,16 @@
 //! `Promise<T>`: asyncio's low-level `Future`, a result set by hand.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::future::IntoFuture;
 use std::panic::Location;
 use std::rc::{Rc, Weak};
 
 use super::context_var::Context;
+use super::core::{CancelPromise, FutWaiter};
 use super::handle::{Awaited, Join, Read, ReadValue};
 use super::outcome::{Outcome, State};
-use super::raw::CallbackId;
+use super::waiters::{CallbackId, Waiter};
 use crate::error::{Error, Result};
 use crate::runtime::context;
 use crate::runtime::event_loop::LoopInner;
@@ -17,8 +18,8 @@ use crate::runtime::event_loop::LoopInner;
 type PromiseCallback<T> = Box<dyn FnOnce(&Promise<T>)>;
 
 struct PromiseCell<T> {
-    outcome: Outcome<T>,
-    callbacks: RefCell<Vec<(CallbackId, PromiseCallback<T>)>>,
+    /// The end, and its awaiters and done callbacks in registration order.
+    outcome: Outcome<T, PromiseCallback<T>>,
     next_callback: Cell<u64>,
     lp: Weak<LoopInner>,
 }
@@ -71,7 +72,6 @@ impl<T: 'static> Promise<T> {
         Promise {
             cell: Rc::new(PromiseCell {
                 outcome: Outcome::default(),
-                callbacks: RefCell::new(Vec::new()),
                 next_callback: Cell::new(0),
                 lp,
             }),
@@ -133,51 +133,41 @@ impl<T: 'static> Promise<T> {
     }
 
     /// Runs `f(&promise)` soon after the promise is done (scheduled, never
-    /// inline), in the context current now.
+    /// inline), in the context current now. Callbacks and the wake-ups of
+    /// awaiters happen in the order they were registered, as in asyncio.
     pub fn add_done_callback(&self, f: impl FnOnce(&Promise<T>) + 'static) -> CallbackId {
         let id = CallbackId(self.cell.next_callback.get());
         self.cell.next_callback.set(id.0 + 1);
         if self.done() {
             self.schedule_callback(Box::new(f));
         } else {
-            self.cell.callbacks.borrow_mut().push((id, Box::new(f)));
+            self.cell.outcome.waiters.add_callback(id, Box::new(f));
         }
         id
     }
 
     /// Removes the done callbacks registered under `id`; how many.
     pub fn remove_done_callback(&self, id: CallbackId) -> usize {
-        let mut cbs = self.cell.callbacks.borrow_mut();
-        let before = cbs.len();
-        cbs.retain(|(i, _)| *i != id);
-        before - cbs.len()
+        self.cell.outcome.waiters.remove_callback(id)
     }
 
     fn settle(&self, result: Result<T>) -> Result<()> {
-        if self.cell.outcome.is_done() {
+        if !self.cell.outcome.set(result) {
             return Err(Error::InvalidState(
                 "invalid state: the promise is already done".into(),
             ));
         }
-        let callbacks = std::mem::take(&mut *self.cell.callbacks.borrow_mut());
         // A promise made outside a loop belongs to the loop it is settled
-        // on; only with no loop at all do callbacks run inline (after the
-        // result is set).
-        match self.cell.lp.upgrade().or_else(context::current_loop) {
-            Some(lp) => {
-                // Queued before the awaiters are woken, so they run first
-                // (asyncio: an awaiter's wakeup is a later-added callback).
-                for (_, f) in callbacks {
+        // on; only with no loop at all do callbacks run inline.
+        let lp = self.cell.lp.upgrade().or_else(context::current_loop);
+        for waiter in self.cell.outcome.waiters.take() {
+            match (waiter, &lp) {
+                (Waiter::Wake(w), _) => w.wake(),
+                (Waiter::Call(_, f), Some(lp)) => {
                     let me = self.clone();
                     lp.call_soon(Box::new(move || f(&me)), Context::current());
                 }
-                self.cell.outcome.settle(result);
-            }
-            None => {
-                self.cell.outcome.settle(result);
-                for (_, f) in callbacks {
-                    f(self);
-                }
+                (Waiter::Call(_, f), None) => f(self),
             }
         }
         Ok(())
@@ -196,10 +186,23 @@ impl<T: 'static> Promise<T> {
     }
 }
 
+impl<T: 'static> CancelPromise for PromiseCell<T> {
+    fn cancel_with(self: Rc<Self>, msg: Option<String>) -> bool {
+        let promise = Promise { cell: self };
+        promise.settle(Err(Error::Cancelled { msg })).is_ok()
+    }
+}
+
 impl<T: 'static> Awaited for Promise<T> {
     type Output = Result<T>;
     fn awaited_id(&self) -> Option<u64> {
         None
+    }
+    fn loop_id(&self) -> Option<u64> {
+        self.cell.lp.upgrade().map(|lp| lp.id)
+    }
+    fn fut_waiter(&self) -> Option<FutWaiter> {
+        Some(FutWaiter::Promise(self.cell.clone()))
     }
     fn is_done(&self) -> bool {
         self.done()
@@ -208,7 +211,7 @@ impl<T: 'static> Awaited for Promise<T> {
         self.settle(Err(Error::Cancelled { msg })).is_ok()
     }
     fn add_waiter(&self, waker: &std::task::Waker) {
-        self.cell.outcome.add_waiter(waker)
+        self.cell.outcome.waiters.add_waker(waker)
     }
     fn take(&self) -> Result<T> {
         self.cell.outcome.take()
@@ -251,11 +254,6 @@ impl<T> PartialEq for Promise<T> {
 
 impl<T> fmt::Debug for Promise<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.cell.outcome.state() {
-            State::Pending => "pending",
-            State::Done | State::Failed => "finished",
-            State::Cancelled => "cancelled",
-        };
-        write!(f, "<Promise {state}>")
+        write!(f, "<Promise {}>", self.cell.outcome.state().word())
     }
 }

@@ -14,7 +14,6 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::panic::Location;
 use std::pin::Pin;
-use std::rc::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
@@ -22,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::runtime::LoopHandle;
-use crate::task::raw::TaskObj;
 use crate::task::{Context, Task, TaskRef, current};
 
 type Callback<T> = Box<dyn FnOnce(&ConcurrentFuture<T>) + Send>;
@@ -377,9 +375,9 @@ static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// Tasks started for other threads, by ticket, so that a
     /// `ConcurrentFuture::cancel` from any thread can find its task (a
-    /// `Task` is not `Send`; the ticket is). Weak: the loop's task table
-    /// keeps live tasks alive.
-    static REMOTE_TASKS: RefCell<HashMap<u64, Weak<dyn TaskObj>>> = RefCell::new(HashMap::new());
+    /// `Task` is not `Send`; the ticket is). An entry goes when its task
+    /// ends.
+    static REMOTE_TASKS: RefCell<HashMap<u64, TaskRef>> = RefCell::new(HashMap::new());
 }
 
 /// Settles a `ConcurrentFuture` once; if dropped unsettled (the loop closed
@@ -495,10 +493,7 @@ where
         };
         let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
         let obj: TaskRef = task.as_ref();
-        REMOTE_TASKS.with(|m| {
-            m.borrow_mut()
-                .insert(ticket, std::rc::Rc::downgrade(&obj.obj))
-        });
+        REMOTE_TASKS.with(|m| m.borrow_mut().insert(ticket, obj.clone()));
         let done = task.clone();
         task.add_done_callback(move |_| {
             REMOTE_TASKS.with(|m| m.borrow_mut().remove(&ticket));
@@ -507,9 +502,8 @@ where
         let cancelled_meanwhile = cf.set_canceller(Box::new(move |msg| {
             // Runs on the cancelling thread: reach the task on its loop.
             let _ = target.call_soon_threadsafe(move || {
-                let task = REMOTE_TASKS.with(|m| m.borrow().get(&ticket).and_then(Weak::upgrade));
+                let task = REMOTE_TASKS.with(|m| m.borrow().get(&ticket).cloned());
                 if let Some(t) = task {
-                    let t = TaskRef::from_rc(t);
                     match msg {
                         Some(m) => t.cancel_with(m),
                         None => t.cancel(),

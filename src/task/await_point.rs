@@ -1,0 +1,91 @@
+//! `AwaitPoint`: the task a ringio await point runs in, and the
+//! cancellation rules as every await point applies them.
+//!
+//! A ringio await point — a sleep, a ring operation, awaiting a task or
+//! promise, a combinator — asks the task it runs in three things, always
+//! through this type so that the rules cannot drift apart between them:
+//!
+//! - [`pending`](AwaitPoint::pending): is a cancellation waiting for the
+//!   task's next await point (rule 2)? An await point that is about to
+//!   suspend acts on it: it cancels its ring operation, or forwards it to
+//!   the task or promise it awaits (rule 4).
+//! - [`deliver`](AwaitPoint::deliver): this await point returns the
+//!   cancellation as `Err(Cancelled)` now; it is no longer pending. One
+//!   whose operation completed before the cancel could reach it returns
+//!   the result instead and leaves the cancellation pending (rule 5).
+//! - [`park`](AwaitPoint::park): the task suspends here (for `get_stack`,
+//!   and so that a cancelled task parked in a foreign future — one that is
+//!   no ringio await point — can be told apart, rule 6).
+
+use std::panic::Location;
+
+use super::core::FutWaiter;
+use super::raw::RawTask;
+use crate::error::Error;
+use crate::runtime::context;
+
+/// The task being polled, as an await point sees it (none outside a task:
+/// then nothing is ever pending and parking records nothing).
+pub(crate) struct AwaitPoint {
+    task: Option<RawTask>,
+}
+
+impl AwaitPoint {
+    /// The await point of the task being polled on this thread.
+    #[inline]
+    pub(crate) fn current() -> AwaitPoint {
+        AwaitPoint {
+            task: context::with_task(RawTask::clone),
+        }
+    }
+
+    /// The task, if the await point runs in one.
+    pub(crate) fn task(&self) -> Option<&RawTask> {
+        self.task.as_ref()
+    }
+
+    /// The id of the loop the await point runs on: the task's, else the
+    /// running loop's.
+    pub(crate) fn loop_id(&self) -> Option<u64> {
+        match &self.task {
+            Some(t) => Some(t.loop_id()),
+            None => context::with_loop(|lp| lp.id),
+        }
+    }
+
+    /// The pending cancellation's message, without taking it.
+    #[inline]
+    pub(crate) fn pending(&self) -> Option<Option<String>> {
+        self.task.as_ref().and_then(|t| t.core().peek_cancel())
+    }
+
+    /// Whether a cancellation is pending.
+    #[inline]
+    pub(crate) fn is_pending(&self) -> bool {
+        self.task
+            .as_ref()
+            .is_some_and(|t| t.core().cancel_pending())
+    }
+
+    /// Takes the pending cancellation, as the error this await point
+    /// returns.
+    #[inline]
+    pub(crate) fn deliver(&self) -> Option<Error> {
+        let msg = self.task.as_ref()?.core().take_cancel()?;
+        Some(Error::Cancelled { msg })
+    }
+
+    /// The task suspends here, at `location`.
+    #[inline]
+    pub(crate) fn park(&self, location: &'static Location<'static>) {
+        self.park_on(location, None)
+    }
+
+    /// The task suspends here, awaiting `waiter`: a `cancel()` of the task
+    /// cancels that one at once (asyncio cancels its `_fut_waiter`).
+    pub(crate) fn park_on(&self, location: &'static Location<'static>, waiter: Option<FutWaiter>) {
+        if let Some(t) = &self.task {
+            t.core().park(location, waiter);
+        }
+    }
+}

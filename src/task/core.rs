@@ -1,0 +1,330 @@
+//! `TaskCore`: asyncio's Task fields — name, state, the pending
+//! cancellation, where the task is parked, its context and its waiters —
+//! kept in the task's header and touched only on its loop's thread.
+
+use std::cell::Cell;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::context_var::Context;
+use super::handle::TaskRef;
+use super::outcome::State;
+use super::waiters::{CallbackId, Waiters};
+use crate::error::Error;
+
+/// Task ids, and the `N` of default names `Task-N` (one counter per
+/// process, like asyncio's).
+static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A done callback of a task.
+pub(crate) type DoneCallback = Box<dyn FnOnce(&TaskRef)>;
+
+/// What a task awaits right now, when that is a `Task` or `Promise`
+/// (asyncio's `_fut_waiter`): `cancel()` of the awaiting task cancels it
+/// at once.
+pub(crate) enum FutWaiter {
+    Task(TaskRef),
+    Promise(std::rc::Rc<dyn CancelPromise>),
+}
+
+/// A promise of any value type, as something to cancel.
+pub(crate) trait CancelPromise {
+    /// Cancels it; `false` if it was already done.
+    fn cancel_with(self: std::rc::Rc<Self>, msg: Option<String>) -> bool;
+}
+
+impl FutWaiter {
+    fn cancel(&self, msg: Option<String>) -> bool {
+        match self {
+            FutWaiter::Task(t) => t.raw.request_cancel(msg),
+            FutWaiter::Promise(p) => p.clone().cancel_with(msg),
+        }
+    }
+}
+
+/// The rarely used part of a task, boxed on first use: it keeps the task
+/// small, and a small task is most of what a spawn costs when thousands
+/// are alive.
+#[derive(Default)]
+struct ColdFields {
+    name: Option<String>,
+    /// The message of the pending cancellation.
+    cancel_msg: Option<String>,
+    next_callback: u64,
+    fut_waiter: Option<FutWaiter>,
+}
+
+/// The part of a task every handle can see, whatever its result type.
+pub(crate) struct TaskCore {
+    /// References held on the loop's thread (see `raw`'s invariants).
+    pub(super) local: Cell<u32>,
+    /// On the loop's run queue: further local wakes are no-ops.
+    pub(super) queued: Cell<bool>,
+    state: Cell<State>,
+    /// Polled at least once (a cancel before the first poll ends the task
+    /// without running any of it, as asyncio's does).
+    started: Cell<bool>,
+    /// A cancellation waits for the task's next await point (its message,
+    /// if any, is in the cold fields).
+    must_cancel: Cell<bool>,
+    /// The pending cancellation was requested by the task itself, while
+    /// it ran: it holds even if the task then returns a value.
+    cancel_from_self: Cell<bool>,
+    /// Set by a ringio await point that parks during the current poll.
+    parked_in_ringio: Cell<bool>,
+    /// Someone read the exception (for "exception was never retrieved").
+    retrieved: Cell<bool>,
+    num_cancels_requested: Cell<u32>,
+    /// Slot in the loop's task table while the task is live.
+    key: Cell<u32>,
+    id: u64,
+    /// Where the task last parked (for `get_stack`).
+    location: Cell<Option<&'static Location<'static>>>,
+    /// The task's context-variable values, swapped in while it is polled.
+    context: Cell<Context>,
+    cold: Cell<Option<Box<ColdFields>>>,
+    /// Awaiters and done callbacks, in registration order.
+    pub(super) waiters: Waiters<DoneCallback>,
+}
+
+impl TaskCore {
+    /// The core of a new task in `context`, named `name` (else `Task-N`).
+    pub(crate) fn new(name: Option<String>, context: Context) -> TaskCore {
+        TaskCore {
+            local: Cell::new(0),
+            queued: Cell::new(false),
+            state: Cell::new(State::Pending),
+            started: Cell::new(false),
+            must_cancel: Cell::new(false),
+            cancel_from_self: Cell::new(false),
+            parked_in_ringio: Cell::new(false),
+            retrieved: Cell::new(false),
+            num_cancels_requested: Cell::new(0),
+            key: Cell::new(0),
+            id: NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
+            location: Cell::new(None),
+            context: Cell::new(context),
+            cold: Cell::new(name.map(|name| {
+                Box::new(ColdFields {
+                    name: Some(name),
+                    ..ColdFields::default()
+                })
+            })),
+            waiters: Waiters::default(),
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The task's slot in its loop's task table while it is live (with
+    /// `id`, what a `Send` future may keep to find the task again on its
+    /// loop's thread).
+    pub(crate) fn key(&self) -> usize {
+        self.key.get() as usize
+    }
+
+    pub(super) fn set_key(&self, key: u32) {
+        self.key.set(key);
+    }
+
+    /// Runs `f` on the cold fields, if they exist.
+    fn cold<R>(&self, f: impl FnOnce(&mut ColdFields) -> R) -> Option<R> {
+        let mut cold = self.cold.take();
+        let r = cold.as_deref_mut().map(f);
+        self.cold.set(cold);
+        r
+    }
+
+    /// Runs `f` on the cold fields, boxing them first if needed.
+    fn cold_mut<R>(&self, f: impl FnOnce(&mut ColdFields) -> R) -> R {
+        let mut cold = self.cold.take().unwrap_or_default();
+        let r = f(&mut cold);
+        self.cold.set(Some(cold));
+        r
+    }
+
+    pub(crate) fn name(&self) -> String {
+        match self.cold(|c| c.name.clone()).flatten() {
+            Some(n) => n,
+            None => format!("Task-{}", self.id),
+        }
+    }
+
+    pub(crate) fn set_name(&self, name: String) {
+        self.cold_mut(|c| c.name = Some(name));
+    }
+
+    /// A copy of the task's context (for its done callbacks).
+    pub(crate) fn context(&self) -> Context {
+        let ctx = self.context.take();
+        let copy = ctx.clone();
+        self.context.set(ctx);
+        copy
+    }
+
+    /// Runs `f` in the task's context, keeping what it sets there.
+    pub(super) fn enter_context<R>(&self, f: impl FnOnce() -> R) -> R {
+        let (ctx, r) = self.context.take().enter_returning(f);
+        self.context.set(ctx);
+        r
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state.get()
+    }
+
+    pub(super) fn set_state(&self, state: State) {
+        self.state.set(state);
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.get() != State::Pending
+    }
+
+    /// Marks the task started; `true` if it already was.
+    pub(super) fn start(&self) -> bool {
+        self.started.replace(true)
+    }
+
+    pub(super) fn started(&self) -> bool {
+        self.started.get()
+    }
+
+    pub(crate) fn location(&self) -> Option<&'static Location<'static>> {
+        self.location.get()
+    }
+
+    pub(crate) fn mark_retrieved(&self) {
+        self.retrieved.set(true);
+    }
+
+    pub(crate) fn retrieved(&self) -> bool {
+        self.retrieved.get()
+    }
+
+    pub(crate) fn num_cancels_requested(&self) -> u32 {
+        self.num_cancels_requested.get()
+    }
+
+    /// Records a `cancel()` request. With a `Task`/`Promise` awaited right
+    /// now, that one is cancelled at once (asyncio cancels `_fut_waiter`)
+    /// and carries the cancellation; otherwise it waits for the task's
+    /// next await point. `true` if the request must wake the task.
+    /// `from_self`: the task asks while it runs.
+    pub(super) fn record_cancel(&self, msg: Option<String>, from_self: bool) -> bool {
+        self.num_cancels_requested
+            .set(self.num_cancels_requested.get() + 1);
+        let waiter = self.cold(|c| c.fut_waiter.take()).flatten();
+        if let Some(w) = waiter {
+            let forwarded = w.cancel(msg.clone());
+            self.cold(|c| c.fut_waiter = Some(w));
+            if forwarded {
+                return false;
+            }
+        }
+        self.must_cancel.set(true);
+        self.cancel_from_self.set(from_self);
+        if msg.is_some() || self.cold(|_| ()).is_some() {
+            self.cold_mut(|c| c.cancel_msg = msg);
+        }
+        true
+    }
+
+    pub(crate) fn cancel_pending(&self) -> bool {
+        self.must_cancel.get()
+    }
+
+    /// A cancellation the task requested of itself is pending.
+    pub(super) fn self_cancel_pending(&self) -> bool {
+        self.must_cancel.get() && self.cancel_from_self.get()
+    }
+
+    /// The pending cancellation's message, without taking it.
+    pub(crate) fn peek_cancel(&self) -> Option<Option<String>> {
+        if !self.must_cancel.get() {
+            return None;
+        }
+        Some(self.cold(|c| c.cancel_msg.clone()).flatten())
+    }
+
+    /// Takes the pending cancellation: the caller delivers it.
+    pub(crate) fn take_cancel(&self) -> Option<Option<String>> {
+        if !self.must_cancel.replace(false) {
+            return None;
+        }
+        Some(self.cold(|c| c.cancel_msg.take()).flatten())
+    }
+
+    /// Records that the task parks in a ringio await point at `location`,
+    /// waiting for `waiter` if that is a `Task` or `Promise`.
+    pub(crate) fn park(&self, location: &'static Location<'static>, waiter: Option<FutWaiter>) {
+        self.parked_in_ringio.set(true);
+        self.location.set(Some(location));
+        if let Some(w) = waiter {
+            self.cold_mut(|c| c.fut_waiter = Some(w));
+        }
+    }
+
+    /// A poll begins: nothing is awaited until an await point parks again.
+    pub(super) fn unpark(&self) {
+        self.parked_in_ringio.set(false);
+        self.cold(|c| c.fut_waiter = None);
+    }
+
+    pub(super) fn parked_in_ringio(&self) -> bool {
+        self.parked_in_ringio.get()
+    }
+
+    pub(super) fn next_callback_id(&self) -> CallbackId {
+        self.cold_mut(|c| {
+            c.next_callback += 1;
+            CallbackId(c.next_callback)
+        })
+    }
+
+    pub(crate) fn remove_done_callback(&self, id: CallbackId) -> usize {
+        self.waiters.remove_callback(id)
+    }
+
+    /// The `<Task ...>` description, given the task's error and, for a
+    /// finished task whose value can be shown, that value.
+    pub(crate) fn repr_with(
+        &self,
+        coro: &str,
+        error: Option<Error>,
+        result: Option<String>,
+    ) -> String {
+        let state = match self.state.get() {
+            State::Pending if self.num_cancels_requested.get() > 0 => "cancelling",
+            s => s.word(),
+        };
+        let mut s = format!("<Task {state} name='{}' coro=<{coro}>", self.name());
+        if let Some(loc) = self.location.get().filter(|_| !self.is_done()) {
+            s.push_str(&format!(" at {}:{}", loc.file(), loc.line()));
+        }
+        match self.state.get() {
+            State::Failed => {
+                if let Some(e) = error {
+                    s.push_str(&format!(" exception={e}"));
+                }
+            }
+            State::Done => {
+                if let Some(r) = result {
+                    s.push_str(&format!(" result={r}"));
+                }
+            }
+            _ => {}
+        }
+        s.push('>');
+        s
+    }
+
+    /// Drops what the task holds besides its stage (invariant 2 of `raw`).
+    pub(super) fn drop_contents(&self) {
+        drop(self.context.take());
+        drop(self.cold.take());
+        self.waiters.take().for_each(drop);
+    }
+}

@@ -1,0 +1,521 @@
+//! The raw task: one allocation per task, holding its header (reference
+//! counts, asyncio's Task fields), its future, and — in the same place,
+//! once the future is gone — its result. Its waker is a pointer to it.
+//!
+//! # Layout
+//!
+//! ```text
+//! TaskCell<F, T> (repr C, one Box)
+//! ├── Header
+//! │   ├── SyncHeader   refs, remote_queued, vtable, loop queue: what any thread may touch
+//! │   └── TaskCore     asyncio's fields and the local count: the loop thread only
+//! └── stage            Running(F)  →  Finished(Slot<T>)
+//! ```
+//!
+//! # Invariants
+//!
+//! Every `unsafe` block in this module and in `waker.rs` relies on these:
+//!
+//! 1. **Two counts.** `TaskCore::local` counts the references held on the
+//!    loop's thread ([`RawTask`] values: `Task`/`TaskRef` handles, the task
+//!    table's entry, run-queue entries). `SyncHeader::refs` counts `Waker`s,
+//!    queued remote wakes ([`RemoteTask`]), plus one for the whole local
+//!    side while `local > 0`.
+//! 2. **Contents die on the loop's thread.** When `local` reaches zero, the
+//!    contents — the future or result, the context, the cold fields, the
+//!    waiters — are dropped right there (on the loop's thread, because a
+//!    `RawTask` is `!Send`), and the local side's share of `refs` is given
+//!    back. Only then can `refs` reach zero.
+//! 3. **Memory dies anywhere.** When `refs` reaches zero the allocation is
+//!    freed, on whichever thread let go last (a waker may be dropped on any
+//!    thread). By invariant 2 nothing that is `!Send` is left in it then:
+//!    freeing drops only empty values and the `Arc` of the loop's queue.
+//! 4. **Live tasks are in the table.** A task not yet done holds a local
+//!    reference through its loop's task table, so `local == 0` implies the
+//!    task is done; a wake that finds `local == 0` does nothing.
+//! 5. **The future is pinned.** It lives in the allocation, which never
+//!    moves, and is only ever dropped in place (`Stage::Running` is replaced
+//!    through a pointer, never moved out).
+//! 6. **One thread for the core.** `TaskCore` and `stage` are touched only
+//!    on the loop's thread: through a `RawTask`, or by a waker after it has
+//!    checked that the current thread runs the task's loop. Other threads
+//!    touch only `SyncHeader`, reached by a pointer cast (it is the first
+//!    field of a `repr(C)` header), never through a `&Header`.
+//! 7. **Typed access matches.** The vtable is built for the task's own
+//!    `F` and `T`; a `Task<T>` is only ever made from a task whose result
+//!    type is `T`, so the slot pointer the vtable gives is a `Slot<T>`.
+
+mod waker;
+
+use std::cell::UnsafeCell;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::task::{Context as TaskContext, Poll};
+
+pub(crate) use waker::WakerRef;
+
+use super::core::TaskCore;
+use super::outcome::{Slot, State};
+use crate::error::{Error, Result};
+use crate::runtime::shared::LoopShared;
+
+/// The part of the header other threads may touch (through a waker).
+#[repr(C)]
+struct SyncHeader {
+    /// Wakers, queued remote wakes, and one for the local side while it
+    /// holds any reference (invariant 1).
+    refs: AtomicUsize,
+    /// A remote wake of this task is queued on its loop: later remote
+    /// wakes need not queue another.
+    remote_queued: AtomicBool,
+    vtable: &'static Vtable,
+    /// The task's loop: its id and its queue for remote wakes.
+    queue: Arc<LoopShared>,
+}
+
+/// The header of every task, whatever its future and result types.
+#[repr(C)]
+pub(crate) struct Header {
+    sync: SyncHeader,
+    pub(crate) core: TaskCore,
+}
+
+/// The functions that know the task's types.
+struct Vtable {
+    poll: unsafe fn(NonNull<Header>, &mut TaskContext<'_>) -> Poll<State>,
+    end_with: unsafe fn(NonNull<Header>, Error) -> State,
+    slot: unsafe fn(NonNull<Header>) -> *mut (),
+    error: unsafe fn(NonNull<Header>) -> Option<Error>,
+    drop_contents: unsafe fn(NonNull<Header>),
+    dealloc: unsafe fn(NonNull<Header>),
+    /// The future's type name (asyncio's `get_coro()`).
+    coro: fn() -> &'static str,
+}
+
+enum Stage<F, T> {
+    Running(F),
+    Finished(Slot<T>),
+}
+
+#[repr(C)]
+struct TaskCell<F, T> {
+    header: Header,
+    stage: UnsafeCell<Stage<F, T>>,
+}
+
+/// A reference to a task held on its loop's thread (invariant 1). `!Send`.
+pub(crate) struct RawTask {
+    ptr: NonNull<Header>,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// A reference to a task that may cross threads: a remote wake queued on
+/// the task's loop. It only ever touches the sync header until it is
+/// turned into a [`RawTask`] on the loop's thread.
+pub(crate) struct RemoteTask {
+    ptr: NonNull<Header>,
+}
+
+// SAFETY: a `RemoteTask` touches only `SyncHeader` (atomics and an `Arc`
+// of a `Send + Sync` queue) off the loop's thread (invariant 6); its
+// reference is counted in `refs`, which may be released anywhere
+// (invariant 3).
+unsafe impl Send for RemoteTask {}
+
+impl RawTask {
+    /// Allocates a task running `future`, with `core` as its header;
+    /// `get_coro()` names the type `N` (the user's future, which `future`
+    /// may wrap). The returned reference is the first local one.
+    pub(crate) fn new<N, F, T>(future: F, core: TaskCore, queue: Arc<LoopShared>) -> RawTask
+    where
+        N: ?Sized,
+        F: Future<Output = Result<T>> + 'static,
+        T: 'static,
+    {
+        core.local.set(1);
+        let cell = Box::new(TaskCell {
+            header: Header {
+                sync: SyncHeader {
+                    refs: AtomicUsize::new(1),
+                    remote_queued: AtomicBool::new(false),
+                    vtable: vtable::<N, F, T>(),
+                    queue,
+                },
+                core,
+            },
+            stage: UnsafeCell::new(Stage::<F, T>::Running(future)),
+        });
+        // `Header` is the first field of the `repr(C)` cell.
+        let ptr = NonNull::from(Box::leak(cell)).cast::<Header>();
+        RawTask {
+            ptr,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// A new local reference to the task at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// On the task's loop thread, with the allocation alive and
+    /// `local > 0` (some reference keeps the contents alive).
+    unsafe fn from_ptr(ptr: NonNull<Header>) -> RawTask {
+        // SAFETY: the caller guarantees the allocation is alive and that we
+        // are on the loop's thread, where the core may be read.
+        let core = unsafe { &ptr.as_ref().core };
+        increment_local(core);
+        RawTask {
+            ptr,
+            _not_send: PhantomData,
+        }
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: a `RawTask` keeps the allocation alive (invariant 1) and
+        // lives on the loop's thread (invariant 6).
+        unsafe { self.ptr.as_ref() }
+    }
+
+    pub(crate) fn core(&self) -> &TaskCore {
+        &self.header().core
+    }
+
+    /// Whether a waker of the task, or a queued remote wake, exists: then
+    /// something outside the loop's own structures may still wake it.
+    pub(crate) fn waker_held_elsewhere(&self) -> bool {
+        // The local side holds one count of its own (invariant 1).
+        self.header().sync.refs.load(Ordering::Acquire) > 1
+    }
+
+    /// The task's identity: the address of its allocation.
+    pub(crate) fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// The id of the loop the task belongs to.
+    pub(crate) fn loop_id(&self) -> u64 {
+        self.header().sync.queue.id
+    }
+
+    pub(crate) fn coro(&self) -> &'static str {
+        (self.header().sync.vtable.coro)()
+    }
+
+    /// A waker for this task, borrowed for one poll (no count changes).
+    pub(crate) fn waker_ref(&self) -> WakerRef<'_> {
+        WakerRef::new(self.ptr)
+    }
+
+    /// Polls the future once. On `Ready` the future has been dropped in
+    /// place and its result stored where it was; a panic in the poll (or
+    /// in that drop) is caught and stored as `Error::Panic`.
+    pub(crate) fn poll(&self, cx: &mut TaskContext<'_>) -> Poll<State> {
+        // SAFETY: the vtable matches the cell's types (invariant 7); we are
+        // on the loop's thread with the contents alive (invariant 6).
+        unsafe { (self.header().sync.vtable.poll)(self.ptr, cx) }
+    }
+
+    /// Ends the task's stage with `error`: drops the future (or a value
+    /// already stored) in place. Returns the state it ended in (`Failed`
+    /// with `Error::Panic` if that drop panicked).
+    pub(crate) fn end_with(&self, error: Error) -> State {
+        // SAFETY: as for `poll`.
+        unsafe { (self.header().sync.vtable.end_with)(self.ptr, error) }
+    }
+
+    /// The error of a failed or cancelled task.
+    pub(crate) fn error(&self) -> Option<Error> {
+        // SAFETY: as for `poll`.
+        unsafe { (self.header().sync.vtable.error)(self.ptr) }
+    }
+
+    /// Runs `f` on the task's result slot, if the future has finished.
+    ///
+    /// # Safety
+    ///
+    /// `T` must be the task's result type (invariant 7), and `f` must not
+    /// reach this task's slot again (it is lent out mutably).
+    pub(crate) unsafe fn with_slot<T, R>(&self, f: impl FnOnce(&mut Slot<T>) -> R) -> Option<R> {
+        // SAFETY: the vtable gives a pointer to the `Slot<T>` of this
+        // task's own types, or null while its future runs.
+        let slot = unsafe { (self.header().sync.vtable.slot)(self.ptr) }.cast::<Slot<T>>();
+        // SAFETY: non-null means a live slot; the caller promises no other
+        // borrow of it exists while `f` runs (single loop thread).
+        unsafe { slot.as_mut() }.map(f)
+    }
+
+    /// Queues a poll of the task on its loop (a wake from the loop's own
+    /// thread). Does nothing if it is done, already queued, or this
+    /// thread runs another loop.
+    pub(crate) fn schedule(&self) {
+        waker::schedule_local(self.ptr);
+    }
+}
+
+impl Clone for RawTask {
+    fn clone(&self) -> Self {
+        increment_local(self.core());
+        RawTask {
+            ptr: self.ptr,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for RawTask {
+    fn drop(&mut self) {
+        let core = self.core();
+        if core.local.get() == 1 {
+            // The last reference: asyncio's reports of a lost task.
+            super::run::report_lost(self);
+        }
+        let n = core.local.get() - 1;
+        core.local.set(n);
+        if n == 0 {
+            // SAFETY: this was the last local reference (invariant 2): the
+            // contents die here, on the loop's thread.
+            unsafe { release_local_side(self.ptr) };
+        }
+    }
+}
+
+fn increment_local(core: &TaskCore) {
+    let n = core.local.get();
+    if n == u32::MAX {
+        // As `Rc` does: an overflow here would free a live task.
+        std::process::abort();
+    }
+    core.local.set(n + 1);
+}
+
+/// Drops the contents and gives back the local side's share of `refs`.
+///
+/// # Safety
+///
+/// On the loop's thread, once `local` has reached zero.
+unsafe fn release_local_side(ptr: NonNull<Header>) {
+    // SAFETY: the caller says the last local reference just went; the
+    // allocation is alive (the local share of `refs` is still held).
+    let vtable = unsafe { ptr.as_ref().sync.vtable };
+    // A panicking `Drop` of the result must not leave the count unreleased.
+    // SAFETY: invariant 2; the vtable matches the cell (invariant 7).
+    let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { (vtable.drop_contents)(ptr) }));
+    // SAFETY: the local share is ours to give back.
+    unsafe { release_ref(ptr) };
+    if let Err(payload) = dropped {
+        resume_unwind(payload);
+    }
+}
+
+/// Gives back one count of `refs`; frees the task on the last.
+///
+/// # Safety
+///
+/// The caller owns one count of `refs` on a live allocation.
+unsafe fn release_ref(ptr: NonNull<Header>) {
+    // SAFETY: `SyncHeader` is the first field of the `repr(C)` header, and
+    // the allocation is alive while the caller's count is held.
+    let sync = unsafe { &*ptr.as_ptr().cast::<SyncHeader>() };
+    if sync.refs.fetch_sub(1, Ordering::Release) != 1 {
+        return;
+    }
+    // Every other thread's last use of the task happens before the free.
+    fence(Ordering::Acquire);
+    let dealloc = sync.vtable.dealloc;
+    // SAFETY: the count reached zero: nobody else can reach the task, and
+    // its contents are already gone (invariant 3).
+    unsafe { dealloc(ptr) };
+}
+
+impl RemoteTask {
+    /// Takes a new count of `refs` for a remote wake.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds a count on the live allocation at `ptr`.
+    unsafe fn new(ptr: NonNull<Header>) -> RemoteTask {
+        // SAFETY: as the caller says; only the sync header is touched.
+        let sync = unsafe { &*ptr.as_ptr().cast::<SyncHeader>() };
+        increment_refs(sync);
+        RemoteTask { ptr }
+    }
+
+    /// On the task's loop thread: the task to poll, unless it is already
+    /// done (then nothing is left to wake). Later remote wakes queue again.
+    pub(crate) fn into_local(self) -> Option<RawTask> {
+        // SAFETY: our count keeps the allocation alive; only the sync
+        // header is read here.
+        let sync = unsafe { &*self.ptr.as_ptr().cast::<SyncHeader>() };
+        sync.remote_queued.store(false, Ordering::Release);
+        // SAFETY: the loop calls this on its own thread (invariant 6).
+        let core = unsafe { &self.ptr.as_ref().core };
+        if core.local.get() == 0 {
+            return None;
+        }
+        // SAFETY: on the loop's thread, with `local > 0`.
+        Some(unsafe { RawTask::from_ptr(self.ptr) })
+    }
+}
+
+impl Drop for RemoteTask {
+    fn drop(&mut self) {
+        // SAFETY: the count taken in `RemoteTask::new` is ours.
+        unsafe { release_ref(self.ptr) };
+    }
+}
+
+fn increment_refs(sync: &SyncHeader) {
+    // Relaxed, as `Arc::clone`: a new count is made from an existing one.
+    if sync.refs.fetch_add(1, Ordering::Relaxed) > isize::MAX as usize {
+        std::process::abort();
+    }
+}
+
+fn vtable<N, F, T>() -> &'static Vtable
+where
+    N: ?Sized,
+    F: Future<Output = Result<T>> + 'static,
+    T: 'static,
+{
+    &Vtable {
+        poll: poll::<F, T>,
+        end_with: end_with::<F, T>,
+        slot: slot::<F, T>,
+        error: error::<F, T>,
+        drop_contents: drop_contents::<F, T>,
+        dealloc: dealloc::<F, T>,
+        coro: std::any::type_name::<N>,
+    }
+}
+
+/// The stage of the cell at `ptr`.
+///
+/// # Safety
+///
+/// `ptr` is a live `TaskCell<F, T>` (invariant 7), on its loop's thread.
+unsafe fn stage<F, T>(ptr: NonNull<Header>) -> *mut Stage<F, T> {
+    // SAFETY: the header is the first field of the `repr(C)` cell, so the
+    // cast recovers the cell the allocation was made as.
+    unsafe { (*ptr.cast::<TaskCell<F, T>>().as_ptr()).stage.get() }
+}
+
+/// Replaces the stage with `Finished(slot)`, dropping what was there in
+/// place (a future is never moved: invariant 5). `Some(message)` if that
+/// drop panicked (the new slot is stored all the same).
+///
+/// # Safety
+///
+/// As for [`stage`], with no reference into the stage alive.
+unsafe fn finish_stage<F, T>(stage: *mut Stage<F, T>, slot: Slot<T>) -> Option<String> {
+    // SAFETY: the stage is initialised and nothing borrows it; after a
+    // panic in its drop it counts as dropped, and is overwritten unread.
+    let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { ptr::drop_in_place(stage) }));
+    // SAFETY: the old value was dropped just above.
+    unsafe { ptr::write(stage, Stage::Finished(slot)) };
+    dropped.err().map(|p| panic_message(&*p))
+}
+
+unsafe fn poll<F, T>(ptr: NonNull<Header>, cx: &mut TaskContext<'_>) -> Poll<State>
+where
+    F: Future<Output = Result<T>>,
+{
+    // SAFETY: the vtable is this cell's (invariant 7); loop thread.
+    let stage = unsafe { stage::<F, T>(ptr) };
+    // SAFETY: nothing else borrows the stage during a poll (the task is
+    // polled only from its run-queue entry, never re-entrantly).
+    let polled = match unsafe { &mut *stage } {
+        Stage::Running(fut) => {
+            // SAFETY: the future is never moved (invariant 5).
+            let fut = unsafe { Pin::new_unchecked(fut) };
+            catch_unwind(AssertUnwindSafe(|| fut.poll(cx)))
+        }
+        // Already finished: nothing to poll (the caller checks first).
+        Stage::Finished(_) => return Poll::Pending,
+    };
+    let result = match polled {
+        Ok(Poll::Pending) => return Poll::Pending,
+        Ok(Poll::Ready(result)) => result,
+        Err(payload) => Err(Error::Panic(panic_message(&*payload))),
+    };
+    let state = State::of(&result);
+    // SAFETY: the borrow of the future ended above.
+    match unsafe { finish_stage(stage, Slot::from_result(result)) } {
+        None => Poll::Ready(state),
+        Some(msg) => {
+            // The future's drop panicked after it finished: that panic is
+            // the task's exception.
+            // SAFETY: as above.
+            unsafe { finish_stage(stage, Slot::<T>::Error(Box::new(Error::Panic(msg)))) };
+            Poll::Ready(State::Failed)
+        }
+    }
+}
+
+unsafe fn end_with<F, T>(ptr: NonNull<Header>, error: Error) -> State {
+    let state = State::of::<()>(&Err(error.clone()));
+    // SAFETY: the vtable is this cell's; loop thread; not borrowed.
+    let stage = unsafe { stage::<F, T>(ptr) };
+    // SAFETY: as above.
+    match unsafe { finish_stage(stage, Slot::<T>::Error(Box::new(error))) } {
+        None => state,
+        Some(msg) => {
+            // SAFETY: as above.
+            unsafe { finish_stage(stage, Slot::<T>::Error(Box::new(Error::Panic(msg)))) };
+            State::Failed
+        }
+    }
+}
+
+unsafe fn slot<F, T>(ptr: NonNull<Header>) -> *mut () {
+    // SAFETY: the vtable is this cell's; loop thread.
+    let stage = unsafe { stage::<F, T>(ptr) };
+    // SAFETY: the stage is initialised; only its address is taken.
+    match unsafe { &mut *stage } {
+        Stage::Finished(slot) => (slot as *mut Slot<T>).cast(),
+        Stage::Running(_) => ptr::null_mut(),
+    }
+}
+
+unsafe fn error<F, T>(ptr: NonNull<Header>) -> Option<Error> {
+    // SAFETY: the vtable is this cell's; loop thread; a shared read.
+    match unsafe { &*stage::<F, T>(ptr) } {
+        Stage::Finished(slot) => slot.error(),
+        Stage::Running(_) => None,
+    }
+}
+
+unsafe fn drop_contents<F, T>(ptr: NonNull<Header>) {
+    // SAFETY: called once `local` reached zero, on the loop's thread
+    // (invariant 2): nothing borrows the stage or the core.
+    let stage = unsafe { stage::<F, T>(ptr) };
+    // SAFETY: as above.
+    let panicked = unsafe { finish_stage(stage, Slot::<T>::Empty) };
+    // SAFETY: as above.
+    unsafe { ptr.as_ref() }.core.drop_contents();
+    if let Some(msg) = panicked {
+        std::panic::panic_any(msg);
+    }
+}
+
+unsafe fn dealloc<F, T>(ptr: NonNull<Header>) {
+    // SAFETY: `refs` reached zero: this is the only pointer left, and the
+    // box was made by `RawTask::new` with these types (invariant 7). What
+    // is dropped here is empty or `Send` (invariant 3).
+    drop(unsafe { Box::from_raw(ptr.cast::<TaskCell<F, T>>().as_ptr()) });
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}

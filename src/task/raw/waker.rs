@@ -1,0 +1,112 @@
+//! The waker of a raw task: a pointer to the task and this vtable.
+//!
+//! Woken on the task's loop thread it puts the task on the run queue
+//! directly: no allocation, no atomic. Woken on another thread it queues a
+//! [`RemoteTask`] on the loop's remote queue, which wakes the loop through
+//! its ring (at most one such wake queued per task at a time). The
+//! invariants are in the parent module.
+
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+use std::task::{RawWaker, RawWakerVTable, Waker};
+
+use super::{Header, RawTask, RemoteTask, SyncHeader, increment_refs, release_ref};
+use crate::runtime::context;
+use crate::runtime::event_loop::Runnable;
+use crate::runtime::shared::Remote;
+use crate::task::outcome::State;
+
+static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
+
+/// A waker lent out for one poll: it holds no count of its own.
+pub(crate) struct WakerRef<'a> {
+    waker: ManuallyDrop<Waker>,
+    _task: PhantomData<&'a RawTask>,
+}
+
+impl WakerRef<'_> {
+    pub(super) fn new(ptr: NonNull<Header>) -> Self {
+        let raw = RawWaker::new(ptr.as_ptr() as *const (), &VTABLE);
+        WakerRef {
+            // SAFETY: the vtable's functions keep the contract of
+            // `RawWaker`; the borrowed `RawTask` keeps the task alive for
+            // the lifetime of this value, which never drops the waker
+            // (`ManuallyDrop`), so no count is given back that was not taken.
+            waker: ManuallyDrop::new(unsafe { Waker::from_raw(raw) }),
+            _task: PhantomData,
+        }
+    }
+}
+
+impl Deref for WakerRef<'_> {
+    type Target = Waker;
+    fn deref(&self) -> &Waker {
+        &self.waker
+    }
+}
+
+fn sync_of<'a>(data: *const ()) -> &'a SyncHeader {
+    // SAFETY: `data` is a task pointer (only this vtable makes wakers) whose
+    // allocation the waker's count keeps alive; `SyncHeader` is the first
+    // field of the `repr(C)` header.
+    unsafe { &*data.cast::<SyncHeader>() }
+}
+
+unsafe fn clone(data: *const ()) -> RawWaker {
+    increment_refs(sync_of(data));
+    RawWaker::new(data, &VTABLE)
+}
+
+unsafe fn wake(data: *const ()) {
+    // SAFETY: forwarded: `data` is a live task with our count.
+    unsafe { wake_by_ref(data) };
+    // SAFETY: the waker's own count is given back.
+    unsafe { drop_waker(data) };
+}
+
+unsafe fn wake_by_ref(data: *const ()) {
+    let ptr = NonNull::new(data as *mut Header).expect("task waker with a null pointer");
+    if schedule_local(ptr) {
+        return;
+    }
+    let sync = sync_of(data);
+    if sync.remote_queued.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: this waker's count keeps the allocation alive meanwhile.
+    let remote = unsafe { RemoteTask::new(ptr) };
+    // Refused only once the loop has closed: its tasks are done, and the
+    // refused entry's drop gives its count back.
+    let _ = sync.queue.push(Remote::Wake(remote));
+}
+
+unsafe fn drop_waker(data: *const ()) {
+    let ptr = NonNull::new(data as *mut Header).expect("task waker with a null pointer");
+    // SAFETY: the waker's own count.
+    unsafe { release_ref(ptr) };
+}
+
+/// If this thread runs the task's loop: queues the task to be polled
+/// (unless it is done or already queued) and returns `true`. Otherwise
+/// `false`: the wake must go through the loop's remote queue.
+pub(super) fn schedule_local(ptr: NonNull<Header>) -> bool {
+    let loop_id = sync_of(ptr.as_ptr() as *const ()).queue.id;
+    context::with_loop(|lp| {
+        if lp.id != loop_id {
+            return false;
+        }
+        // SAFETY: this thread runs the task's loop (invariant 6), and the
+        // caller's count keeps the allocation alive.
+        let core = unsafe { &ptr.as_ref().core };
+        if core.local.get() != 0 && core.state() == State::Pending && !core.queued.get() {
+            core.queued.set(true);
+            // SAFETY: on the loop's thread with `local > 0`.
+            lp.schedule(Runnable::Task(unsafe { RawTask::from_ptr(ptr) }));
+        }
+        true
+    })
+    .unwrap_or(false)
+}
