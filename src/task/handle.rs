@@ -418,13 +418,6 @@ where
                 return Poll::Ready(Err(Error::msg("Task cannot await on itself")));
             }
         }
-        if let (Some(theirs), Some(ours)) = (this.target.loop_id(), point.loop_id()) {
-            if theirs != ours {
-                return Poll::Ready(Err(Error::InvalidState(
-                    "the awaited task or promise is attached to a different loop".into(),
-                )));
-            }
-        }
         if let Some(msg) = point.pending() {
             if this.suspended && this.target.is_done() {
                 // asyncio: a cancel that lands after the awaited one
@@ -444,6 +437,15 @@ where
         }
         if this.target.is_done() {
             return Poll::Ready(this.target.take());
+        }
+        // Suspending on another loop's task or promise would wait for a
+        // wake-up that loop cannot send here (asyncio raises the same).
+        if let (Some(theirs), Some(ours)) = (this.target.loop_id(), point.loop_id()) {
+            if theirs != ours {
+                return Poll::Ready(Err(Error::InvalidState(
+                    "the awaited task or promise is attached to a different loop".into(),
+                )));
+            }
         }
         this.target.add_waiter(cx.waker());
         point.park_on(this.location, this.target.fut_waiter());

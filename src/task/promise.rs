@@ -22,6 +22,8 @@ struct PromiseCell<T> {
     outcome: Outcome<T, PromiseCallback<T>>,
     next_callback: Cell<u64>,
     lp: Weak<LoopInner>,
+    /// The id of the loop it was made on (kept after that loop is gone).
+    loop_id: Option<u64>,
 }
 
 /// A value that is set later (asyncio's low-level `Future`): someone calls
@@ -66,14 +68,15 @@ impl<T: 'static> Promise<T> {
     /// it). Made outside a loop it still works: its callbacks are scheduled
     /// on the loop running where it is settled, or run inline if none is.
     pub fn new() -> Promise<T> {
-        let lp = context::current_loop()
-            .map(|l| Rc::downgrade(&l))
-            .unwrap_or_default();
+        let current = context::current_loop();
+        let loop_id = current.as_ref().map(|l| l.id);
+        let lp = current.map(|l| Rc::downgrade(&l)).unwrap_or_default();
         Promise {
             cell: Rc::new(PromiseCell {
                 outcome: Outcome::default(),
                 next_callback: Cell::new(0),
                 lp,
+                loop_id,
             }),
         }
     }
@@ -199,7 +202,7 @@ impl<T: 'static> Awaited for Promise<T> {
         None
     }
     fn loop_id(&self) -> Option<u64> {
-        self.cell.lp.upgrade().map(|lp| lp.id)
+        self.cell.loop_id
     }
     fn fut_waiter(&self) -> Option<FutWaiter> {
         Some(FutWaiter::Promise(self.cell.clone()))

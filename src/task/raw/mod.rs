@@ -519,3 +519,5 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "Box<dyn Any>".to_string()
     }
 }
+#[cfg(test)]
+mod tests;

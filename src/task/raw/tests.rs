@@ -1,0 +1,296 @@
+//! The raw task without a ring: allocation, polls, wakes from this and
+//! other threads, reading the result twice, drops in every state, panics
+//! in a poll and in a drop. They run under Miri (`ci/miri.sh`), which
+//! checks every access against the borrow rules and reports any leak.
+//!
+//! No loop runs here, so every wake takes the remote path: it lands in
+//! the loop's remote queue, where the test takes it as a loop would.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use super::RawTask;
+use crate::error::{Error, Result};
+use crate::runtime::shared::{LoopShared, Remote};
+use crate::task::context_var::Context;
+use crate::task::core::TaskCore;
+use crate::task::outcome::{Slot, State};
+
+fn queue() -> Arc<LoopShared> {
+    // SAFETY: eventfd(2) with valid flags; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor nobody else owns.
+    Arc::new(LoopShared::new(u64::MAX, unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+fn spawn<F, T>(fut: F, q: &Arc<LoopShared>) -> RawTask
+where
+    F: Future<Output = Result<T>> + 'static,
+    T: 'static,
+{
+    RawTask::new::<F, F, T>(fut, TaskCore::new(None, Context::default()), q.clone())
+}
+
+/// Polls the task once with its own waker, as the loop does.
+fn poll(task: &RawTask) -> Poll<State> {
+    let waker = task.waker_ref();
+    let mut cx = TaskContext::from_waker(&waker);
+    let p = task.poll(&mut cx);
+    if let Poll::Ready(state) = p {
+        task.core().set_state(state);
+    }
+    p
+}
+
+/// The tasks woken through the remote queue, as the loop takes them.
+fn woken(q: &LoopShared) -> Vec<RawTask> {
+    q.take()
+        .into_iter()
+        .filter_map(|r| match r {
+            Remote::Wake(t) => t.into_local(),
+            Remote::Call(_) => None,
+        })
+        .collect()
+}
+
+/// Pending until woken once, keeping the waker it was given.
+struct Gate {
+    waker: Rc<Cell<Option<Waker>>>,
+    open: Rc<Cell<bool>>,
+}
+
+impl Future for Gate {
+    type Output = Result<u32>;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<u32>> {
+        if self.open.get() {
+            return Poll::Ready(Ok(7));
+        }
+        self.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// Counts its drops.
+struct DropFlag(Rc<Cell<u32>>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn a_value_is_read_twice_then_moved_out_once() {
+    let q = queue();
+    let task = spawn(async { Ok::<_, Error>(String::from("value")) }, &q);
+    assert_eq!(poll(&task), Poll::Ready(State::Done));
+    // SAFETY: the task's result type is `String`.
+    let read = |t: &RawTask| unsafe { t.with_slot::<String, _>(|s| s.read(State::Done)) };
+    assert_eq!(read(&task).unwrap().unwrap(), "value");
+    assert_eq!(read(&task.clone()).unwrap().unwrap(), "value");
+    // SAFETY: as above.
+    let taken = unsafe { task.with_slot::<String, _>(|s| s.take(State::Done)) };
+    assert_eq!(taken.unwrap().unwrap(), "value");
+    assert!(read(&task).unwrap().is_err(), "moved out");
+}
+
+#[test]
+fn a_wake_from_another_thread_queues_the_task_once() {
+    let q = queue();
+    let (waker, open) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(false)));
+    let task = spawn(
+        Gate {
+            waker: waker.clone(),
+            open: open.clone(),
+        },
+        &q,
+    );
+    assert_eq!(poll(&task), Poll::Pending);
+    let w = waker.take().expect("the future kept a waker");
+    assert!(w.will_wake(&task.waker_ref()));
+    let w2 = w.clone();
+    std::thread::spawn(move || {
+        w2.wake_by_ref();
+        w2.wake(); // a second wake while one is queued adds nothing
+    })
+    .join()
+    .unwrap();
+    let again = woken(&q);
+    assert_eq!(again.len(), 1);
+    open.set(true);
+    assert_eq!(poll(&again[0]), Poll::Ready(State::Done));
+    // The waker outlives every handle, and goes last on another thread.
+    drop((task, again));
+    std::thread::spawn(move || drop(w)).join().unwrap();
+}
+
+#[test]
+fn a_waker_that_outlives_the_task_wakes_nothing() {
+    let q = queue();
+    let (waker, open) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(false)));
+    let task = spawn(
+        Gate {
+            waker: waker.clone(),
+            open,
+        },
+        &q,
+    );
+    assert_eq!(poll(&task), Poll::Pending);
+    let w = waker.take().unwrap();
+    task.core().set_state(State::Cancelled);
+    drop(task); // the contents go now; the allocation stays for the waker
+    w.wake_by_ref();
+    assert!(woken(&q).is_empty(), "a task with no local reference is done");
+    drop(w);
+}
+
+#[test]
+fn dropping_a_pending_task_drops_its_future_once() {
+    let q = queue();
+    let drops = Rc::new(Cell::new(0));
+    let flag = DropFlag(drops.clone());
+    let task = spawn(
+        async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+            Ok::<_, Error>(())
+        },
+        &q,
+    );
+    assert_eq!(poll(&task), Poll::Pending);
+    let other = task.clone();
+    drop(task);
+    assert_eq!(drops.get(), 0, "another handle keeps it");
+    drop(other);
+    assert_eq!(drops.get(), 1);
+}
+
+#[test]
+fn a_result_nobody_read_is_dropped_with_the_last_handle() {
+    let q = queue();
+    let drops = Rc::new(Cell::new(0));
+    let flag = DropFlag(drops.clone());
+    let task = spawn(async move { Ok::<_, Error>(flag) }, &q);
+    assert_eq!(poll(&task), Poll::Ready(State::Done));
+    assert_eq!(drops.get(), 0, "the value is kept for the handles");
+    drop(task);
+    assert_eq!(drops.get(), 1);
+}
+
+#[test]
+fn end_with_drops_a_future_never_polled() {
+    let q = queue();
+    let drops = Rc::new(Cell::new(0));
+    let flag = DropFlag(drops.clone());
+    let task = spawn(
+        async move {
+            drop(flag);
+            Ok::<_, Error>(1)
+        },
+        &q,
+    );
+    let state = task.end_with(Error::Cancelled { msg: None });
+    assert_eq!(state, State::Cancelled);
+    assert_eq!(drops.get(), 1, "the unpolled future is dropped in place");
+    assert!(task.error().unwrap().is_cancelled());
+}
+
+#[test]
+fn a_panic_in_poll_becomes_the_tasks_exception() {
+    let q = queue();
+    let task = spawn(
+        async {
+            if true {
+                panic!("boom in poll");
+            }
+            Ok::<_, Error>(())
+        },
+        &q,
+    );
+    assert_eq!(poll(&task), Poll::Ready(State::Failed));
+    match task.error() {
+        Some(Error::Panic(m)) => assert_eq!(m, "boom in poll"),
+        other => panic!("expected the panic, got {other:?}"),
+    }
+    task.core().mark_retrieved();
+}
+
+struct PanicOnDrop;
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("boom in drop");
+    }
+}
+
+#[test]
+fn a_panic_in_the_futures_drop_becomes_the_tasks_exception() {
+    let q = queue();
+    let task = spawn(
+        async {
+            let _p = PanicOnDrop;
+            std::future::pending::<()>().await;
+            Ok::<_, Error>(())
+        },
+        &q,
+    );
+    assert_eq!(poll(&task), Poll::Pending);
+    let state = task.end_with(Error::Cancelled { msg: None });
+    assert_eq!(state, State::Failed);
+    assert!(matches!(task.error(), Some(Error::Panic(m)) if m == "boom in drop"));
+    task.core().mark_retrieved();
+}
+
+#[test]
+fn an_error_is_read_by_every_reader() {
+    let q = queue();
+    let task = spawn(async { Err::<u8, _>(Error::msg("bad")) }, &q);
+    assert_eq!(poll(&task), Poll::Ready(State::Failed));
+    for _ in 0..2 {
+        // SAFETY: the task's result type is `u8`.
+        let r = unsafe { task.with_slot::<u8, _>(|s: &mut Slot<u8>| s.take(State::Failed)) };
+        assert_eq!(r.unwrap().unwrap_err().to_string(), "bad");
+    }
+    task.core().mark_retrieved();
+}
+
+#[test]
+fn many_tasks_woken_from_many_threads_all_end_and_free() {
+    let q = queue();
+    let mut tasks = Vec::new();
+    let mut wakers = Vec::new();
+    for _ in 0..16 {
+        let (waker, open) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(false)));
+        let t = spawn(
+            Gate {
+                waker: waker.clone(),
+                open: open.clone(),
+            },
+            &q,
+        );
+        assert_eq!(poll(&t), Poll::Pending);
+        wakers.push(waker.take().unwrap());
+        tasks.push((t, open));
+    }
+    let threads: Vec<_> = wakers
+        .chunks(4)
+        .map(|c| {
+            let c = c.to_vec();
+            std::thread::spawn(move || c.into_iter().for_each(Waker::wake))
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    drop(wakers);
+    let again = woken(&q);
+    assert_eq!(again.len(), 16);
+    for (_, open) in &tasks {
+        open.set(true);
+    }
+    for t in &again {
+        assert_eq!(poll(t), Poll::Ready(State::Done));
+    }
+}
