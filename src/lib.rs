@@ -42,6 +42,7 @@ mod error;
 pub mod fs;
 pub mod io;
 pub mod net;
+pub mod prelude;
 mod runtime;
 mod task;
 mod threads;
