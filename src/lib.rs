@@ -51,6 +51,7 @@ pub mod io;
 pub mod net;
 pub mod prelude;
 mod runtime;
+pub mod signal;
 mod task;
 mod threads;
 mod time;
