@@ -162,6 +162,11 @@ impl Signal {
     /// A ringio await point: `Err(Error::Cancelled)` if the task is
     /// cancelled while waiting (no delivery is consumed then),
     /// `Err(InvalidState)` "no running event loop" outside a loop.
+    ///
+    /// The future borrows the listener, so it is not a task of its own: for
+    /// a deadline, race it against [`sleep`](crate::sleep) (for instance
+    /// with `futures_util::future::select`, from the separate
+    /// `futures-util` crate). Dropping the losing wait loses no delivery.
     pub async fn recv(&mut self) -> Result<()> {
         loop {
             let sqe = opcode::PollAdd::new(Fd(self.fd.as_raw_fd()), libc::POLLIN as u32).build();
