@@ -250,3 +250,71 @@ fn recv_outside_a_loop_says_so() {
         "{e:?}"
     );
 }
+
+/// Set in the child process of `a_signal_sent_to_the_process_reaches_the_listener`.
+const PROCESS_CHILD: &str = "RINGIO_SIGNAL_TEST_CHILD";
+
+/// In that child process only, blocks `SIGUSR1` in the main thread before
+/// the test harness starts any thread (threads inherit the mask): what the
+/// guide advises for signals sent to the whole process.
+extern "C" fn block_sigusr1_in_child() {
+    // SAFETY: getenv reads the environment, which is set up before
+    // constructors run; the name is a NUL-terminated literal.
+    let child = unsafe { libc::getenv(c"RINGIO_SIGNAL_TEST_CHILD".as_ptr()) };
+    if child.is_null() {
+        return;
+    }
+    // SAFETY: a local set, initialised before use; changes only this
+    // thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Runs `block_sigusr1_in_child` before `main`.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static BLOCK_SIGUSR1_IN_CHILD: extern "C" fn() = block_sigusr1_in_child;
+
+#[test]
+fn a_signal_sent_to_the_process_reaches_the_listener() {
+    if std::env::var_os(PROCESS_CHILD).is_some() {
+        // Every thread of this process blocks SIGUSR1, so kill() leaves it
+        // pending for the process until the listener reads it.
+        assert!(blocked(libc::SIGUSR1));
+        block_on(async {
+            let mut usr1 = signal(libc::SIGUSR1).unwrap();
+            ringio::create_task(async {
+                ringio::sleep(ms(10)).await?;
+                // SAFETY: kill with our own pid only sends a signal.
+                assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) }, 0);
+                Ok::<_, Error>(())
+            });
+            usr1.recv().await.unwrap();
+        });
+        // The program blocked it, so it stays blocked.
+        assert!(blocked(libc::SIGUSR1));
+        println!("SIGNAL-CHILD-OK");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_signal_sent_to_the_process_reaches_the_listener",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PROCESS_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("SIGNAL-CHILD-OK"),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
