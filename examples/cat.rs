@@ -25,6 +25,8 @@ async fn copy(path: &str, out: &impl AsRawFd) -> ringio::Result<bool> {
     while n > 0 {
         offset += n as u64;
         // Write this chunk and read the next one at the same time.
+        // (`futures_util` is a separate crate: ringio uses it, but a program
+        // of your own must list `futures-util` in its Cargo.toml to do this.)
         let ((wres, written), (rres, next)) = futures_util::future::join(
             ringio::io::write_all(out, chunk),
             file.read_at(spare, offset),

@@ -30,6 +30,38 @@ pub enum Error {
     /// An operating-system error, from the ring or a syscall.
     Io(Arc<io::Error>),
     /// A task (or a `to_thread` closure) panicked; the panic message.
+    ///
+    /// The panic is caught (the loop goes on, and the task ends with this
+    /// error as its exception), but catching does not stop the standard
+    /// panic hook, which runs first: a `thread '..' panicked at ..` line
+    /// (and a backtrace with `RUST_BACKTRACE=1`) still goes to stderr. To
+    /// keep it quiet, install your own hook with [`std::panic::set_hook`]
+    /// before running the loop, for example one that prints nothing, or
+    /// one that filters and hands the rest on to the previous hook:
+    ///
+    /// ```
+    /// // Silence every panic message of this process...
+    /// let default_hook = std::panic::take_hook();
+    /// std::panic::set_hook(Box::new(|_| {}));
+    ///
+    /// ringio::run(async {
+    ///     let task = ringio::create_task(async {
+    ///         if true {
+    ///             panic!("boom");
+    ///         }
+    ///         Ok::<_, ringio::Error>(())
+    ///     });
+    ///     let e = task.await.unwrap_err();
+    ///     assert!(matches!(&e, ringio::Error::Panic(m) if m == "boom"));
+    /// });
+    ///
+    /// // ...and put the default back when done.
+    /// std::panic::set_hook(default_hook);
+    /// ```
+    ///
+    /// The hook is process-wide, and `set_hook` itself panics if called
+    /// from a panicking thread; a test harness running tests in parallel
+    /// shares it between them.
     Panic(String),
     /// An argument was out of range or otherwise wrong.
     InvalidArgument(String),

@@ -12,6 +12,12 @@
 //! `IORING_OP_ASYNC_CANCEL` and its completion reaped. It may clean up,
 //! await more, and re-raise or suppress the cancellation.
 //!
+//! **Start with the [guide]**: asyncio's names and ringio's side by side,
+//! the cancellation rules (numbered; code cites them as "guide,
+//! cancellation rule N"), owned-buffer I/O, threads and cores, what `run`
+//! does at the end, timers, errors, panics and debug mode. It is also
+//! `docs/guide.md` in the repository. For imports, see the [`prelude`].
+//!
 //! ```
 //! use std::time::Duration;
 //!
@@ -40,9 +46,12 @@ pub mod combinators;
 mod driver;
 mod error;
 pub mod fs;
+pub mod guide;
 pub mod io;
 pub mod net;
+pub mod prelude;
 mod runtime;
+pub mod signal;
 mod task;
 mod threads;
 mod time;

@@ -1634,3 +1634,42 @@ fn borrowed_awaits_read_the_value_for_every_awaiter() {
         assert_eq!(p.await.unwrap(), "v");
     });
 }
+
+#[test]
+fn nested_run_panic_points_at_the_callers_line() {
+    use std::panic::{self, Location};
+    use std::sync::Once;
+
+    thread_local! {
+        /// Where this thread's last panic was raised (set by the hook).
+        static LAST_PANIC: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
+    }
+    // One hook for the whole test binary: it records the location on the
+    // panicking thread and hands on to the previous hook, so that other
+    // tests running meanwhile keep their output.
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if let Some(loc) = info.location() {
+                let at = (loc.file().to_string(), loc.line());
+                LAST_PANIC.with(|l| *l.borrow_mut() = Some(at));
+            }
+            previous(info);
+        }));
+    });
+
+    block_on(async {
+        LAST_PANIC.with(|l| *l.borrow_mut() = None);
+        let here = Location::caller();
+        let r = std::panic::catch_unwind(|| ringio::run(async { 2 }));
+        assert!(r.is_err(), "a nested run must panic");
+        let (file, line) = LAST_PANIC.with(|l| l.borrow_mut().take()).unwrap();
+        assert_eq!(
+            file,
+            here.file(),
+            "the panic points into ringio, not the caller"
+        );
+        assert_eq!(line, here.line() + 1);
+    });
+}

@@ -271,12 +271,14 @@ impl Drop for TimerSlack {
 /// Where asyncio raises: inside a running loop ("run() cannot be called
 /// from a running event loop"); if the ring cannot be set up (use
 /// [`Runtime::builder`] to get that as an `Error`); and it re-raises a
-/// panic of the main future.
+/// panic of the main future. The panics of a nested `run` and of a ring
+/// that cannot be set up point at the caller's line (`#[track_caller]`).
 ///
 /// ```
 /// let answer = ringio::run(async { 6 * 7 });
 /// assert_eq!(answer, 42);
 /// ```
+#[track_caller]
 pub fn run<F: Future + 'static>(fut: F) -> F::Output {
     let mut rt = match Runtime::new() {
         Ok(rt) => rt,

@@ -76,6 +76,30 @@ impl TaskBuilder {
 /// Outside a running loop ("no running event loop"), as asyncio raises
 /// there; [`Task::builder`]`().spawn(..)` returns the error instead.
 ///
+/// # Naming the error type
+///
+/// An `async` block has no signature, so when it uses `?` and ends in
+/// `Ok(..)` nothing tells the compiler which error type `E` it returns
+/// (`?` converts into any type with a `From`, and `E` only has to be
+/// `Into<ringio::Error>`): rustc stops with E0283, "type annotations
+/// needed ... cannot satisfy `_: Into<ringio::Error>`". End the block with
+/// `Ok::<_, ringio::Error>(..)` to name it (or call an `async fn` that
+/// returns [`ringio::Result`](crate::Result), as below):
+///
+/// ```
+/// use std::time::Duration;
+///
+/// ringio::run(async {
+///     let task = ringio::create_task(async {
+///         ringio::sleep(Duration::from_millis(1)).await?;
+///         Ok::<_, ringio::Error>("slept")
+///     });
+///     assert_eq!(task.await.unwrap(), "slept");
+/// });
+/// ```
+///
+/// # Example
+///
 /// ```
 /// use std::time::Duration;
 ///

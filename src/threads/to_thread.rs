@@ -296,7 +296,9 @@ impl<T> Unpin for ToThread<T> {}
 /// started lazily; `run` waits for outstanding work before it returns.
 ///
 /// The document's example, in tenths of seconds: the blocking call and the
-/// sleep overlap, so the whole takes about 0.1 s, not 0.2 s.
+/// sleep overlap, so the whole takes about 0.1 s, not 0.2 s. (`join!` here
+/// is from the separate `futures-util` crate, which your `Cargo.toml` must
+/// list; [`gather!`](crate::gather!) is ringio's own way to await both.)
 ///
 /// ```
 /// use std::time::{Duration, Instant};

@@ -20,7 +20,7 @@
 //! sweep when tombstones outnumber live timers (so a server that arms and
 //! cancels one far timeout per request keeps bounded memory). Only the
 //! earliest deadline ever reaches the kernel, as the timeout of the ring
-//! wait (SPEC §3a).
+//! wait (see the guide, section 6, timers).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -110,7 +110,7 @@ impl Future for Sleep {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
         if let Some(msg) = current::take_cancel() {
-            // A sleep simply leaves the timer heap (SPEC §2.2).
+            // A sleep simply leaves the timer heap (guide, cancellation rule 2).
             this.disarm();
             return Poll::Ready(Err(Error::Cancelled { msg }));
         }
