@@ -401,3 +401,113 @@ fn read_to_end_of_a_pipe_and_a_proc_file() {
         assert!(String::from_utf8_lossy(&status).contains("Pid:"));
     });
 }
+
+/// Reads the whole of `f` from its current position with `std`.
+fn rest_of(f: &mut std::fs::File) -> Vec<u8> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+/// Makes descriptor number `target` refer to `src`'s file: what closing
+/// `target` and opening another file that gets the same number does, in
+/// one atomic step (so no other test thread can take the number between).
+fn reuse_number(src: &std::fs::File, target: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 onto a descriptor this test owns; it closes the old file.
+    let rc = unsafe { libc::dup2(src.as_raw_fd(), target) };
+    assert_eq!(rc, target, "dup2: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_dropped_read_never_runs_on_a_reused_descriptor_number() {
+    let _g = serial();
+    let dir = TempDir::new("reused-read");
+    let (pa, pb) = (dir.path("a"), dir.path("b"));
+    std::fs::write(&pa, b"old file").unwrap();
+    std::fs::write(&pb, b"new file").unwrap();
+    ringio::run(async move {
+        let a = std::fs::File::open(&pa).unwrap();
+        let mut b = std::fs::File::open(&pb).unwrap();
+        // The read is queued on `a`'s number, then its future is dropped
+        // before the loop entered the kernel.
+        poll_once_and_drop(ringio::io::read(&a, Vec::with_capacity(64))).await;
+        let num = a.into_raw_fd();
+        // `a` is closed and its number now names `b`'s open file.
+        reuse_number(&b, num);
+        settle().await;
+        // Nothing read from `b`: its position is still at its start.
+        assert_eq!(
+            rest_of(&mut b),
+            b"new file",
+            "the dropped read ran on the new file"
+        );
+        // SAFETY: `num` is ours (the dup of `b`).
+        unsafe { libc::close(num) };
+    });
+}
+
+/// A stream whose "close" reuses its number for another file at once
+/// (what a close followed by an open elsewhere in the process can do).
+struct ReusedOnClose {
+    fd: i32,
+    next: std::fs::File,
+}
+
+impl std::os::fd::AsRawFd for ReusedOnClose {
+    fn as_raw_fd(&self) -> i32 {
+        self.fd
+    }
+}
+
+impl Drop for ReusedOnClose {
+    fn drop(&mut self) {
+        reuse_number(&self.next, self.fd);
+    }
+}
+
+#[test]
+fn compat_write_behind_never_lands_in_a_reused_descriptor_number() {
+    use futures_util::io::AsyncWriteExt;
+    use std::io::Read;
+    let _g = serial();
+    let (mut old_r, old_w) = pipe();
+    let (mut new_r, new_w) = pipe();
+    for r in [&old_r, &new_r] {
+        // SAFETY: F_SETFL on a pipe end we own.
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(r),
+                libc::F_SETFL,
+                libc::O_NONBLOCK,
+            )
+        };
+    }
+    ringio::run(async move {
+        let num = old_w.into_raw_fd();
+        let mut w = Compat::new(ReusedOnClose {
+            fd: num,
+            next: new_w,
+        });
+        // Write-behind: reported written, the WRITE only queued.
+        assert_eq!(w.write(b"payload").await.unwrap(), 7);
+        drop(w);
+        settle().await;
+        // SAFETY: `num` now names the dup of the new pipe, ours to close.
+        unsafe { libc::close(num) };
+    });
+    let mut got = [0u8; 16];
+    let stolen = new_r.read(&mut got);
+    assert!(
+        stolen.as_ref().is_ok_and(|&n| n == 0) || stolen.is_err(),
+        "the write-behind went into the new pipe: {:?}",
+        stolen.map(|n| String::from_utf8_lossy(&got[..n]).into_owned())
+    );
+    let n = old_r.read(&mut got).unwrap();
+    assert_eq!(
+        &got[..n],
+        b"payload",
+        "the write-behind reached its own pipe"
+    );
+}

@@ -95,6 +95,14 @@ pub(crate) struct Driver {
     internal: slab::Slab<Box<dyn FnOnce(i32)>>,
     /// The ring supports `IORING_OP_MSG_RING` (5.18+), probed at start.
     msg_ring: bool,
+    /// Submission generation: bumped after every `io_uring_enter` that left
+    /// nothing queued (SQ and backlog empty). An op queued in an earlier
+    /// generation has certainly reached the kernel.
+    sub_gen: u64,
+    /// Wakers and dead op data reaped outside `park` (while pushing a
+    /// dropped op's SQE to the kernel); `park` hands them out.
+    stray_wake: Vec<Waker>,
+    stray_dead: Vec<Box<dyn std::any::Any>>,
 }
 
 /// What a CQE reap turned up besides op completions.
@@ -160,6 +168,9 @@ impl Driver {
             defer_taskrun,
             internal: slab::Slab::new(),
             msg_ring,
+            sub_gen: 0,
+            stray_wake: Vec::new(),
+            stray_dead: Vec::new(),
         })
     }
 
@@ -228,7 +239,7 @@ impl Driver {
         sqe: squeue::Entry,
         cleanup: Option<OrphanCleanup>,
     ) -> OpKey {
-        let key = self.ops.insert(cleanup);
+        let key = self.ops.insert(cleanup, self.sub_gen);
         self.stats.ops_submitted += 1;
         self.push(sqe.user_data(key.index as u64));
         key
@@ -247,7 +258,7 @@ impl Driver {
         timeout: squeue::Entry,
         cleanup: Option<OrphanCleanup>,
     ) -> OpKey {
-        let key = self.ops.insert(cleanup);
+        let key = self.ops.insert(cleanup, self.sub_gen);
         self.stats.ops_submitted += 1;
         // A link must not be split by a flush between the two entries: make
         // room for both, or queue both in the backlog.
@@ -317,6 +328,21 @@ impl Driver {
         key: OpKey,
         data: Option<Box<dyn std::any::Any>>,
     ) -> Option<Box<dyn std::any::Any>> {
+        let Some(slot) = self.ops.get_mut(key) else {
+            return data;
+        };
+        if slot.queued_gen == self.sub_gen {
+            // The op's SQE may still sit in the SQ (or the backlog). It names
+            // its descriptor by number, and the kernel looks the number up
+            // only when it issues the entry: once the caller's future is
+            // gone, nothing keeps that descriptor open, and a close plus an
+            // open elsewhere would have the op run on another file. Issuing
+            // it now, before `drop` returns, resolves the number while the
+            // caller still holds the descriptor (an issued op holds its own
+            // reference to the file). This costs one enter, only for an op
+            // dropped in the same loop turn it was queued in.
+            self.issue_queued();
+        }
         let Some(slot) = self.ops.get_mut(key) else {
             return data;
         };
@@ -392,6 +418,15 @@ impl Driver {
         // If the kernel cannot take them now (CQ overflow, memory), they stay
         // in the SQ and go in on the next enter, after a reap.
         check_enter(self.ring.submit());
+        self.note_enter();
+    }
+
+    /// After an `io_uring_enter`: if nothing is left queued, every SQE
+    /// queued so far has been issued, so a new submission generation starts.
+    fn note_enter(&mut self) {
+        if self.ring.submission().is_empty() && self.backlog.is_empty() {
+            self.sub_gen += 1;
+        }
     }
 
     /// Hands every queued SQE to the kernel now, before a descriptor they
@@ -400,14 +435,38 @@ impl Driver {
     /// (a new socket could reuse it). Returns whether nothing is left queued
     /// (the SQ was taken whole and the backlog is empty).
     pub(crate) fn submit_queued(&mut self) -> bool {
-        if !self.ring.submission().is_empty() {
+        loop {
+            self.refill_from_backlog();
+            let queued = self.ring.submission().len();
+            if queued == 0 {
+                break;
+            }
             self.flush();
-        }
-        self.refill_from_backlog();
-        if !self.ring.submission().is_empty() {
-            self.flush();
+            if self.ring.submission().len() == queued {
+                // The kernel took none (EBUSY/EAGAIN): try again later.
+                break;
+            }
         }
         !self.has_pending_submissions()
+    }
+
+    /// Hands every queued SQE to the kernel before returning, reaping
+    /// completions in between if the kernel refuses entries for lack of
+    /// CQ room or memory. What the reaps turn up waits in `stray_*` for
+    /// the next `park`.
+    fn issue_queued(&mut self) {
+        for _ in 0..64 {
+            if self.submit_queued() {
+                return;
+            }
+            let to_submit = self.ring.submission().len() as u32;
+            self.enter_nonblocking(to_submit);
+            let mut wake = std::mem::take(&mut self.stray_wake);
+            let mut reaped = Reaped::default();
+            self.reap(&mut wake, &mut reaped);
+            self.stray_wake = wake;
+            self.stray_dead.append(&mut reaped.dead);
+        }
     }
 
     /// Queues an SQE that points to no memory and whose completion nobody
@@ -440,8 +499,14 @@ impl Driver {
     /// table; wakers to wake are pushed onto `wake`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>, wake: &mut Vec<Waker>) -> Reaped {
         self.refill_from_backlog();
-        let nonblocking = timeout == Some(Duration::ZERO);
         let mut reaped = Reaped::default();
+        // Completions reaped while a dropped op was pushed to the kernel:
+        // their wakers are due now, so this turn must not block.
+        let stray = !self.stray_wake.is_empty() || !self.stray_dead.is_empty();
+        wake.append(&mut self.stray_wake);
+        reaped.dead.append(&mut self.stray_dead);
+        let timeout = if stray { Some(Duration::ZERO) } else { timeout };
+        let nonblocking = timeout == Some(Duration::ZERO);
         // Fast path: nothing to submit and completions already visible (or
         // nothing could arrive): skip the syscall.
         if nonblocking && !self.has_pending_submissions() && !self.defer_taskrun {
@@ -462,6 +527,7 @@ impl Driver {
                 self.ring.submitter().submit_and_wait(1)
             };
             check_enter(result);
+            self.note_enter();
         }
         self.reap(wake, &mut reaped);
         self.reap_overflow(wake, &mut reaped);
@@ -500,6 +566,7 @@ impl Driver {
             )
         };
         check_enter(result);
+        self.note_enter();
     }
 
     /// Drains the completion queue.

@@ -90,6 +90,9 @@ pub(crate) struct OpSlot {
     pub(crate) parked: Option<Box<dyn Any>>,
     /// What to do with a successful result that nobody will read.
     pub(crate) cleanup: Option<OrphanCleanup>,
+    /// The driver's submission generation when the SQE was queued: while
+    /// it is still the current one, the SQE may not have reached the kernel.
+    pub(crate) queued_gen: u64,
 }
 
 /// The slab of in-flight operations.
@@ -100,7 +103,7 @@ pub(crate) struct OpTable {
 }
 
 impl OpTable {
-    pub(crate) fn insert(&mut self, cleanup: Option<OrphanCleanup>) -> OpKey {
+    pub(crate) fn insert(&mut self, cleanup: Option<OrphanCleanup>, queued_gen: u64) -> OpKey {
         self.next_seq += 1;
         let seq = self.next_seq;
         let index = self.slots.insert(OpSlot {
@@ -112,6 +115,7 @@ impl OpTable {
             orphaned: false,
             parked: None,
             cleanup,
+            queued_gen,
         });
         OpKey { index, seq }
     }
