@@ -511,3 +511,40 @@ fn compat_write_behind_never_lands_in_a_reused_descriptor_number() {
         "the write-behind reached its own pipe"
     );
 }
+
+/// The (device, inode) a descriptor number names now, if it is open.
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: all-zero is a valid `stat`; fstat fills it in on success.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of any number is safe; a closed one gives EBADF.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    (rc == 0).then_some((st.st_dev, st.st_ino))
+}
+
+#[test]
+fn close_with_a_cancel_pending_still_closes_the_file() {
+    use std::os::fd::AsRawFd;
+    let _g = serial();
+    let dir = TempDir::new("close-cancel");
+    let p = dir.path("f");
+    ringio::run(async move {
+        let f = File::create(&p).await.unwrap();
+        let num = f.as_raw_fd();
+        let id = identity(num);
+        assert!(id.is_some());
+        let t = ringio::create_task(async move {
+            ringio::current_task().unwrap().cancel_with("self");
+            let closed = f.close().await;
+            // The cancel is still delivered: here, or at the next await.
+            let next = ringio::sleep(Duration::from_millis(1)).await;
+            Ok::<_, Error>((closed, next))
+        });
+        let (closed, next) = t.await.unwrap();
+        assert!(
+            closed.as_ref().is_err_and(Error::is_cancelled)
+                || next.is_err_and(|e| e.is_cancelled()),
+            "the cancel was lost: close gave {closed:?}"
+        );
+        assert_ne!(identity(num), id, "the file is still open after close()");
+    });
+}

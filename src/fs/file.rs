@@ -158,6 +158,11 @@ impl File {
     /// Closes the file on the ring (`IORING_OP_CLOSE`) and reports the
     /// close's error, if any. Dropping this future before it ran closes
     /// the file on drop instead.
+    ///
+    /// The file is closed whatever happens: a cancellation of the task
+    /// that is pending when the close starts does not stop it (it is
+    /// delivered at the task's next await point), and a deadline does not
+    /// apply to it.
     #[track_caller]
     pub fn close(self) -> Io<impl Future<Output = Result<()>>> {
         Io::new(async move {

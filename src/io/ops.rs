@@ -258,10 +258,42 @@ pub(crate) async fn shutdown(fd: RawFd, how: i32) -> Result<()> {
 }
 
 /// Closes `fd` on the ring (`IORING_OP_CLOSE`); the caller gave it up.
+///
+/// A close always closes: it is submitted even while the task has a
+/// cancellation pending (which is then delivered at the next await point),
+/// it takes no deadline, and where the ring cannot run it (no running loop,
+/// a kernel without `IORING_OP_CLOSE`, or the kernel cancelled it before it
+/// ran) the descriptor is closed with `close(2)` instead.
 pub(crate) async fn close(fd: RawFd) -> Result<()> {
     // SAFETY: the SQE points to no memory.
-    let (res, _, _) = unsafe { submit(opcode::Close::new(Fd(fd)).build(), (), None) }.await;
-    res.map(|_| ())
+    let op = unsafe { Op::try_submit(opcode::Close::new(Fd(fd)).build(), None, (), None) };
+    let mut op = match op {
+        Ok(op) => op,
+        Err(_) => return close_now(fd),
+    };
+    op.start_now();
+    if let Some(loc) = current_caller() {
+        op.set_location(loc);
+    }
+    match op.await.result {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_cancelled() || e.raw_os_error() == Some(libc::ECANCELED) => {
+            // The kernel cancelled the close before it ran (it was waiting
+            // in a worker): the descriptor is still open.
+            close_now(fd)?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `close(2)`, for a descriptor the caller gave up.
+fn close_now(fd: RawFd) -> Result<()> {
+    // SAFETY: the caller owns `fd` and gives it up here.
+    if unsafe { libc::close(fd) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
 }
 
 /// A `sendmsg`/`recvmsg` header with its one iovec and its address, boxed

@@ -240,6 +240,19 @@ impl<D: 'static> Op<D> {
         Poll::Pending
     }
 
+    /// Submits an op that was deferred because its task had a cancellation
+    /// pending, without delivering that cancellation: for an op that
+    /// releases a resource (a close), which must run whatever happens. The
+    /// cancellation stays pending for the task's next await point (or this
+    /// op's own CQE, if the kernel cancels it).
+    pub(crate) fn start_now(&mut self) {
+        if let Some(deferred) = self.deferred.take() {
+            // SAFETY: the SQEs point into `self.data`'s heap memory, as
+            // promised to `submit`.
+            self.key = unsafe { deferred.submit(&self.lp) };
+        }
+    }
+
     /// For a deferred op: `true` if the pending cancellation was taken
     /// here (its message is left in `cancelled_for_task`; the op never
     /// started), else submits it now. `false` for an op already started.
