@@ -817,3 +817,35 @@ fn compat_read_deadline_and_udp_recv_cancel() {
         settle().await;
     });
 }
+
+#[test]
+fn shutdown_closes_a_connection_accepted_but_never_read() {
+    use std::io::Read;
+    let _g = serial();
+    let client = ringio::run(async {
+        // Leaked so that the accept future can outlive this block.
+        let l: &'static TcpListener =
+            Box::leak(Box::new(TcpListener::bind("127.0.0.1:0").unwrap()));
+        let mut accept = Box::pin(l.accept());
+        assert!(futures_util::poll!(accept.as_mut()).is_pending());
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        // Let the loop reap the accept's completion.
+        for _ in 0..20 {
+            ringio::sleep(ms(5)).await.unwrap();
+        }
+        // The future is never polled again nor dropped: the completed
+        // accept is still in the loop's op table when run() shuts down.
+        // (This leaks the loop, so the peer's end of file is the check.)
+        std::mem::forget(accept);
+        client
+    });
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let res = (&client).read(&mut byte);
+    assert!(
+        matches!(res, Ok(0)),
+        "the accepted end was not closed at shutdown: read gave {res:?}"
+    );
+}

@@ -346,14 +346,7 @@ impl Driver {
         let Some(slot) = self.ops.get_mut(key) else {
             return data;
         };
-        if let Some(cleanup) = slot.cleanup {
-            for &(res, _) in slot.results.iter() {
-                if res >= 0 {
-                    cleanup(res);
-                }
-            }
-        }
-        slot.results.clear();
+        slot.release_unread();
         if slot.finished {
             self.ops.remove(key);
             return data;
@@ -633,15 +626,21 @@ impl Driver {
         dead
     }
 
+    /// At shutdown, the future of op `key` will never read its results:
+    /// release what the kernel created for them (the orphan cleanup closes
+    /// an accepted or opened fd), then free the slot or, if the kernel still
+    /// owns the op, cancel it and free the slot at its final CQE.
     fn orphan_for_shutdown(&mut self, key: OpKey) {
-        if let Some(slot) = self.ops.get_mut(key) {
-            if slot.finished {
-                self.ops.remove(key);
-            } else {
-                slot.orphaned = true;
-                slot.waker = None;
-                self.cancel(key);
-            }
+        let Some(slot) = self.ops.get_mut(key) else {
+            return;
+        };
+        slot.release_unread();
+        if slot.finished {
+            self.ops.remove(key);
+        } else {
+            slot.orphaned = true;
+            slot.waker = None;
+            self.cancel(key);
         }
     }
 }

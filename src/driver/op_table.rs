@@ -95,6 +95,21 @@ pub(crate) struct OpSlot {
     pub(crate) queued_gen: u64,
 }
 
+impl OpSlot {
+    /// Drops the completions nobody will read, running the orphan cleanup
+    /// on the successful ones (closing an accepted or opened fd).
+    pub(crate) fn release_unread(&mut self) {
+        if let Some(cleanup) = self.cleanup {
+            for &(res, _) in self.results.iter() {
+                if res >= 0 {
+                    cleanup(res);
+                }
+            }
+        }
+        self.results.clear();
+    }
+}
+
 /// The slab of in-flight operations.
 #[derive(Default)]
 pub(crate) struct OpTable {
