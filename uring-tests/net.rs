@@ -521,8 +521,9 @@ fn zero_byte_buffers_and_invalid_fds() {
     let _g = serial();
     ringio::run(async {
         let (client, server) = tcp_pair().await;
+        // A read into no room is an error, not an end of stream.
         let (res, buf) = server.read(Vec::new()).await;
-        assert_eq!(res.unwrap(), 0);
+        assert_no_room(res);
         assert!(buf.is_empty());
         let (res, _) = client.write(Vec::new()).await;
         assert_eq!(res.unwrap(), 0);
@@ -848,4 +849,48 @@ fn shutdown_closes_a_connection_accepted_but_never_read() {
         matches!(res, Ok(0)),
         "the accepted end was not closed at shutdown: read gave {res:?}"
     );
+}
+
+/// A read into a buffer with no room: `InvalidArgument` that says what to
+/// do, never `Ok(0)` (which means end of stream).
+fn assert_no_room<T: std::fmt::Debug>(res: ringio::Result<T>) {
+    match res {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("Vec::with_capacity"), "{m}"),
+        other => panic!("a read into a 0-capacity buffer gave {other:?}"),
+    }
+}
+
+#[test]
+fn every_read_into_a_zero_capacity_buffer_is_an_error() {
+    let _g = serial();
+    ringio::run(async {
+        let (client, server) = tcp_pair().await;
+        let (res, _) = client.write_all(b"data".to_vec()).await;
+        res.unwrap();
+        let (res, _) = server.read(Vec::new()).await;
+        assert_no_room(res);
+        // An empty slice has no room either.
+        let (res, _) = server.read(Vec::<u8>::new().slice(0..0)).await;
+        assert_no_room(res);
+        // The data is still there for a read with room.
+        let (res, buf) = server.read(Vec::with_capacity(8)).await;
+        assert_eq!(res.unwrap(), 4);
+        assert_eq!(buf, b"data");
+
+        let (a, b) = UnixStream::pair().unwrap();
+        let (res, _) = a.read(Vec::new()).await;
+        assert_no_room(res);
+        drop(b);
+
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (res, _) = u.recv_from(Vec::new()).await;
+        assert_no_room(res);
+        u.connect(u.local_addr().unwrap()).unwrap();
+        let (res, _) = u.recv(Vec::new()).await;
+        assert_no_room(res);
+
+        let (r, _w) = pipe();
+        let (res, _) = ringio::io::read(&r, Vec::new()).await;
+        assert_no_room(res);
+    });
 }

@@ -53,6 +53,8 @@ impl File {
     /// length becomes the count read) from byte `offset` of the file. Gives
     /// the count and the buffer back, also on error, timeout or
     /// cancellation. `Ok(0)` is end of file. A short count is not an error.
+    /// A buffer with no capacity is `Error::InvalidArgument` (use
+    /// `Vec::with_capacity(n)`), so that `Ok(0)` always means end of file.
     #[track_caller]
     pub fn read_at<B: IoBufMut>(
         &self,

@@ -93,18 +93,31 @@ pub(crate) async unsafe fn submit<D: 'static>(
     }
 }
 
+/// The error of a read into a buffer with no room, or `None` if it has
+/// some. `std` gives `Ok(0)` there, but that is also how end of file reads,
+/// and a loop that reads into `Vec::new()` would take it for the peer
+/// closing; so it is an error that says what to do instead.
+fn no_room<B: IoBuf>(buf: &B) -> Option<Error> {
+    (buf.bytes_total() == 0).then(|| {
+        Error::InvalidArgument(
+            "read into a buffer with no capacity: a Vec is read into up to its capacity, \
+             not its length, so Vec::new() has no room; use Vec::with_capacity(n)"
+                .into(),
+        )
+    })
+}
+
 /// Reads into `buf` (its whole capacity, from its start) from `fd` at
 /// `offset` (`u64::MAX`: the file position; sockets ignore it).
 ///
-/// A buffer with no room gives `Ok(0)` at once, as `std`'s `read` does (an
-/// io_uring `RECV` of 0 bytes would instead wait for data to arrive).
+/// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
 pub(crate) async fn read_at<B: IoBufMut>(
     fd: RawFd,
     mut buf: B,
     offset: u64,
 ) -> BufResult<usize, B> {
-    if buf.bytes_total() == 0 {
-        return (Ok(0), buf);
+    if let Some(e) = no_room(&buf) {
+        return (Err(e), buf);
     }
     let len = buf.bytes_total().min(MAX_LEN) as u32;
     let sqe = opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), len)
@@ -117,10 +130,10 @@ pub(crate) async fn read_at<B: IoBufMut>(
 }
 
 /// Receives into `buf` from socket `fd` (`IORING_OP_RECV`).
-/// A buffer with no room gives `Ok(0)` at once (see `read_at`).
+/// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
 pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufResult<usize, B> {
-    if buf.bytes_total() == 0 {
-        return (Ok(0), buf);
+    if let Some(e) = no_room(&buf) {
+        return (Err(e), buf);
     }
     let len = buf.bytes_total().min(MAX_LEN) as u32;
     let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len)
@@ -330,10 +343,14 @@ pub(crate) async fn send_msg<B: IoBuf>(
 }
 
 /// Receives one datagram into `buf`; gives its length and sender address.
+/// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
 pub(crate) async fn recv_msg<B: IoBufMut>(
     fd: RawFd,
     mut buf: B,
 ) -> BufResult<(usize, libc::sockaddr_storage, libc::socklen_t), B> {
+    if let Some(e) = no_room(&buf) {
+        return (Err(e), buf);
+    }
     let mut msg = new_msg();
     msg.iov.iov_base = buf.stable_mut_ptr().cast();
     msg.iov.iov_len = buf.bytes_total();
