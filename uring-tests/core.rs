@@ -1634,3 +1634,60 @@ fn borrowed_awaits_read_the_value_for_every_awaiter() {
         assert_eq!(p.await.unwrap(), "v");
     });
 }
+
+#[test]
+fn timed_waits_work_without_ext_arg() {
+    // The loop as on a kernel before 5.11: no timeout argument to
+    // io_uring_enter, one IORING_OP_TIMEOUT for the earliest deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rt = Runtime::builder().ext_arg(false).build().unwrap();
+        let out = rt.run(async {
+            let ext_arg = stats().ext_arg;
+            let begin = Instant::now();
+            // A long timer arms the kernel timeout first; a shorter one that
+            // comes later must replace it with an earlier one.
+            let long = ringio::create_task(async {
+                ringio::sleep(Duration::from_secs(2)).await?;
+                Ok::<_, ringio::Error>(Instant::now())
+            });
+            // The loop waits on I/O with the long timer as its only
+            // deadline, so the kernel timeout is armed for 2 s.
+            let (r, w) = pipe();
+            std::thread::spawn(move || {
+                std::thread::sleep(ms(200));
+                // SAFETY: a 1-byte write from a live buffer to our pipe.
+                unsafe {
+                    libc::write(std::os::fd::AsRawFd::as_raw_fd(&w), b"x".as_ptr().cast(), 1)
+                };
+            });
+            let (n, _) = ringio::io::read(&r, Vec::with_capacity(1)).await;
+            assert_eq!(n.unwrap(), 1);
+            let start = Instant::now();
+            let short = ringio::create_task(async {
+                ringio::sleep(ms(100)).await?;
+                Ok::<_, ringio::Error>(Instant::now())
+            });
+            let s = short.await.unwrap();
+            let l = long.await.unwrap();
+            // A plain wait with no timer left still wakes for I/O.
+            ringio::io::nop().await.unwrap();
+            (ext_arg, begin, start, s, l)
+        });
+        let _ = tx.send(out.unwrap());
+    });
+    let (ext_arg, begin, start, short, long) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the loop hung in a timed wait");
+    assert!(!ext_arg, "the fallback was not in use");
+    // Order and generous bounds: the short timer woke at about 0.1 s after
+    // it was set, not with the long one at 2 s; neither woke early.
+    assert!(short - start >= ms(100));
+    assert!(short < long);
+    assert!(
+        long - short > ms(500),
+        "the short timer waited for the long one"
+    );
+    assert!(long - begin >= Duration::from_secs(2));
+    assert!(long - begin < Duration::from_secs(10));
+}
