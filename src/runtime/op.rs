@@ -32,8 +32,12 @@ pub struct OpOutput<D> {
 /// One operation on the current loop's ring.
 ///
 /// The SQE may point only into heap memory owned by `data` (a `Vec`'s
-/// buffer, a `Box`), never into `data` itself: `data` moves with the
-/// future, and into the op table if the future is dropped first.
+/// buffer, memory owned through a raw pointer), never into `data` itself:
+/// `data` moves with the future, and into the op table if the future is
+/// dropped first. (A `Box` asserts unique access when it moves, so a
+/// pointer taken from one before the move is not sound to write through.)
+/// There is no access to `data` while the op runs: the kernel may be
+/// writing into it.
 ///
 /// Awaiting it is a ringio await point: if the task is cancelled while the
 /// op is in flight, an `IORING_OP_ASYNC_CANCEL` goes to the kernel and the
@@ -191,11 +195,6 @@ impl<D: 'static> Op<D> {
     pub fn require(opcode: u8) -> Result<()> {
         context::with_loop(|lp| lp.driver.borrow().require(opcode))
             .unwrap_or_else(|| Err(Error::no_running_loop()))
-    }
-
-    /// The data, while the op is not complete (to inspect, not to free).
-    pub fn data(&self) -> Option<&D> {
-        self.data.as_ref()
     }
 
     /// Polls for the next completion of a multishot op: `Ready(None)` once
