@@ -894,3 +894,55 @@ fn every_read_into_a_zero_capacity_buffer_is_an_error() {
         assert_no_room(res);
     });
 }
+
+/// Set by `a_socket_dropped_in_a_thread_local_destructor_is_closed` for the
+/// copy of this binary it runs: the body that may abort the process.
+const TLS_CHILD: &str = "RINGIO_TEST_TLS_DROP_CHILD";
+
+#[test]
+#[ignore = "run by a_socket_dropped_in_a_thread_local_destructor_is_closed"]
+fn tls_drop_child() {
+    use std::cell::RefCell;
+    use std::io::Read;
+    if std::env::var_os(TLS_CHILD).is_none() {
+        return;
+    }
+    thread_local! {
+        static HELD: RefCell<Option<(TcpStream, ringio::fs::File)>> = const { RefCell::new(None) };
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (ours, _) = l.accept().unwrap();
+    std::thread::spawn(move || {
+        // Registered before the loop's thread-locals, so destroyed after
+        // them: the stream and the file are dropped when no loop state is
+        // reachable any more.
+        HELD.with(|_| {});
+        ringio::run(async {});
+        let file = ringio::fs::File::from_std(std::fs::File::open("/proc/self/stat").unwrap());
+        HELD.with(|h| *h.borrow_mut() = Some((TcpStream::from_std(ours), file)));
+    })
+    .join()
+    .unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(peer.read(&mut b).unwrap(), 0, "the socket was not closed");
+}
+
+#[test]
+fn a_socket_dropped_in_a_thread_local_destructor_is_closed() {
+    // In a child process: a panic in a thread-local destructor aborts.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "tls_drop_child", "--ignored", "--nocapture"])
+        .env(TLS_CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the child failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+}

@@ -348,6 +348,11 @@ impl<D: 'static> Drop for Op<D> {
             // Dropped before its first poll: it goes to the kernel as any
             // dropped op does (submitted when created, before deferral
             // existed), so a fire-and-forget op (a close) still happens.
+            if self.lp.driver.try_borrow_mut().is_err() {
+                // Dropped from inside the driver (which the loop avoids):
+                // the kernel never saw the op, so dropping it is safe.
+                return;
+            }
             // SAFETY: the SQEs point into `self.data`'s heap memory, which
             // `orphan` parks in the op table until the CQE.
             self.key = unsafe { deferred.submit(&self.lp) };
@@ -356,10 +361,19 @@ impl<D: 'static> Drop for Op<D> {
             return;
         }
         let data = self.data.take().map(|d| Box::new(d) as Box<dyn Any>);
+        let Ok(mut driver) = self.lp.driver.try_borrow_mut() else {
+            // Dropped from inside the driver (op data dropped while it is
+            // borrowed, which the loop avoids): the kernel may still write
+            // into `data`, and the op table cannot take it, so leak it
+            // rather than free it (or panic in a drop).
+            std::mem::forget(data);
+            return;
+        };
         // Parks `data` in the op table until the CQE if the kernel still owns
-        // the op, and sends ASYNC_CANCEL (SPEC §2.7). Data handed back is
-        // dropped after the borrow ends: its `Drop` may use the loop.
-        let unparked = self.lp.driver.borrow_mut().orphan(self.key, data);
+        // the op, and sends ASYNC_CANCEL. Data handed back is dropped after
+        // the borrow ends: its `Drop` may use the loop.
+        let unparked = driver.orphan(self.key, data);
+        drop(driver);
         drop(unparked);
     }
 }
