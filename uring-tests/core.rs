@@ -66,18 +66,21 @@ fn say_after_as_tasks_runs_concurrently() {
     let out = lines();
     let o = out.clone();
     let took = block_on(async move {
-        let task1 = ringio::create_task(say_after(o.clone(), ms(100), "hello"));
-        let task2 = ringio::create_task(say_after(o.clone(), ms(200), "world"));
+        // Seconds, not the seed's 1 and 2 tenths: the margin between
+        // concurrent (2 s) and sequential (3 s) must dwarf a loaded
+        // machine's scheduling delays.
         let t0 = Instant::now();
+        let task1 = ringio::create_task(say_after(o.clone(), ms(1000), "hello"));
+        let task2 = ringio::create_task(say_after(o.clone(), ms(2000), "world"));
         task1.await.unwrap();
         task2.await.unwrap();
         t0.elapsed()
     });
     assert_eq!(*out.borrow(), ["hello", "world"]);
-    assert!(took >= ms(195), "concurrent took {took:?}");
+    assert!(took >= ms(2000), "concurrent took {took:?}");
     assert!(
-        took < ms(285),
-        "concurrent took {took:?}: about 0.2 s expected, not 0.3 s"
+        took < ms(2800),
+        "concurrent took {took:?}: about 2 s expected, not 3 s"
     );
 }
 
@@ -908,23 +911,38 @@ fn sleeps_live_in_userspace_not_one_kernel_timeout_each() {
 
 #[test]
 fn short_sleeps_wake_close_to_their_deadline() {
-    let lateness = block_on(async {
-        let mut late = Vec::new();
-        for i in 0..40u64 {
-            let d = Duration::from_micros(500 + 100 * i);
-            let t0 = Instant::now();
-            ringio::sleep(d).await.unwrap();
-            let took = t0.elapsed();
-            assert!(took >= d, "woke early: {took:?} < {d:?}");
-            late.push(took - d);
+    // Lateness of 40 short sleeps: ringio's, and a plain thread sleep's of
+    // the same lengths taken in turn with them, the machine's own noise.
+    fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+    let mut attempts = Vec::new();
+    // A loaded machine can spoil one round; a timer that is coarse (a
+    // 4 ms jiffy at HZ=250) or loses wakeups spoils all three.
+    for _ in 0..3 {
+        let (ring, plain) = block_on(async {
+            let (mut ring, mut plain) = (Vec::new(), Vec::new());
+            for i in 0..40u64 {
+                let d = Duration::from_micros(500 + 100 * i);
+                let t0 = Instant::now();
+                ringio::sleep(d).await.unwrap();
+                let took = t0.elapsed();
+                assert!(took >= d, "woke early: {took:?} < {d:?}");
+                ring.push(took - d);
+                let t0 = Instant::now();
+                std::thread::sleep(d);
+                plain.push(t0.elapsed().saturating_sub(d));
+            }
+            (ring, plain)
+        });
+        let (ring, plain) = (median(ring), median(plain));
+        if ring < plain + ms(3) {
+            return;
         }
-        late.sort();
-        late
-    });
-    // Generous: the machine is shared and noisy. A jiffy-granular timer
-    // (4 ms at HZ=250) or a lost wakeup shows as a median far above this.
-    let median = lateness[lateness.len() / 2];
-    assert!(median < ms(3), "median lateness {median:?}: {lateness:?}");
+        attempts.push((ring, plain));
+    }
+    panic!("median lateness (ringio, thread sleep) in three rounds: {attempts:?}");
 }
 
 /// A turn with thousands of ready tasks does not hold back a timer until
