@@ -582,3 +582,43 @@ fn shutdown_closes_a_file_opened_but_never_read() {
     });
     assert_eq!(fds_open_on(&p), 0, "the opened file leaked at shutdown");
 }
+
+#[test]
+fn a_dropped_write_never_lands_in_a_reused_descriptor_number() {
+    use std::io::Read;
+    let _g = serial();
+    let (mut old_r, old_w) = pipe();
+    let (mut new_r, new_w) = pipe();
+    for r in [&old_r, &new_r] {
+        // SAFETY: F_SETFL on a pipe end we own.
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(r),
+                libc::F_SETFL,
+                libc::O_NONBLOCK,
+            )
+        };
+    }
+    ringio::run(async move {
+        poll_once_and_drop(ringio::io::write(&old_w, b"one".to_vec())).await;
+        poll_once_and_drop(ringio::io::write_all(&old_w, b"two".to_vec())).await;
+        let num = old_w.into_raw_fd();
+        reuse_number(&new_w, num);
+        settle().await;
+        // SAFETY: `num` now names the dup of the new pipe, ours to close.
+        unsafe { libc::close(num) };
+    });
+    let mut got = [0u8; 16];
+    let stolen = new_r.read(&mut got);
+    assert!(
+        stolen.as_ref().is_ok_and(|&n| n == 0) || stolen.is_err(),
+        "a dropped write went into the new pipe: {:?}",
+        stolen.map(|n| String::from_utf8_lossy(&got[..n]).into_owned())
+    );
+    let n = old_r.read(&mut got).unwrap();
+    assert_eq!(
+        &got[..n],
+        b"onetwo",
+        "the dropped writes reached their own pipe"
+    );
+}
