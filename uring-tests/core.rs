@@ -66,18 +66,21 @@ fn say_after_as_tasks_runs_concurrently() {
     let out = lines();
     let o = out.clone();
     let took = block_on(async move {
-        let task1 = ringio::create_task(say_after(o.clone(), ms(100), "hello"));
-        let task2 = ringio::create_task(say_after(o.clone(), ms(200), "world"));
+        // Seconds, not the seed's 1 and 2 tenths: the margin between
+        // concurrent (2 s) and sequential (3 s) must dwarf a loaded
+        // machine's scheduling delays.
         let t0 = Instant::now();
+        let task1 = ringio::create_task(say_after(o.clone(), ms(1000), "hello"));
+        let task2 = ringio::create_task(say_after(o.clone(), ms(2000), "world"));
         task1.await.unwrap();
         task2.await.unwrap();
         t0.elapsed()
     });
     assert_eq!(*out.borrow(), ["hello", "world"]);
-    assert!(took >= ms(195), "concurrent took {took:?}");
+    assert!(took >= ms(2000), "concurrent took {took:?}");
     assert!(
-        took < ms(285),
-        "concurrent took {took:?}: about 0.2 s expected, not 0.3 s"
+        took < ms(2800),
+        "concurrent took {took:?}: about 2 s expected, not 3 s"
     );
 }
 
@@ -908,23 +911,38 @@ fn sleeps_live_in_userspace_not_one_kernel_timeout_each() {
 
 #[test]
 fn short_sleeps_wake_close_to_their_deadline() {
-    let lateness = block_on(async {
-        let mut late = Vec::new();
-        for i in 0..40u64 {
-            let d = Duration::from_micros(500 + 100 * i);
-            let t0 = Instant::now();
-            ringio::sleep(d).await.unwrap();
-            let took = t0.elapsed();
-            assert!(took >= d, "woke early: {took:?} < {d:?}");
-            late.push(took - d);
+    // Lateness of 40 short sleeps: ringio's, and a plain thread sleep's of
+    // the same lengths taken in turn with them, the machine's own noise.
+    fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+    let mut attempts = Vec::new();
+    // A loaded machine can spoil one round; a timer that is coarse (a
+    // 4 ms jiffy at HZ=250) or loses wakeups spoils all three.
+    for _ in 0..3 {
+        let (ring, plain) = block_on(async {
+            let (mut ring, mut plain) = (Vec::new(), Vec::new());
+            for i in 0..40u64 {
+                let d = Duration::from_micros(500 + 100 * i);
+                let t0 = Instant::now();
+                ringio::sleep(d).await.unwrap();
+                let took = t0.elapsed();
+                assert!(took >= d, "woke early: {took:?} < {d:?}");
+                ring.push(took - d);
+                let t0 = Instant::now();
+                std::thread::sleep(d);
+                plain.push(t0.elapsed().saturating_sub(d));
+            }
+            (ring, plain)
+        });
+        let (ring, plain) = (median(ring), median(plain));
+        if ring < plain + ms(3) {
+            return;
         }
-        late.sort();
-        late
-    });
-    // Generous: the machine is shared and noisy. A jiffy-granular timer
-    // (4 ms at HZ=250) or a lost wakeup shows as a median far above this.
-    let median = lateness[lateness.len() / 2];
-    assert!(median < ms(3), "median lateness {median:?}: {lateness:?}");
+        attempts.push((ring, plain));
+    }
+    panic!("median lateness (ringio, thread sleep) in three rounds: {attempts:?}");
 }
 
 /// A turn with thousands of ready tasks does not hold back a timer until
@@ -1672,4 +1690,61 @@ fn nested_run_panic_points_at_the_callers_line() {
         );
         assert_eq!(line, here.line() + 1);
     });
+}
+
+#[test]
+fn timed_waits_work_without_ext_arg() {
+    // The loop as on a kernel before 5.11: no timeout argument to
+    // io_uring_enter, one IORING_OP_TIMEOUT for the earliest deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rt = Runtime::builder().ext_arg(false).build().unwrap();
+        let out = rt.run(async {
+            let ext_arg = stats().ext_arg;
+            let begin = Instant::now();
+            // A long timer arms the kernel timeout first; a shorter one that
+            // comes later must replace it with an earlier one.
+            let long = ringio::create_task(async {
+                ringio::sleep(Duration::from_secs(2)).await?;
+                Ok::<_, ringio::Error>(Instant::now())
+            });
+            // The loop waits on I/O with the long timer as its only
+            // deadline, so the kernel timeout is armed for 2 s.
+            let (r, w) = pipe();
+            std::thread::spawn(move || {
+                std::thread::sleep(ms(200));
+                // SAFETY: a 1-byte write from a live buffer to our pipe.
+                unsafe {
+                    libc::write(std::os::fd::AsRawFd::as_raw_fd(&w), b"x".as_ptr().cast(), 1)
+                };
+            });
+            let (n, _) = ringio::io::read(&r, Vec::with_capacity(1)).await;
+            assert_eq!(n.unwrap(), 1);
+            let start = Instant::now();
+            let short = ringio::create_task(async {
+                ringio::sleep(ms(100)).await?;
+                Ok::<_, ringio::Error>(Instant::now())
+            });
+            let s = short.await.unwrap();
+            let l = long.await.unwrap();
+            // A plain wait with no timer left still wakes for I/O.
+            ringio::io::nop().await.unwrap();
+            (ext_arg, begin, start, s, l)
+        });
+        let _ = tx.send(out.unwrap());
+    });
+    let (ext_arg, begin, start, short, long) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the loop hung in a timed wait");
+    assert!(!ext_arg, "the fallback was not in use");
+    // Order and generous bounds: the short timer woke at about 0.1 s after
+    // it was set, not with the long one at 2 s; neither woke early.
+    assert!(short - start >= ms(100));
+    assert!(short < long);
+    assert!(
+        long - short > ms(500),
+        "the short timer waited for the long one"
+    );
+    assert!(long - begin >= Duration::from_secs(2));
+    assert!(long - begin < Duration::from_secs(10));
 }

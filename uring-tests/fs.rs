@@ -228,9 +228,12 @@ fn open_options_and_bad_input() {
         let f = File::open(&p).await.unwrap();
         let (res, _) = f.write_at(&b"x"[..], 0).await;
         assert_eq!(res.unwrap_err().raw_os_error(), Some(libc::EBADF));
-        // 0-byte buffers.
+        // A 0-byte buffer: an error that says what to do, not end of file.
         let (res, _) = f.read_at(Vec::new(), 0).await;
-        assert_eq!(res.unwrap(), 0);
+        match res {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("Vec::with_capacity"), "{m}"),
+            other => panic!("read_at into no room gave {other:?}"),
+        }
         drop(f);
         // An invalid descriptor.
         // SAFETY: 1_000_000 is above the fd limit; we take it back out
@@ -400,4 +403,222 @@ fn read_to_end_of_a_pipe_and_a_proc_file() {
         let status = fs::read("/proc/self/status").await.unwrap();
         assert!(String::from_utf8_lossy(&status).contains("Pid:"));
     });
+}
+
+/// Reads the whole of `f` from its current position with `std`.
+fn rest_of(f: &mut std::fs::File) -> Vec<u8> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+/// Makes descriptor number `target` refer to `src`'s file: what closing
+/// `target` and opening another file that gets the same number does, in
+/// one atomic step (so no other test thread can take the number between).
+fn reuse_number(src: &std::fs::File, target: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 onto a descriptor this test owns; it closes the old file.
+    let rc = unsafe { libc::dup2(src.as_raw_fd(), target) };
+    assert_eq!(rc, target, "dup2: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_dropped_read_never_runs_on_a_reused_descriptor_number() {
+    let _g = serial();
+    let dir = TempDir::new("reused-read");
+    let (pa, pb) = (dir.path("a"), dir.path("b"));
+    std::fs::write(&pa, b"old file").unwrap();
+    std::fs::write(&pb, b"new file").unwrap();
+    ringio::run(async move {
+        let a = std::fs::File::open(&pa).unwrap();
+        let mut b = std::fs::File::open(&pb).unwrap();
+        // The read is queued on `a`'s number, then its future is dropped
+        // before the loop entered the kernel.
+        poll_once_and_drop(ringio::io::read(&a, Vec::with_capacity(64))).await;
+        let num = a.into_raw_fd();
+        // `a` is closed and its number now names `b`'s open file.
+        reuse_number(&b, num);
+        settle().await;
+        // Nothing read from `b`: its position is still at its start.
+        assert_eq!(
+            rest_of(&mut b),
+            b"new file",
+            "the dropped read ran on the new file"
+        );
+        // SAFETY: `num` is ours (the dup of `b`).
+        unsafe { libc::close(num) };
+    });
+}
+
+/// A stream whose "close" reuses its number for another file at once
+/// (what a close followed by an open elsewhere in the process can do).
+struct ReusedOnClose {
+    fd: i32,
+    next: std::fs::File,
+}
+
+impl std::os::fd::AsRawFd for ReusedOnClose {
+    fn as_raw_fd(&self) -> i32 {
+        self.fd
+    }
+}
+
+impl Drop for ReusedOnClose {
+    fn drop(&mut self) {
+        reuse_number(&self.next, self.fd);
+    }
+}
+
+#[test]
+fn compat_write_behind_never_lands_in_a_reused_descriptor_number() {
+    use futures_util::io::AsyncWriteExt;
+    use std::io::Read;
+    let _g = serial();
+    let (mut old_r, old_w) = pipe();
+    let (mut new_r, new_w) = pipe();
+    for r in [&old_r, &new_r] {
+        // SAFETY: F_SETFL on a pipe end we own.
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(r),
+                libc::F_SETFL,
+                libc::O_NONBLOCK,
+            )
+        };
+    }
+    ringio::run(async move {
+        let num = old_w.into_raw_fd();
+        let mut w = Compat::new(ReusedOnClose {
+            fd: num,
+            next: new_w,
+        });
+        // Write-behind: reported written, the WRITE only queued.
+        assert_eq!(w.write(b"payload").await.unwrap(), 7);
+        drop(w);
+        settle().await;
+        // SAFETY: `num` now names the dup of the new pipe, ours to close.
+        unsafe { libc::close(num) };
+    });
+    let mut got = [0u8; 16];
+    let stolen = new_r.read(&mut got);
+    assert!(
+        stolen.as_ref().is_ok_and(|&n| n == 0) || stolen.is_err(),
+        "the write-behind went into the new pipe: {:?}",
+        stolen.map(|n| String::from_utf8_lossy(&got[..n]).into_owned())
+    );
+    let n = old_r.read(&mut got).unwrap();
+    assert_eq!(
+        &got[..n],
+        b"payload",
+        "the write-behind reached its own pipe"
+    );
+}
+
+/// The (device, inode) a descriptor number names now, if it is open.
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: all-zero is a valid `stat`; fstat fills it in on success.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of any number is safe; a closed one gives EBADF.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    (rc == 0).then_some((st.st_dev, st.st_ino))
+}
+
+#[test]
+fn close_with_a_cancel_pending_still_closes_the_file() {
+    use std::os::fd::AsRawFd;
+    let _g = serial();
+    let dir = TempDir::new("close-cancel");
+    let p = dir.path("f");
+    ringio::run(async move {
+        let f = File::create(&p).await.unwrap();
+        let num = f.as_raw_fd();
+        let id = identity(num);
+        assert!(id.is_some());
+        let t = ringio::create_task(async move {
+            ringio::current_task().unwrap().cancel_with("self");
+            let closed = f.close().await;
+            // The cancel is still delivered: here, or at the next await.
+            let next = ringio::sleep(Duration::from_millis(1)).await;
+            Ok::<_, Error>((closed, next))
+        });
+        let (closed, next) = t.await.unwrap();
+        assert!(
+            closed.as_ref().is_err_and(Error::is_cancelled)
+                || next.is_err_and(|e| e.is_cancelled()),
+            "the cancel was lost: close gave {closed:?}"
+        );
+        assert_ne!(identity(num), id, "the file is still open after close()");
+    });
+}
+
+/// Descriptors of this process open on `path`.
+fn fds_open_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l == path)
+        .count()
+}
+
+#[test]
+fn shutdown_closes_a_file_opened_but_never_read() {
+    let _g = serial();
+    let dir = TempDir::new("open-unread");
+    let p = dir.path("f");
+    std::fs::write(&p, b"x").unwrap();
+    let p2 = p.clone();
+    ringio::run(async move {
+        let mut open = Box::pin(File::open(p2));
+        assert!(futures_util::poll!(open.as_mut()).is_pending());
+        // Let the loop reap the open's completion.
+        for _ in 0..20 {
+            ringio::sleep(Duration::from_millis(5)).await.unwrap();
+        }
+        // Never polled again nor dropped: the completed open is still in
+        // the loop's op table when run() shuts down. (This leaks the loop,
+        // its ring and descriptors included, so only the file is counted.)
+        std::mem::forget(open);
+    });
+    assert_eq!(fds_open_on(&p), 0, "the opened file leaked at shutdown");
+}
+
+#[test]
+fn a_dropped_write_never_lands_in_a_reused_descriptor_number() {
+    use std::io::Read;
+    let _g = serial();
+    let (mut old_r, old_w) = pipe();
+    let (mut new_r, new_w) = pipe();
+    for r in [&old_r, &new_r] {
+        // SAFETY: F_SETFL on a pipe end we own.
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(r),
+                libc::F_SETFL,
+                libc::O_NONBLOCK,
+            )
+        };
+    }
+    ringio::run(async move {
+        poll_once_and_drop(ringio::io::write(&old_w, b"one".to_vec())).await;
+        poll_once_and_drop(ringio::io::write_all(&old_w, b"two".to_vec())).await;
+        let num = old_w.into_raw_fd();
+        reuse_number(&new_w, num);
+        settle().await;
+        // SAFETY: `num` now names the dup of the new pipe, ours to close.
+        unsafe { libc::close(num) };
+    });
+    let mut got = [0u8; 16];
+    let stolen = new_r.read(&mut got);
+    assert!(
+        stolen.as_ref().is_ok_and(|&n| n == 0) || stolen.is_err(),
+        "a dropped write went into the new pipe: {:?}",
+        stolen.map(|n| String::from_utf8_lossy(&got[..n]).into_owned())
+    );
+    let n = old_r.read(&mut got).unwrap();
+    assert_eq!(
+        &got[..n],
+        b"onetwo",
+        "the dropped writes reached their own pipe"
+    );
 }

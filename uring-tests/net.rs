@@ -521,8 +521,9 @@ fn zero_byte_buffers_and_invalid_fds() {
     let _g = serial();
     ringio::run(async {
         let (client, server) = tcp_pair().await;
+        // A read into no room is an error, not an end of stream.
         let (res, buf) = server.read(Vec::new()).await;
-        assert_eq!(res.unwrap(), 0);
+        assert_no_room(res);
         assert!(buf.is_empty());
         let (res, _) = client.write(Vec::new()).await;
         assert_eq!(res.unwrap(), 0);
@@ -816,4 +817,132 @@ fn compat_read_deadline_and_udp_recv_cancel() {
         assert_eq!(from, b.local_addr().unwrap());
         settle().await;
     });
+}
+
+#[test]
+fn shutdown_closes_a_connection_accepted_but_never_read() {
+    use std::io::Read;
+    let _g = serial();
+    let client = ringio::run(async {
+        // Leaked so that the accept future can outlive this block.
+        let l: &'static TcpListener =
+            Box::leak(Box::new(TcpListener::bind("127.0.0.1:0").unwrap()));
+        let mut accept = Box::pin(l.accept());
+        assert!(futures_util::poll!(accept.as_mut()).is_pending());
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        // Let the loop reap the accept's completion.
+        for _ in 0..20 {
+            ringio::sleep(ms(5)).await.unwrap();
+        }
+        // The future is never polled again nor dropped: the completed
+        // accept is still in the loop's op table when run() shuts down.
+        // (This leaks the loop, so the peer's end of file is the check.)
+        std::mem::forget(accept);
+        client
+    });
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let res = (&client).read(&mut byte);
+    assert!(
+        matches!(res, Ok(0)),
+        "the accepted end was not closed at shutdown: read gave {res:?}"
+    );
+}
+
+/// A read into a buffer with no room: `InvalidArgument` that says what to
+/// do, never `Ok(0)` (which means end of stream).
+fn assert_no_room<T: std::fmt::Debug>(res: ringio::Result<T>) {
+    match res {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("Vec::with_capacity"), "{m}"),
+        other => panic!("a read into a 0-capacity buffer gave {other:?}"),
+    }
+}
+
+#[test]
+fn every_read_into_a_zero_capacity_buffer_is_an_error() {
+    let _g = serial();
+    ringio::run(async {
+        let (client, server) = tcp_pair().await;
+        let (res, _) = client.write_all(b"data".to_vec()).await;
+        res.unwrap();
+        let (res, _) = server.read(Vec::new()).await;
+        assert_no_room(res);
+        // An empty slice has no room either.
+        let (res, _) = server.read(Vec::<u8>::new().slice(0..0)).await;
+        assert_no_room(res);
+        // The data is still there for a read with room.
+        let (res, buf) = server.read(Vec::with_capacity(8)).await;
+        assert_eq!(res.unwrap(), 4);
+        assert_eq!(buf, b"data");
+
+        let (a, b) = UnixStream::pair().unwrap();
+        let (res, _) = a.read(Vec::new()).await;
+        assert_no_room(res);
+        drop(b);
+
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (res, _) = u.recv_from(Vec::new()).await;
+        assert_no_room(res);
+        u.connect(u.local_addr().unwrap()).unwrap();
+        let (res, _) = u.recv(Vec::new()).await;
+        assert_no_room(res);
+
+        let (r, _w) = pipe();
+        let (res, _) = ringio::io::read(&r, Vec::new()).await;
+        assert_no_room(res);
+    });
+}
+
+/// Set by `a_socket_dropped_in_a_thread_local_destructor_is_closed` for the
+/// copy of this binary it runs: the body that may abort the process.
+const TLS_CHILD: &str = "RINGIO_TEST_TLS_DROP_CHILD";
+
+#[test]
+#[ignore = "run by a_socket_dropped_in_a_thread_local_destructor_is_closed"]
+fn tls_drop_child() {
+    use std::cell::RefCell;
+    use std::io::Read;
+    if std::env::var_os(TLS_CHILD).is_none() {
+        return;
+    }
+    thread_local! {
+        static HELD: RefCell<Option<(TcpStream, ringio::fs::File)>> = const { RefCell::new(None) };
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (ours, _) = l.accept().unwrap();
+    std::thread::spawn(move || {
+        // Registered before the loop's thread-locals, so destroyed after
+        // them: the stream and the file are dropped when no loop state is
+        // reachable any more.
+        HELD.with(|_| {});
+        ringio::run(async {});
+        let file = ringio::fs::File::from_std(std::fs::File::open("/proc/self/stat").unwrap());
+        HELD.with(|h| *h.borrow_mut() = Some((TcpStream::from_std(ours), file)));
+    })
+    .join()
+    .unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(peer.read(&mut b).unwrap(), 0, "the socket was not closed");
+}
+
+#[test]
+fn a_socket_dropped_in_a_thread_local_destructor_is_closed() {
+    // In a child process: a panic in a thread-local destructor aborts.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "tls_drop_child", "--ignored", "--nocapture"])
+        .env(TLS_CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the child failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
 }

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{IoUring, opcode, squeue, types};
@@ -35,6 +35,28 @@ pub(crate) const UD_MSG_RING: u64 = u64::MAX - 2;
 /// `user_data` is `UD_INTERNAL | index` into `Driver::internal`. Op-table
 /// keys are slab indices, far below this bit.
 const UD_INTERNAL: u64 = 1 << 62;
+
+/// Tag of the `IORING_OP_TIMEOUT` the loop arms for its timed waits on a
+/// kernel without `IORING_FEAT_EXT_ARG`: `user_data` is `UD_WAIT_TIMEOUT |
+/// seq`, so that the CQE of a replaced timeout is told from the armed one's.
+const UD_WAIT_TIMEOUT: u64 = 1 << 61;
+
+thread_local! {
+    /// Set by [`with_ext_arg`] while a loop is built: whether its ring may
+    /// use `IORING_FEAT_EXT_ARG` (if the kernel has it).
+    static USE_EXT_ARG: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` (which builds a loop on this thread) with the use of
+/// `IORING_FEAT_EXT_ARG` allowed or not: `false` makes the ring wait as on a
+/// kernel before 5.11, with an `IORING_OP_TIMEOUT`, so that path is tested
+/// on newer kernels too.
+pub(crate) fn with_ext_arg<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let old = USE_EXT_ARG.with(|c| c.replace(on));
+    let out = f();
+    USE_EXT_ARG.with(|c| c.set(old));
+    out
+}
 
 /// Largest ring the kernel accepts (`IORING_MAX_ENTRIES`).
 pub const MAX_RING_ENTRIES: u32 = 32768;
@@ -64,6 +86,10 @@ pub struct DriverStats {
     pub cq_overflows: u64,
     /// Whether the ring runs with `SINGLE_ISSUER | DEFER_TASKRUN`.
     pub defer_taskrun: bool,
+    /// Whether timed waits pass their timeout to `io_uring_enter`
+    /// (`IORING_FEAT_EXT_ARG`, Linux 5.11); otherwise the loop keeps one
+    /// `IORING_OP_TIMEOUT` armed for its earliest deadline.
+    pub ext_arg: bool,
 }
 
 /// The ring, its submission backlog, and the in-flight operations.
@@ -95,6 +121,23 @@ pub(crate) struct Driver {
     internal: slab::Slab<Box<dyn FnOnce(i32)>>,
     /// The ring supports `IORING_OP_MSG_RING` (5.18+), probed at start.
     msg_ring: bool,
+    /// Submission generation: bumped after every `io_uring_enter` that left
+    /// nothing queued (SQ and backlog empty). An op queued in an earlier
+    /// generation has certainly reached the kernel.
+    sub_gen: u64,
+    /// Wakers and dead op data reaped outside `park` (while pushing a
+    /// dropped op's SQE to the kernel); `park` hands them out.
+    stray_wake: Vec<Waker>,
+    stray_dead: Vec<Box<dyn std::any::Any>>,
+    /// The kernel has `IORING_FEAT_EXT_ARG` (and its use is allowed).
+    ext_arg: bool,
+    /// Without `ext_arg`: the wait timeout armed in the kernel, as its
+    /// `user_data` and the instant it fires, until its CQE is reaped.
+    wait_timeout: Option<(u64, Instant)>,
+    wait_timeout_seq: u64,
+    /// The timespec of the next wait timeout. The kernel copies it when it
+    /// takes the SQE; boxed so its address is stable until then.
+    wait_ts: Box<Timespec>,
 }
 
 /// What a CQE reap turned up besides op completions.
@@ -145,6 +188,14 @@ impl Driver {
         };
         let support = OpcodeSupport::read(&ring.submitter());
         let msg_ring = support.supports(opcode::MsgRingData::CODE);
+        let ext_arg = ring.params().is_feature_ext_arg() && USE_EXT_ARG.with(|c| c.get());
+        if !ext_arg && !support.supports(opcode::Timeout::CODE) {
+            return Err(Error::Unsupported(
+                "this kernel's io_uring can time a wait neither with IORING_FEAT_EXT_ARG \
+                 (Linux 5.11) nor with IORING_OP_TIMEOUT (Linux 5.4); timers need one of them"
+                    .into(),
+            ));
+        }
         Ok(Driver {
             ring,
             ops: OpTable::default(),
@@ -152,6 +203,7 @@ impl Driver {
             support,
             stats: DriverStats {
                 defer_taskrun,
+                ext_arg,
                 ..DriverStats::default()
             },
             eventfd,
@@ -160,6 +212,13 @@ impl Driver {
             defer_taskrun,
             internal: slab::Slab::new(),
             msg_ring,
+            sub_gen: 0,
+            stray_wake: Vec::new(),
+            stray_dead: Vec::new(),
+            ext_arg,
+            wait_timeout: None,
+            wait_timeout_seq: 0,
+            wait_ts: Box::new(Timespec::new()),
         })
     }
 
@@ -228,7 +287,7 @@ impl Driver {
         sqe: squeue::Entry,
         cleanup: Option<OrphanCleanup>,
     ) -> OpKey {
-        let key = self.ops.insert(cleanup);
+        let key = self.ops.insert(cleanup, self.sub_gen);
         self.stats.ops_submitted += 1;
         self.push(sqe.user_data(key.index as u64));
         key
@@ -247,7 +306,7 @@ impl Driver {
         timeout: squeue::Entry,
         cleanup: Option<OrphanCleanup>,
     ) -> OpKey {
-        let key = self.ops.insert(cleanup);
+        let key = self.ops.insert(cleanup, self.sub_gen);
         self.stats.ops_submitted += 1;
         // A link must not be split by a flush between the two entries: make
         // room for both, or queue both in the backlog.
@@ -320,14 +379,22 @@ impl Driver {
         let Some(slot) = self.ops.get_mut(key) else {
             return data;
         };
-        if let Some(cleanup) = slot.cleanup {
-            for &(res, _) in slot.results.iter() {
-                if res >= 0 {
-                    cleanup(res);
-                }
-            }
+        if slot.queued_gen == self.sub_gen {
+            // The op's SQE may still sit in the SQ (or the backlog). It names
+            // its descriptor by number, and the kernel looks the number up
+            // only when it issues the entry: once the caller's future is
+            // gone, nothing keeps that descriptor open, and a close plus an
+            // open elsewhere would have the op run on another file. Issuing
+            // it now, before `drop` returns, resolves the number while the
+            // caller still holds the descriptor (an issued op holds its own
+            // reference to the file). This costs one enter, only for an op
+            // dropped in the same loop turn it was queued in.
+            self.issue_queued();
         }
-        slot.results.clear();
+        let Some(slot) = self.ops.get_mut(key) else {
+            return data;
+        };
+        slot.release_unread();
         if slot.finished {
             self.ops.remove(key);
             return data;
@@ -392,6 +459,15 @@ impl Driver {
         // If the kernel cannot take them now (CQ overflow, memory), they stay
         // in the SQ and go in on the next enter, after a reap.
         check_enter(self.ring.submit());
+        self.note_enter();
+    }
+
+    /// After an `io_uring_enter`: if nothing is left queued, every SQE
+    /// queued so far has been issued, so a new submission generation starts.
+    fn note_enter(&mut self) {
+        if self.ring.submission().is_empty() && self.backlog.is_empty() {
+            self.sub_gen += 1;
+        }
     }
 
     /// Hands every queued SQE to the kernel now, before a descriptor they
@@ -400,14 +476,38 @@ impl Driver {
     /// (a new socket could reuse it). Returns whether nothing is left queued
     /// (the SQ was taken whole and the backlog is empty).
     pub(crate) fn submit_queued(&mut self) -> bool {
-        if !self.ring.submission().is_empty() {
+        loop {
+            self.refill_from_backlog();
+            let queued = self.ring.submission().len();
+            if queued == 0 {
+                break;
+            }
             self.flush();
-        }
-        self.refill_from_backlog();
-        if !self.ring.submission().is_empty() {
-            self.flush();
+            if self.ring.submission().len() == queued {
+                // The kernel took none (EBUSY/EAGAIN): try again later.
+                break;
+            }
         }
         !self.has_pending_submissions()
+    }
+
+    /// Hands every queued SQE to the kernel before returning, reaping
+    /// completions in between if the kernel refuses entries for lack of
+    /// CQ room or memory. What the reaps turn up waits in `stray_*` for
+    /// the next `park`.
+    fn issue_queued(&mut self) {
+        for _ in 0..64 {
+            if self.submit_queued() {
+                return;
+            }
+            let to_submit = self.ring.submission().len() as u32;
+            self.enter_nonblocking(to_submit);
+            let mut wake = std::mem::take(&mut self.stray_wake);
+            let mut reaped = Reaped::default();
+            self.reap(&mut wake, &mut reaped);
+            self.stray_wake = wake;
+            self.stray_dead.append(&mut reaped.dead);
+        }
     }
 
     /// Queues an SQE that points to no memory and whose completion nobody
@@ -440,8 +540,14 @@ impl Driver {
     /// table; wakers to wake are pushed onto `wake`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>, wake: &mut Vec<Waker>) -> Reaped {
         self.refill_from_backlog();
-        let nonblocking = timeout == Some(Duration::ZERO);
         let mut reaped = Reaped::default();
+        // Completions reaped while a dropped op was pushed to the kernel:
+        // their wakers are due now, so this turn must not block.
+        let stray = !self.stray_wake.is_empty() || !self.stray_dead.is_empty();
+        wake.append(&mut self.stray_wake);
+        reaped.dead.append(&mut self.stray_dead);
+        let timeout = if stray { Some(Duration::ZERO) } else { timeout };
+        let nonblocking = timeout == Some(Duration::ZERO);
         // Fast path: nothing to submit and completions already visible (or
         // nothing could arrive): skip the syscall.
         if nonblocking && !self.has_pending_submissions() && !self.defer_taskrun {
@@ -453,19 +559,46 @@ impl Driver {
             let to_submit = self.ring.submission().len() as u32;
             self.enter_nonblocking(to_submit);
         } else {
+            if let (Some(t), false) = (timeout, self.ext_arg) {
+                self.arm_wait_timeout(t);
+            }
             self.stats.enters += 1;
-            let result = if let Some(t) = timeout {
-                let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            } else {
-                self.ring.submitter().submit_and_wait(1)
+            let result = match timeout {
+                Some(t) if self.ext_arg => {
+                    let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+                    let args = SubmitArgs::new().timespec(&ts);
+                    self.ring.submitter().submit_with_args(1, &args)
+                }
+                // Without EXT_ARG the armed IORING_OP_TIMEOUT ends the wait.
+                _ => self.ring.submitter().submit_and_wait(1),
             };
             check_enter(result);
+            self.note_enter();
         }
         self.reap(wake, &mut reaped);
         self.reap_overflow(wake, &mut reaped);
         reaped
+    }
+
+    /// Without `IORING_FEAT_EXT_ARG`: makes sure an `IORING_OP_TIMEOUT`
+    /// fires no later than `t` from now, so that the wait that follows ends
+    /// by then. One is kept armed: it is reused while it fires no later than
+    /// needed (firing early only costs a turn), and replaced (removed, then
+    /// armed anew) when an earlier deadline comes. Never one per timer.
+    fn arm_wait_timeout(&mut self, t: Duration) {
+        let due = Instant::now() + t;
+        if let Some((ud, at)) = self.wait_timeout {
+            if at <= due {
+                return;
+            }
+            self.push(opcode::TimeoutRemove::new(ud).build().user_data(UD_IGNORED));
+        }
+        self.wait_timeout_seq += 1;
+        let ud = UD_WAIT_TIMEOUT | (self.wait_timeout_seq & (UD_WAIT_TIMEOUT - 1));
+        *self.wait_ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+        let ts: *const Timespec = &*self.wait_ts;
+        self.push(opcode::Timeout::new(ts).build().user_data(ud));
+        self.wait_timeout = Some((ud, due));
     }
 
     /// Completions the kernel could not post because the CQ was full wait
@@ -500,6 +633,7 @@ impl Driver {
             )
         };
         check_enter(result);
+        self.note_enter();
     }
 
     /// Drains the completion queue.
@@ -515,6 +649,13 @@ impl Driver {
                     reaped.remote_wakeup = true;
                 }
                 UD_MSG_RING => reaped.remote_wakeup = true,
+                ud if ud & UD_WAIT_TIMEOUT != 0 && ud & UD_INTERNAL == 0 => {
+                    // Fired (-ETIME) or removed (-ECANCELED): if it is the
+                    // armed one, the next timed wait arms a new one.
+                    if self.wait_timeout.is_some_and(|(armed, _)| armed == ud) {
+                        self.wait_timeout = None;
+                    }
+                }
                 ud if ud & UD_INTERNAL != 0 => {
                     let index = (ud & !UD_INTERNAL) as usize;
                     if let Some(on_done) = self.internal.try_remove(index) {
@@ -566,15 +707,21 @@ impl Driver {
         dead
     }
 
+    /// At shutdown, the future of op `key` will never read its results:
+    /// release what the kernel created for them (the orphan cleanup closes
+    /// an accepted or opened fd), then free the slot or, if the kernel still
+    /// owns the op, cancel it and free the slot at its final CQE.
     fn orphan_for_shutdown(&mut self, key: OpKey) {
-        if let Some(slot) = self.ops.get_mut(key) {
-            if slot.finished {
-                self.ops.remove(key);
-            } else {
-                slot.orphaned = true;
-                slot.waker = None;
-                self.cancel(key);
-            }
+        let Some(slot) = self.ops.get_mut(key) else {
+            return;
+        };
+        slot.release_unread();
+        if slot.finished {
+            self.ops.remove(key);
+        } else {
+            slot.orphaned = true;
+            slot.waker = None;
+            self.cancel(key);
         }
     }
 }

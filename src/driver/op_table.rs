@@ -90,6 +90,24 @@ pub(crate) struct OpSlot {
     pub(crate) parked: Option<Box<dyn Any>>,
     /// What to do with a successful result that nobody will read.
     pub(crate) cleanup: Option<OrphanCleanup>,
+    /// The driver's submission generation when the SQE was queued: while
+    /// it is still the current one, the SQE may not have reached the kernel.
+    pub(crate) queued_gen: u64,
+}
+
+impl OpSlot {
+    /// Drops the completions nobody will read, running the orphan cleanup
+    /// on the successful ones (closing an accepted or opened fd).
+    pub(crate) fn release_unread(&mut self) {
+        if let Some(cleanup) = self.cleanup {
+            for &(res, _) in self.results.iter() {
+                if res >= 0 {
+                    cleanup(res);
+                }
+            }
+        }
+        self.results.clear();
+    }
 }
 
 /// The slab of in-flight operations.
@@ -100,7 +118,7 @@ pub(crate) struct OpTable {
 }
 
 impl OpTable {
-    pub(crate) fn insert(&mut self, cleanup: Option<OrphanCleanup>) -> OpKey {
+    pub(crate) fn insert(&mut self, cleanup: Option<OrphanCleanup>, queued_gen: u64) -> OpKey {
         self.next_seq += 1;
         let seq = self.next_seq;
         let index = self.slots.insert(OpSlot {
@@ -112,6 +130,7 @@ impl OpTable {
             orphaned: false,
             parked: None,
             cleanup,
+            queued_gen,
         });
         OpKey { index, seq }
     }

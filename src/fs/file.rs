@@ -53,6 +53,8 @@ impl File {
     /// length becomes the count read) from byte `offset` of the file. Gives
     /// the count and the buffer back, also on error, timeout or
     /// cancellation. `Ok(0)` is end of file. A short count is not an error.
+    /// A buffer with no capacity is `Error::InvalidArgument` (use
+    /// `Vec::with_capacity(n)`), so that `Ok(0)` always means end of file.
     #[track_caller]
     pub fn read_at<B: IoBufMut>(
         &self,
@@ -158,6 +160,11 @@ impl File {
     /// Closes the file on the ring (`IORING_OP_CLOSE`) and reports the
     /// close's error, if any. Dropping this future before it ran closes
     /// the file on drop instead.
+    ///
+    /// The file is closed whatever happens: a cancellation of the task
+    /// that is pending when the close starts does not stop it (it is
+    /// delivered at the task's next await point), and a deadline does not
+    /// apply to it.
     #[track_caller]
     pub fn close(self) -> Io<impl Future<Output = Result<()>>> {
         Io::new(async move {

@@ -45,7 +45,6 @@ type OpFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 /// `ringio::Error` gives it back as it was, so a cancelled task still ends
 /// cancelled.
 pub struct Compat<S> {
-    inner: S,
     fd: RawFd,
     socket: bool,
     cap: usize,
@@ -59,6 +58,11 @@ pub struct Compat<S> {
     write_op: Option<OpFuture<BufResult<(), Vec<u8>>>>,
     shutdown_op: Option<OpFuture<Result<()>>>,
     shut_down: bool,
+    /// Declared last so that it drops last: the op futures above drop
+    /// first, and dropping one hands its queued SQE to the kernel at once
+    /// (the kernel then holds its own reference to the file), so closing
+    /// `inner` afterwards cannot send that op to a reused descriptor number.
+    inner: S,
 }
 
 impl<S: AsRawFd> Compat<S> {
@@ -94,6 +98,8 @@ impl<S: AsRawFd> Compat<S> {
     /// cancelled (its bytes are lost), and buffered read bytes are dropped:
     /// call `poll_flush` first to finish writes.
     pub fn into_inner(self) -> S {
+        // The other fields (the op futures) drop when this returns, before
+        // the caller can close the stream.
         self.inner
     }
 
@@ -102,10 +108,10 @@ impl<S: AsRawFd> Compat<S> {
         buf.clear();
         buf.reserve(self.cap);
         let fd = self.fd;
-        // The future owns the buffer; the descriptor outlives it because the
-        // future lives in `self`, next to `inner`, and is dropped first
-        // (field order does not matter: a dropped op was already submitted,
-        // and the kernel holds its own reference to the file).
+        // The future owns the buffer. It may outlive its first poll with
+        // its SQE still queued; the descriptor stays open meanwhile because
+        // `inner` is the last field of `self`, dropped after the futures, and
+        // a dropped op future issues its SQE before its drop returns.
         self.read_op = Some(if self.socket {
             Box::pin(ops::recv(fd, buf, 0))
         } else {

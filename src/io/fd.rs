@@ -8,10 +8,11 @@
 //! right now, the close itself goes through the ring, behind them.
 //!
 //! This orders the close after the SQEs of the loop running on the
-//! dropping thread. A descriptor dropped on another thread than the loop
-//! that still has an SQE for it queued (an op future dropped, then the
-//! socket moved to another thread and closed there, within one loop turn)
-//! is not covered.
+//! dropping thread. For descriptors ringio does not own (the `AsRawFd`
+//! types `io::read`, `io::write` and `Compat` accept), the op side makes
+//! the same guarantee: an op future dropped while its SQE is still queued
+//! hands that SQE to the kernel before its `drop` returns, so by the time
+//! the caller can close the descriptor, the kernel has resolved it.
 
 use std::fmt;
 use std::os::fd::RawFd;
@@ -61,8 +62,10 @@ impl fmt::Debug for RingFd {
 }
 
 /// Closes `fd` after every SQE the current loop has queued (module docs).
+/// With no loop reachable (none running, or this thread's thread-locals
+/// being destroyed), a plain `close(2)`.
 pub(crate) fn close_fd(fd: RawFd) {
-    let queued_on_ring = context::with_loop(|lp| {
+    let queued_on_ring = context::try_with_loop(|lp| {
         // The driver is borrowed only inside the loop's own reap/submit
         // code, which drops op data but never a descriptor owner (op data
         // holds descriptor numbers, not `RingFd`s); this branch is a safety

@@ -46,7 +46,12 @@ pub fn nop() -> Io<impl Future<Output = Result<()>>> {
 /// Reads from `fd` at its current position (`IORING_OP_READ`, offset -1)
 /// into `buf` (its whole capacity, from its start; a `Vec`'s length becomes
 /// the count read). Gives the count and the buffer back, also on error,
-/// timeout or cancellation. `Ok(0)` is end of file (or a 0-byte buffer).
+/// timeout or cancellation. `Ok(0)` is end of file.
+///
+/// A buffer with no capacity (`Vec::new()`, an empty slice) is
+/// `Error::InvalidArgument`, not `Ok(0)`, which would read as end of file:
+/// a `Vec` is read into up to its capacity, so pass
+/// `Vec::with_capacity(n)`.
 #[track_caller]
 pub fn read<'a, F: AsRawFd, B: IoBufMut>(
     fd: &'a F,

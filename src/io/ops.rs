@@ -9,6 +9,7 @@
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
+use std::ptr::NonNull;
 use std::time::Instant;
 
 use io_uring::types::{Fd, Timespec};
@@ -23,6 +24,66 @@ use crate::runtime::Op;
 
 /// The largest length one SQE can carry.
 const MAX_LEN: usize = u32::MAX as usize;
+
+/// Heap memory the kernel reads or writes while an operation runs (an
+/// address, a `msghdr`, a `statx`, a path, a timespec), owned through the
+/// raw pointer `Box::into_raw` gives rather than through a `Box`.
+///
+/// A `Box` asserts unique access each time it moves (into the op, into the
+/// op table), which would invalidate, under Stacked Borrows, a pointer
+/// handed to the kernel before the move. Every pointer the SQE carries is
+/// derived from `ptr` here, which moves with the value but is never
+/// retagged, and the value is turned back into a `Box` only once the kernel
+/// is done with it (the op's completion, or its drop by the op table after
+/// the final CQE).
+pub(crate) struct KernelBox<T: ?Sized> {
+    ptr: NonNull<T>,
+}
+
+impl<T> KernelBox<T> {
+    pub(crate) fn new(value: T) -> KernelBox<T> {
+        KernelBox::from_box(Box::new(value))
+    }
+}
+
+impl<T: ?Sized> KernelBox<T> {
+    pub(crate) fn from_box(b: Box<T>) -> KernelBox<T> {
+        // SAFETY: `Box::into_raw` never returns null.
+        KernelBox {
+            ptr: unsafe { NonNull::new_unchecked(Box::into_raw(b)) },
+        }
+    }
+
+    /// Where the value lives, for the SQE (and for reading what the kernel
+    /// wrote, once it is done).
+    pub(crate) fn as_ptr(&self) -> *mut T {
+        self.ptr.as_ptr()
+    }
+
+    /// The value back as a `Box`. Only once the kernel is done with it.
+    pub(crate) fn into_box(self) -> Box<T> {
+        let ptr = self.ptr.as_ptr();
+        std::mem::forget(self);
+        // SAFETY: `ptr` came from `Box::into_raw` and is given back once.
+        unsafe { Box::from_raw(ptr) }
+    }
+}
+
+impl<T: ?Sized> Drop for KernelBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `Box::into_raw` and is freed once; the
+        // owner (an op, or the op table) drops it only after the final CQE.
+        drop(unsafe { Box::from_raw(self.ptr.as_ptr()) });
+    }
+}
+
+/// A path as a `KernelBox` of its NUL-terminated bytes, and the pointer
+/// the SQE takes.
+fn kernel_path(path: CString) -> (KernelBox<[u8]>, *const libc::c_char) {
+    let bytes = KernelBox::from_box(path.into_bytes_with_nul().into_boxed_slice());
+    let ptr = bytes.as_ptr().cast::<libc::c_char>().cast_const();
+    (bytes, ptr)
+}
 
 /// Submits `sqe`, owning `data` until its completion, and waits for it.
 /// Returns the result, the CQE flags and the data back. Without a running
@@ -66,12 +127,12 @@ pub(crate) async unsafe fn submit<D: 'static>(
                 return (Err(Error::Timeout), 0, data);
             }
             let left = deadline - now;
-            let ts = Box::new(
+            let ts = KernelBox::new(
                 Timespec::new()
                     .sec(left.as_secs())
                     .nsec(left.subsec_nanos()),
             );
-            let link = opcode::LinkTimeout::new(&*ts as *const Timespec).build();
+            let link = opcode::LinkTimeout::new(ts.as_ptr().cast_const()).build();
             // SAFETY: `sqe` points into `data` (caller), the link timeout into
             // the boxed timespec; both are owned by the op's data.
             let mut op = match unsafe { Op::try_submit(sqe, Some(link), (data, ts), cleanup) } {
@@ -93,18 +154,31 @@ pub(crate) async unsafe fn submit<D: 'static>(
     }
 }
 
+/// The error of a read into a buffer with no room, or `None` if it has
+/// some. `std` gives `Ok(0)` there, but that is also how end of file reads,
+/// and a loop that reads into `Vec::new()` would take it for the peer
+/// closing; so it is an error that says what to do instead.
+fn no_room<B: IoBuf>(buf: &B) -> Option<Error> {
+    (buf.bytes_total() == 0).then(|| {
+        Error::InvalidArgument(
+            "read into a buffer with no capacity: a Vec is read into up to its capacity, \
+             not its length, so Vec::new() has no room; use Vec::with_capacity(n)"
+                .into(),
+        )
+    })
+}
+
 /// Reads into `buf` (its whole capacity, from its start) from `fd` at
 /// `offset` (`u64::MAX`: the file position; sockets ignore it).
 ///
-/// A buffer with no room gives `Ok(0)` at once, as `std`'s `read` does (an
-/// io_uring `RECV` of 0 bytes would instead wait for data to arrive).
+/// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
 pub(crate) async fn read_at<B: IoBufMut>(
     fd: RawFd,
     mut buf: B,
     offset: u64,
 ) -> BufResult<usize, B> {
-    if buf.bytes_total() == 0 {
-        return (Ok(0), buf);
+    if let Some(e) = no_room(&buf) {
+        return (Err(e), buf);
     }
     let len = buf.bytes_total().min(MAX_LEN) as u32;
     let sqe = opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), len)
@@ -117,10 +191,10 @@ pub(crate) async fn read_at<B: IoBufMut>(
 }
 
 /// Receives into `buf` from socket `fd` (`IORING_OP_RECV`).
-/// A buffer with no room gives `Ok(0)` at once (see `read_at`).
+/// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
 pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufResult<usize, B> {
-    if buf.bytes_total() == 0 {
-        return (Ok(0), buf);
+    if let Some(e) = no_room(&buf) {
+        return (Err(e), buf);
     }
     let len = buf.bytes_total().min(MAX_LEN) as u32;
     let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len)
@@ -224,28 +298,27 @@ impl SockAddrBuf {
 /// (close-on-exec) and the peer's address. A connection accepted after the
 /// future was dropped is closed, not leaked.
 pub(crate) async fn accept(fd: RawFd) -> Result<(RawFd, Box<SockAddrBuf>)> {
-    let mut addr = SockAddrBuf::empty();
-    let sqe = opcode::Accept::new(
-        Fd(fd),
-        (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
-        &mut addr.len,
-    )
-    .flags(libc::SOCK_CLOEXEC)
-    .build();
-    // SAFETY: the SQE points into the boxed address, owned by the op.
+    let addr = KernelBox::from_box(SockAddrBuf::empty());
+    let p = addr.as_ptr();
+    // SAFETY: `p` points to a live `SockAddrBuf`; only field addresses are
+    // taken, no reference is made.
+    let (storage, len) = unsafe { (&raw mut (*p).storage, &raw mut (*p).len) };
+    let sqe = opcode::Accept::new(Fd(fd), storage.cast(), len)
+        .flags(libc::SOCK_CLOEXEC)
+        .build();
+    // SAFETY: the SQE points into the address's heap memory, owned by the op.
     let (res, _, addr) = unsafe { submit(sqe, addr, Some(close_orphan as OrphanCleanup)) }.await;
-    res.map(|n| (n as RawFd, addr))
+    res.map(|n| (n as RawFd, addr.into_box()))
 }
 
 /// Connects socket `fd` to `addr`.
 pub(crate) async fn connect(fd: RawFd, addr: Box<SockAddrBuf>) -> Result<()> {
-    let sqe = opcode::Connect::new(
-        Fd(fd),
-        (&addr.storage as *const libc::sockaddr_storage).cast(),
-        addr.len,
-    )
-    .build();
-    // SAFETY: the SQE points into the boxed address, owned by the op.
+    let len = addr.len;
+    let addr = KernelBox::from_box(addr);
+    // SAFETY: the address is live; only a field address is taken.
+    let storage = unsafe { &raw const (*addr.as_ptr()).storage };
+    let sqe = opcode::Connect::new(Fd(fd), storage.cast(), len).build();
+    // SAFETY: the SQE points into the address's heap memory, owned by the op.
     let (res, _, _) = unsafe { submit(sqe, addr, None) }.await;
     res.map(|_| ())
 }
@@ -258,14 +331,47 @@ pub(crate) async fn shutdown(fd: RawFd, how: i32) -> Result<()> {
 }
 
 /// Closes `fd` on the ring (`IORING_OP_CLOSE`); the caller gave it up.
+///
+/// A close always closes: it is submitted even while the task has a
+/// cancellation pending (which is then delivered at the next await point),
+/// it takes no deadline, and where the ring cannot run it (no running loop,
+/// a kernel without `IORING_OP_CLOSE`, or the kernel cancelled it before it
+/// ran) the descriptor is closed with `close(2)` instead.
 pub(crate) async fn close(fd: RawFd) -> Result<()> {
     // SAFETY: the SQE points to no memory.
-    let (res, _, _) = unsafe { submit(opcode::Close::new(Fd(fd)).build(), (), None) }.await;
-    res.map(|_| ())
+    let op = unsafe { Op::try_submit(opcode::Close::new(Fd(fd)).build(), None, (), None) };
+    let mut op = match op {
+        Ok(op) => op,
+        Err(_) => return close_now(fd),
+    };
+    op.start_now();
+    if let Some(loc) = current_caller() {
+        op.set_location(loc);
+    }
+    match op.await.result {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_cancelled() || e.raw_os_error() == Some(libc::ECANCELED) => {
+            // The kernel cancelled the close before it ran (it was waiting
+            // in a worker): the descriptor is still open.
+            close_now(fd)?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
-/// A `sendmsg`/`recvmsg` header with its one iovec and its address, boxed
-/// so that the header's pointers into itself stay valid when it moves.
+/// `close(2)`, for a descriptor the caller gave up.
+fn close_now(fd: RawFd) -> Result<()> {
+    // SAFETY: the caller owns `fd` and gives it up here.
+    if unsafe { libc::close(fd) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// A `sendmsg`/`recvmsg` header with its one iovec and its address, in a
+/// `KernelBox` so that the header's pointers into itself stay valid when
+/// the op's data moves.
 pub(crate) struct MsgBuf {
     pub(crate) hdr: libc::msghdr,
     pub(crate) iov: libc::iovec,
@@ -278,51 +384,71 @@ pub(crate) async fn send_msg<B: IoBuf>(
     buf: B,
     addr: Option<(libc::sockaddr_storage, libc::socklen_t)>,
 ) -> BufResult<usize, B> {
-    let mut msg = new_msg();
-    msg.iov.iov_base = buf.stable_ptr() as *mut libc::c_void;
-    msg.iov.iov_len = buf.bytes_init();
-    if let Some((storage, len)) = addr {
-        msg.addr = storage;
-        msg.hdr.msg_name = (&mut msg.addr as *mut libc::sockaddr_storage).cast();
-        msg.hdr.msg_namelen = len;
+    let msg = new_msg();
+    let p = msg.as_ptr();
+    // SAFETY: `p` points to a live, zeroed `MsgBuf` that nothing else
+    // uses yet; its fields are written through `p` alone, and the header's
+    // pointers into it are derived from `p`.
+    unsafe {
+        (*p).iov.iov_base = buf.stable_ptr() as *mut libc::c_void;
+        (*p).iov.iov_len = buf.bytes_init();
+        if let Some((storage, len)) = addr {
+            (*p).addr = storage;
+            (*p).hdr.msg_name = (&raw mut (*p).addr).cast();
+            (*p).hdr.msg_namelen = len;
+        }
+        (*p).hdr.msg_iov = &raw mut (*p).iov;
+        (*p).hdr.msg_iovlen = 1;
     }
-    msg.hdr.msg_iov = &mut msg.iov;
-    msg.hdr.msg_iovlen = 1;
-    let sqe = opcode::SendMsg::new(Fd(fd), &msg.hdr)
+    // SAFETY: as above, only the header's address is taken.
+    let hdr = unsafe { &raw const (*p).hdr };
+    let sqe = opcode::SendMsg::new(Fd(fd), hdr)
         .flags(libc::MSG_NOSIGNAL as u32)
         .build();
-    // SAFETY: the header, iovec and address are in the boxed `msg`, and the
-    // iovec points into `buf`'s stable heap memory; the op owns both.
+    // SAFETY: the header, iovec and address are in `msg`'s heap memory, and
+    // the iovec points into `buf`'s stable heap memory; the op owns both.
     let (res, _, (_msg, buf)) = unsafe { submit(sqe, (msg, buf), None) }.await;
     (res.map(|n| n as usize), buf)
 }
 
 /// Receives one datagram into `buf`; gives its length and sender address.
+/// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
 pub(crate) async fn recv_msg<B: IoBufMut>(
     fd: RawFd,
     mut buf: B,
 ) -> BufResult<(usize, libc::sockaddr_storage, libc::socklen_t), B> {
-    let mut msg = new_msg();
-    msg.iov.iov_base = buf.stable_mut_ptr().cast();
-    msg.iov.iov_len = buf.bytes_total();
-    msg.hdr.msg_name = (&mut msg.addr as *mut libc::sockaddr_storage).cast();
-    msg.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.hdr.msg_iov = &mut msg.iov;
-    msg.hdr.msg_iovlen = 1;
-    let sqe = opcode::RecvMsg::new(Fd(fd), &mut msg.hdr).build();
+    if let Some(e) = no_room(&buf) {
+        return (Err(e), buf);
+    }
+    let msg = new_msg();
+    let p = msg.as_ptr();
+    // SAFETY: as in `send_msg`.
+    unsafe {
+        (*p).iov.iov_base = buf.stable_mut_ptr().cast();
+        (*p).iov.iov_len = buf.bytes_total();
+        (*p).hdr.msg_name = (&raw mut (*p).addr).cast();
+        (*p).hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        (*p).hdr.msg_iov = &raw mut (*p).iov;
+        (*p).hdr.msg_iovlen = 1;
+    }
+    // SAFETY: as in `send_msg`.
+    let hdr = unsafe { &raw mut (*p).hdr };
+    let sqe = opcode::RecvMsg::new(Fd(fd), hdr).build();
     // SAFETY: as in `send_msg`.
     let (res, _, (msg, mut buf)) = unsafe { submit(sqe, (msg, buf), None) }.await;
     finish_read(&res, &mut buf);
+    // The kernel is done with the header: own it as a Box again.
+    let msg = msg.into_box();
     (
         res.map(|n| (n as usize, msg.addr, msg.hdr.msg_namelen)),
         buf,
     )
 }
 
-fn new_msg() -> Box<MsgBuf> {
+fn new_msg() -> KernelBox<MsgBuf> {
     // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths),
     // iovec and sockaddr_storage.
-    Box::new(unsafe { std::mem::zeroed() })
+    KernelBox::new(unsafe { std::mem::zeroed() })
 }
 
 /// A path as the kernel wants it: NUL-terminated, on the heap.
@@ -335,11 +461,12 @@ pub(crate) fn c_path(path: &std::path::Path) -> Result<CString> {
 /// Opens `path` (`IORING_OP_OPENAT` relative to the working directory).
 /// A file opened after the future was dropped is closed, not leaked.
 pub(crate) async fn open_at(path: CString, flags: i32, mode: u32) -> Result<RawFd> {
-    let sqe = opcode::OpenAt::new(Fd(libc::AT_FDCWD), path.as_ptr())
+    let (path, ptr) = kernel_path(path);
+    let sqe = opcode::OpenAt::new(Fd(libc::AT_FDCWD), ptr)
         .flags(flags | libc::O_CLOEXEC)
         .mode(mode)
         .build();
-    // SAFETY: the SQE points into the CString's heap bytes, owned by the op.
+    // SAFETY: the SQE points into the path's heap bytes, owned by the op.
     let (res, _, _) = unsafe { submit(sqe, path, Some(close_orphan as OrphanCleanup)) }.await;
     res.map(|fd| fd as RawFd)
 }
@@ -347,19 +474,16 @@ pub(crate) async fn open_at(path: CString, flags: i32, mode: u32) -> Result<RawF
 /// `statx(2)` of `fd` (with `path` empty) or of `path`.
 pub(crate) async fn statx(fd: RawFd, path: CString, flags: i32) -> Result<libc::statx> {
     // SAFETY: all-zero is a valid statx struct.
-    let mut out: Box<libc::statx> = Box::new(unsafe { std::mem::zeroed() });
-    let sqe = opcode::Statx::new(
-        Fd(fd),
-        path.as_ptr(),
-        (&mut *out as *mut libc::statx).cast::<types::statx>(),
-    )
-    .flags(flags)
-    .mask(libc::STATX_BASIC_STATS | libc::STATX_BTIME)
-    .build();
-    // SAFETY: the SQE points into the CString and the boxed statx, both
-    // owned by the op.
+    let out: KernelBox<libc::statx> = KernelBox::new(unsafe { std::mem::zeroed() });
+    let (path, ptr) = kernel_path(path);
+    let sqe = opcode::Statx::new(Fd(fd), ptr, out.as_ptr().cast::<types::statx>())
+        .flags(flags)
+        .mask(libc::STATX_BASIC_STATS | libc::STATX_BTIME)
+        .build();
+    // SAFETY: the SQE points into the path's and the statx's heap memory,
+    // both owned by the op.
     let (res, _, (_, out)) = unsafe { submit(sqe, (path, out), None) }.await;
-    res.map(|_| *out)
+    res.map(|_| *out.into_box())
 }
 
 /// `fsync(2)` (or `fdatasync(2)` when `data_only`).
@@ -375,34 +499,69 @@ pub(crate) async fn fsync(fd: RawFd, data_only: bool) -> Result<()> {
 
 /// `unlinkat(2)` relative to the working directory.
 pub(crate) async fn unlink_at(path: CString, flags: i32) -> Result<()> {
-    let sqe = opcode::UnlinkAt::new(Fd(libc::AT_FDCWD), path.as_ptr())
+    let (path, ptr) = kernel_path(path);
+    let sqe = opcode::UnlinkAt::new(Fd(libc::AT_FDCWD), ptr)
         .flags(flags)
         .build();
-    // SAFETY: the SQE points into the CString's heap bytes, owned by the op.
+    // SAFETY: the SQE points into the path's heap bytes, owned by the op.
     let (res, _, _) = unsafe { submit(sqe, path, None) }.await;
     res.map(|_| ())
 }
 
 /// `renameat(2)` relative to the working directory.
 pub(crate) async fn rename_at(from: CString, to: CString) -> Result<()> {
-    let sqe = opcode::RenameAt::new(
-        Fd(libc::AT_FDCWD),
-        from.as_ptr(),
-        Fd(libc::AT_FDCWD),
-        to.as_ptr(),
-    )
-    .build();
-    // SAFETY: the SQE points into both CStrings' heap bytes, owned by the op.
+    let (from, from_ptr) = kernel_path(from);
+    let (to, to_ptr) = kernel_path(to);
+    let sqe =
+        opcode::RenameAt::new(Fd(libc::AT_FDCWD), from_ptr, Fd(libc::AT_FDCWD), to_ptr).build();
+    // SAFETY: the SQE points into both paths' heap bytes, owned by the op.
     let (res, _, _) = unsafe { submit(sqe, (from, to), None) }.await;
     res.map(|_| ())
 }
 
 /// `mkdirat(2)` relative to the working directory.
 pub(crate) async fn mkdir_at(path: CString, mode: u32) -> Result<()> {
-    let sqe = opcode::MkDirAt::new(Fd(libc::AT_FDCWD), path.as_ptr())
+    let (path, ptr) = kernel_path(path);
+    let sqe = opcode::MkDirAt::new(Fd(libc::AT_FDCWD), ptr)
         .mode(mode)
         .build();
-    // SAFETY: the SQE points into the CString's heap bytes, owned by the op.
+    // SAFETY: the SQE points into the path's heap bytes, owned by the op.
     let (res, _, _) = unsafe { submit(sqe, path, None) }.await;
     res.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::any::Any;
+
+    /// The kernel's side modelled as a write through the pointer the SQE
+    /// carries, made after the op's data moved (into the op, then into the
+    /// op table as `Box<dyn Any>`). Run under Miri (`cargo +nightly miri
+    /// test --lib kernel_box`) this checks the pointer is still valid under
+    /// Stacked Borrows; with a plain `Box` in place of `KernelBox`, Miri
+    /// reports the write as undefined behaviour.
+    #[test]
+    fn kernel_box_pointers_survive_moves_of_the_owner() {
+        let addr = KernelBox::from_box(SockAddrBuf::empty());
+        // SAFETY: a field address of a live value; no reference is made.
+        let len = unsafe { &raw mut (*addr.as_ptr()).len };
+        let in_op = (addr, 1u8);
+        let parked: Box<dyn Any> = Box::new(in_op);
+        // SAFETY: the memory is alive (owned by `parked`) and nothing else
+        // accesses it now, as the kernel's write at completion.
+        unsafe { len.write(7) };
+        let (addr, _) = *parked.downcast::<(KernelBox<SockAddrBuf>, u8)>().unwrap();
+        assert_eq!(addr.into_box().len, 7);
+
+        let msg = new_msg();
+        let p = msg.as_ptr();
+        // SAFETY: as above.
+        unsafe { (*p).hdr.msg_iov = &raw mut (*p).iov };
+        let parked: Box<dyn Any> = Box::new(msg);
+        // SAFETY: as above: the header's pointer into its own box.
+        unsafe { (*(*p).hdr.msg_iov).iov_len = 3 };
+        let msg = parked.downcast::<KernelBox<MsgBuf>>().unwrap().into_box();
+        assert_eq!(msg.iov.iov_len, 3);
+    }
 }

@@ -47,7 +47,11 @@ macro_rules! stream_io {
         /// `Vec`'s length becomes the count received) with
         /// `IORING_OP_RECV`. Gives the count and the buffer back, also on
         /// error, timeout or cancellation. `Ok(0)` means the peer closed its
-        /// write half (or `buf` has no room).
+        /// write half.
+        ///
+        /// A buffer with no capacity (`Vec::new()`, an empty slice) is
+        /// `Error::InvalidArgument`, not `Ok(0)`, which would read as the
+        /// peer closing: pass `Vec::with_capacity(n)`.
         #[track_caller]
         pub fn read<B: $crate::io::IoBufMut>(
             &self,

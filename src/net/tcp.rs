@@ -254,7 +254,9 @@ impl fmt::Debug for Incoming<'_> {
 /// Reads and writes take `&self`, so one task may read while another
 /// writes. Dropping the stream closes it (after the loop's queued
 /// submissions went to the kernel, so no queued op can reach a reused
-/// descriptor number).
+/// descriptor number); with no loop reachable (another thread, or a
+/// thread-local's destructor) it is a plain `close(2)`. A close blocks
+/// when `SO_LINGER` is set (see [`TcpStream::set_linger`]).
 pub struct TcpStream {
     fd: RingFd,
 }
@@ -310,6 +312,13 @@ impl TcpStream {
     }
 
     /// Sets `SO_LINGER`: `Some(ZERO)` makes a close reset the connection.
+    ///
+    /// With a non-zero linger time, closing the socket waits until its
+    /// unsent data is acknowledged or the time runs out, and dropping the
+    /// stream closes it with a plain `close(2)`: the drop blocks the loop's
+    /// thread for up to that time. Shut the write half down and read to end
+    /// of stream first, or set the linger time back to `None`, before
+    /// dropping such a stream on a loop thread.
     pub fn set_linger(&self, dur: Option<std::time::Duration>) -> Result<()> {
         let linger = libc::linger {
             l_onoff: dur.is_some() as i32,

@@ -70,7 +70,8 @@ impl UdpSocket {
     }
 
     /// Receives one datagram into `buf` (its whole capacity; a longer
-    /// datagram is truncated): its length and sender.
+    /// datagram is truncated): its length and sender. A buffer with no
+    /// capacity is `Error::InvalidArgument` (use `Vec::with_capacity(n)`).
     #[track_caller]
     pub fn recv_from<B: IoBufMut>(
         &self,
@@ -95,7 +96,9 @@ impl UdpSocket {
         })
     }
 
-    /// Receives one datagram from the connected peer into `buf`.
+    /// Receives one datagram from the connected peer into `buf`. A buffer
+    /// with no capacity is `Error::InvalidArgument` (use
+    /// `Vec::with_capacity(n)`).
     #[track_caller]
     pub fn recv<B: IoBufMut>(&self, buf: B) -> Io<impl Future<Output = BufResult<usize, B>> + '_> {
         let fd = self.fd.raw();

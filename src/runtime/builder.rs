@@ -29,6 +29,7 @@ pub struct Builder {
     cpus: Option<Vec<usize>>,
     /// Other loops may wake this one with `IORING_OP_MSG_RING`.
     msg_ring: bool,
+    ext_arg: bool,
 }
 
 impl Default for Builder {
@@ -42,6 +43,7 @@ impl Default for Builder {
             cores: None,
             cpus: None,
             msg_ring: true,
+            ext_arg: true,
         }
     }
 }
@@ -143,6 +145,17 @@ impl Builder {
         self
     }
 
+    /// Whether the ring's timed waits may pass their timeout to
+    /// `io_uring_enter` (`IORING_FEAT_EXT_ARG`, Linux 5.11) when the kernel
+    /// has it; on by default. Off, the loop waits as it does on older
+    /// kernels, with one `IORING_OP_TIMEOUT` armed for its earliest
+    /// deadline: a way to test that path on a new kernel. Applies to
+    /// [`build`](Builder::build).
+    pub fn ext_arg(mut self, on: bool) -> Self {
+        self.ext_arg = on;
+        self
+    }
+
     /// Creates the loop and its ring on the calling thread (one loop; see
     /// [`build_multi`](Builder::build_multi) for thread-per-core). Errors
     /// say what to change: a ring size of 0 or above 32768, `RLIMIT_MEMLOCK` too low,
@@ -161,9 +174,8 @@ impl Builder {
             logger: self.logger,
             msg_ring: self.msg_ring,
         };
-        Ok(Runtime {
-            inner: LoopInner::new(&config)?,
-        })
+        let inner = crate::driver::with_ext_arg(self.ext_arg, || LoopInner::new(&config))?;
+        Ok(Runtime { inner })
     }
 }
 

@@ -18,6 +18,16 @@ pub(crate) fn with_loop<R>(f: impl FnOnce(&Rc<LoopInner>) -> R) -> Option<R> {
     CURRENT_LOOP.with(|c| c.borrow().as_ref().map(f))
 }
 
+/// [`with_loop`] for drop paths: `None` also when this thread's
+/// thread-locals are being destroyed (a socket dropped by another
+/// thread-local's destructor), instead of a panic.
+pub(crate) fn try_with_loop<R>(f: impl FnOnce(&Rc<LoopInner>) -> R) -> Option<R> {
+    CURRENT_LOOP
+        .try_with(|c| c.try_borrow().ok()?.as_ref().map(f))
+        .ok()
+        .flatten()
+}
+
 /// The loop running on this thread, if any.
 pub(crate) fn current_loop() -> Option<Rc<LoopInner>> {
     CURRENT_LOOP.with(|c| c.borrow().clone())

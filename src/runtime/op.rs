@@ -32,8 +32,12 @@ pub struct OpOutput<D> {
 /// One operation on the current loop's ring.
 ///
 /// The SQE may point only into heap memory owned by `data` (a `Vec`'s
-/// buffer, a `Box`), never into `data` itself: `data` moves with the
-/// future, and into the op table if the future is dropped first.
+/// buffer, memory owned through a raw pointer), never into `data` itself:
+/// `data` moves with the future, and into the op table if the future is
+/// dropped first. (A `Box` asserts unique access when it moves, so a
+/// pointer taken from one before the move is not sound to write through.)
+/// There is no access to `data` while the op runs: the kernel may be
+/// writing into it.
 ///
 /// Awaiting it is a ringio await point: if the task is cancelled while the
 /// op is in flight, an `IORING_OP_ASYNC_CANCEL` goes to the kernel and the
@@ -193,11 +197,6 @@ impl<D: 'static> Op<D> {
             .unwrap_or_else(|| Err(Error::no_running_loop()))
     }
 
-    /// The data, while the op is not complete (to inspect, not to free).
-    pub fn data(&self) -> Option<&D> {
-        self.data.as_ref()
-    }
-
     /// Polls for the next completion of a multishot op: `Ready(None)` once
     /// the kernel posted its final CQE.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Result<u32>, u32)>> {
@@ -238,6 +237,19 @@ impl<D: 'static> Op<D> {
         drop(d);
         current::note_await_point(self.location);
         Poll::Pending
+    }
+
+    /// Submits an op that was deferred because its task had a cancellation
+    /// pending, without delivering that cancellation: for an op that
+    /// releases a resource (a close), which must run whatever happens. The
+    /// cancellation stays pending for the task's next await point (or this
+    /// op's own CQE, if the kernel cancels it).
+    pub(crate) fn start_now(&mut self) {
+        if let Some(deferred) = self.deferred.take() {
+            // SAFETY: the SQEs point into `self.data`'s heap memory, as
+            // promised to `submit`.
+            self.key = unsafe { deferred.submit(&self.lp) };
+        }
     }
 
     /// For a deferred op: `true` if the pending cancellation was taken
@@ -336,6 +348,11 @@ impl<D: 'static> Drop for Op<D> {
             // Dropped before its first poll: it goes to the kernel as any
             // dropped op does (submitted when created, before deferral
             // existed), so a fire-and-forget op (a close) still happens.
+            if self.lp.driver.try_borrow_mut().is_err() {
+                // Dropped from inside the driver (which the loop avoids):
+                // the kernel never saw the op, so dropping it is safe.
+                return;
+            }
             // SAFETY: the SQEs point into `self.data`'s heap memory, which
             // `orphan` parks in the op table until the CQE.
             self.key = unsafe { deferred.submit(&self.lp) };
@@ -344,10 +361,19 @@ impl<D: 'static> Drop for Op<D> {
             return;
         }
         let data = self.data.take().map(|d| Box::new(d) as Box<dyn Any>);
+        let Ok(mut driver) = self.lp.driver.try_borrow_mut() else {
+            // Dropped from inside the driver (op data dropped while it is
+            // borrowed, which the loop avoids): the kernel may still write
+            // into `data`, and the op table cannot take it, so leak it
+            // rather than free it (or panic in a drop).
+            std::mem::forget(data);
+            return;
+        };
         // Parks `data` in the op table until the CQE if the kernel still owns
-        // the op, and sends ASYNC_CANCEL (SPEC §2.7). Data handed back is
-        // dropped after the borrow ends: its `Drop` may use the loop.
-        let unparked = self.lp.driver.borrow_mut().orphan(self.key, data);
+        // the op, and sends ASYNC_CANCEL. Data handed back is dropped after
+        // the borrow ends: its `Drop` may use the loop.
+        let unparked = driver.orphan(self.key, data);
+        drop(driver);
         drop(unparked);
     }
 }
