@@ -18,3 +18,5 @@ echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "== cargo test"
 cargo test --release -- --test-threads=2
+
+bash ci/miri.sh

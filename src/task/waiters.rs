@@ -135,11 +135,24 @@ mod tests {
         let b = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
         w.add_callback(CallbackId(1), "before");
         w.add_waker(&a);
-        w.add_waker(&a); // the same waker twice is listed once
         w.add_callback(CallbackId(2), "after");
         w.add_waker(&b);
         assert_eq!(order(&w), ["before", "wake", "after", "wake"]);
         assert_eq!(order(&w), Vec::<String>::new(), "taken once");
+    }
+
+    #[test]
+    // `Waker::will_wake` compares vtable addresses, which Miri does not
+    // keep unique: the dedup it allows is best effort there.
+    #[cfg_attr(miri, ignore)]
+    fn the_same_waker_is_listed_once() {
+        let w: Waiters<&'static str> = Waiters::default();
+        let a = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        w.add_waker(&a);
+        w.add_waker(&a);
+        w.add_callback(CallbackId(1), "cb");
+        w.add_waker(&a);
+        assert_eq!(order(&w), ["wake", "cb"]);
     }
 
     #[test]
