@@ -678,6 +678,48 @@ fn shield_passes_values_and_errors_and_reads_done_inner_at_once() {
     });
 }
 
+/// A gather given to `shield` is used as is and read by clone, as a task
+/// or promise is: its value stays readable from the gather afterwards —
+/// after the shield gave it, and after a shielded waiter was cancelled
+/// while the gather went on. The same holds for a gather of gathers.
+#[test]
+fn shield_of_a_gather_leaves_its_value_readable() {
+    run(async {
+        let g = ringio::gather(vec![after(secs(0.1), 1), after(secs(0.2), 2)]);
+        assert_eq!(ringio::shield(g.clone()).await.unwrap(), [1, 2]);
+        assert_eq!(g.result().unwrap(), [1, 2]);
+        assert_eq!(g.clone().await.unwrap(), [1, 2]);
+
+        // The waiter is cancelled; the gather is not, and keeps its value.
+        let g = ringio::gather(vec![after(secs(0.5), 5)]);
+        let waiter = {
+            let g = g.clone();
+            ringio::create_task(async move { ringio::shield(g).await })
+        };
+        ringio::sleep(secs(0.1)).await.unwrap();
+        assert!(waiter.cancel());
+        assert!(waiter.await.unwrap_err().is_cancelled());
+        assert!(!g.done());
+        while !g.done() {
+            ringio::sleep(secs(0.05)).await.unwrap();
+        }
+        assert_eq!(g.result().unwrap(), [5]);
+
+        // A gather already done is read at once.
+        let p = ringio::shield(g.clone());
+        assert!(p.done());
+        assert_eq!(p.await.unwrap(), [5]);
+        assert_eq!(g.result().unwrap(), [5]);
+
+        // A gather inside a gather, as asyncio: `g.result()` afterwards.
+        let inner = ringio::gather(vec![after(secs(0.1), 7)]);
+        let outer = ringio::gather!(inner.clone(), after(secs(0.1), 8));
+        assert_eq!(outer.await.unwrap(), (vec![7], 8));
+        assert_eq!(inner.result().unwrap(), [7]);
+        assert_nothing_left().await;
+    });
+}
+
 // --- wait_for -----------------------------------------------------------
 
 async fn eternity(log: Log) -> Result<()> {

@@ -259,6 +259,12 @@ impl<O: 'static> Gather<O> {
         self.inner.cancel(Some(msg.into()))
     }
 
+    /// Identity: the address of the shared state (the same gather given
+    /// twice to a combinator is one child).
+    pub(crate) fn cell_addr(&self) -> usize {
+        Rc::as_ptr(&self.inner) as *const () as usize
+    }
+
     /// Whether the gather has its outcome.
     pub fn done(&self) -> bool {
         self.inner.outer.done()
@@ -415,14 +421,16 @@ impl<O: 'static> IntoFuture for Gather<O> {
     }
 }
 
-impl<O: 'static> Awaitable for Gather<O> {
+impl<O: Clone + 'static> Awaitable for Gather<O> {
     type Output = O;
     type Target = Child<O>;
 
-    /// A gather given to a combinator is awaited by a task of its own.
+    /// A gather given to a combinator is used as is, as asyncio uses a
+    /// `_GatheringFuture`: its value is read by clone, so it stays readable
+    /// from the gather afterwards (`shield(g)`, `gather([g, ..])`); the same
+    /// gather given twice is one child.
     fn into_child(self) -> Result<Child<O>> {
-        let task = crate::Task::builder().spawn(self.into_future())?;
-        Ok(Child::owned(task))
+        Ok(Child::gather(self))
     }
 
     fn into_target(self) -> Result<Child<O>> {
