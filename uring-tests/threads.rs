@@ -902,36 +902,76 @@ fn concurrent_future_on_its_own() {
     assert!(!failed.cancel());
 }
 
-/// Cancelled before the loop could start it: none of the coroutine runs
-/// (as a task cancelled before its first step in asyncio).
+/// A coroutine that says when it starts (before its first await) and when
+/// the cancel reached that first await (with the cancel's message).
+fn submit_probe(
+    handle: &LoopHandle,
+) -> (
+    ConcurrentFuture<()>,
+    Arc<AtomicBool>,
+    mpsc::Receiver<Option<String>>,
+) {
+    let started = Arc::new(AtomicBool::new(false));
+    let (cancelled_tx, cancelled_rx) = mpsc::channel();
+    let s = started.clone();
+    let cf = run_coroutine_threadsafe(
+        async move {
+            s.store(true, Ordering::SeqCst);
+            let r = ringio::sleep(Duration::from_secs(3600)).await;
+            if let Err(Error::Cancelled { msg }) = &r {
+                cancelled_tx.send(msg.clone()).unwrap();
+            }
+            r
+        },
+        handle,
+    );
+    (cf, started, cancelled_rx)
+}
+
+/// `cancel()` right after `run_coroutine_threadsafe`: as asyncio's
+/// `_chain_future` (the task is made by one `call_soon_threadsafe`, the
+/// cancel forwarded by another), the coroutine's first step still runs and
+/// the cancel reaches it at its first await. The future itself is
+/// cancelled at once.
 #[test]
-fn cancel_before_the_loop_starts_the_coroutine() {
+fn cancel_right_after_submission_runs_the_first_step_then_cancels() {
     let bg = BackgroundLoop::start();
+    // 1. Cancelled before the loop could start it: the loop is held in a
+    // callback until the cancel was made, so the submission waits in its
+    // queue.
     let (busy_tx, busy_rx) = mpsc::channel();
-    // Hold the loop in a callback so the submission waits in its queue.
+    let (go_tx, go_rx) = mpsc::channel::<()>();
     bg.handle
         .call_soon_threadsafe(move || {
             busy_tx.send(()).unwrap();
-            thread::sleep(ms(80));
+            go_rx.recv().unwrap();
         })
         .unwrap();
     busy_rx.recv().unwrap();
-    let ran = Arc::new(AtomicBool::new(false));
-    let r = ran.clone();
-    let cf = run_coroutine_threadsafe(
-        async move {
-            r.store(true, Ordering::SeqCst);
-            Ok::<_, Error>(())
-        },
-        &bg.handle,
-    );
-    assert!(cf.cancel());
-    // The loop is free again and has seen the submission.
-    run_coroutine_threadsafe(ringio::sleep(ms(1)), &bg.handle)
-        .result(Some(ms(5000)))
-        .unwrap();
+    let (cf, started, cancelled) = submit_probe(&bg.handle);
+    assert!(cf.cancel_with("early"));
     assert!(cf.cancelled());
-    assert!(!ran.load(Ordering::SeqCst), "a cancelled submission ran");
+    assert!(cf.result(None).unwrap_err().is_cancelled());
+    assert!(!started.load(Ordering::SeqCst));
+    go_tx.send(()).unwrap();
+    let msg = cancelled
+        .recv_timeout(ms(10_000))
+        .expect("the coroutine never reached its first await");
+    assert_eq!(msg.as_deref(), Some("early"));
+    assert!(started.load(Ordering::SeqCst), "the first step did not run");
+
+    // 2. Cancelled at once, with the loop free: whether the cancel comes
+    // before or after the loop made the task, the same outcome.
+    for _ in 0..20 {
+        let (cf, started, cancelled) = submit_probe(&bg.handle);
+        assert!(cf.cancel());
+        assert!(cf.result(None).unwrap_err().is_cancelled());
+        let msg = cancelled
+            .recv_timeout(ms(10_000))
+            .expect("the coroutine never reached its first await");
+        assert_eq!(msg, None);
+        assert!(started.load(Ordering::SeqCst));
+    }
 }
 
 /// With MSG_RING turned off (as on a kernel before 5.18), loops wake each

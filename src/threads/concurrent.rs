@@ -117,10 +117,12 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
         self.settle(Err(error))
     }
 
-    /// Cancels the future and, if it came from
-    /// [`run_coroutine_threadsafe`], the task on its loop (asyncio's
-    /// `cancel()`: the task sees `Err(Cancelled)` at its await point).
-    /// `false` if it was already done.
+    /// Cancels the future at once and, if it came from
+    /// [`run_coroutine_threadsafe`], forwards the cancel to the task on its
+    /// loop (asyncio's `cancel()`): the task sees `Err(Cancelled)` at its
+    /// await point. As in asyncio, a task the loop has not started yet is
+    /// still started: it runs its first step, up to its first await point,
+    /// and the cancel arrives there. `false` if it was already done.
     pub fn cancel(&self) -> bool {
         self.cancel_inner(None)
     }
@@ -485,10 +487,9 @@ where
             Some(cf) => cf.clone(),
             None => return,
         };
-        if cf.done() {
-            // Cancelled before it could start: none of it runs.
-            return;
-        }
+        // The task is made even if the future was cancelled meanwhile, as
+        // asyncio's `_chain_future` does: the cancel reaches the task after
+        // its first step, at its first await point.
         let task: Task<T> = match Task::builder().context(ctx).spawn(make()) {
             Ok(t) => t,
             Err(e) => return completer.complete(Err(e)),
@@ -506,6 +507,8 @@ where
         });
         let cancelled_meanwhile = cf.set_canceller(Box::new(move |msg| {
             // Runs on the cancelling thread: reach the task on its loop.
+            // The loop takes this callback in a later turn than the one
+            // that made the task, so it runs after the task's first step.
             let _ = target.call_soon_threadsafe(move || {
                 let task = REMOTE_TASKS.with(|m| m.borrow().get(&ticket).and_then(Weak::upgrade));
                 if let Some(t) = task {
@@ -517,13 +520,23 @@ where
                 }
             });
         }));
-        // Cancelled from another thread between the check above and now:
-        // cancel the task here, before its first step.
+        // Cancelled before the loop got here: forward the cancel the same
+        // way, behind the task's first step on the run queue (asyncio's
+        // `call_soon_threadsafe(source.cancel)`).
         if let Some(msg) = cancelled_meanwhile {
-            match msg {
-                Some(m) => task.cancel_with(m),
-                None => task.cancel(),
+            let cancel = move || {
+                match msg {
+                    Some(m) => task.cancel_with(m),
+                    None => task.cancel(),
+                };
             };
+            match crate::get_running_loop() {
+                Ok(lp) => {
+                    lp.call_soon(cancel);
+                }
+                // Not reached: this closure runs on its loop.
+                Err(_) => cancel(),
+            }
         }
     };
     // On a closed loop the closure comes back dropped, and its completer
