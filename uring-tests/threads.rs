@@ -874,7 +874,7 @@ fn shutdown_with_pending_work_leaks_nothing() {
 fn concurrent_future_on_its_own() {
     let cf = ConcurrentFuture::<Box<str>>::new();
     assert!(!cf.done());
-    assert!(!cf.wait(Some(ms(5))));
+    assert!(!cf.wait(Some(ms(5))).unwrap());
     let calls = Arc::new(AtomicUsize::new(0));
     cf.add_done_callback(|_| panic!("bad callback"));
     let c = calls.clone();
@@ -972,6 +972,58 @@ fn cancel_right_after_submission_runs_the_first_step_then_cancels() {
         assert_eq!(msg, None);
         assert!(started.load(Ordering::SeqCst));
     }
+}
+
+/// Blocking a loop's own thread on a `ConcurrentFuture` that loop must
+/// complete could never end (the loop cannot run while its thread waits):
+/// `result`, `take`, `exception` and `wait` say so at once instead of
+/// hanging. Once the future is done they read it, and awaiting works.
+#[test]
+fn blocking_on_its_own_loop_is_an_error_not_a_hang() {
+    let (tx, rx) = mpsc::channel();
+    // On a thread of its own: before the fix this hung, and the test must
+    // fail instead.
+    thread::spawn(move || {
+        let out = ringio::run(async {
+            let h = ringio::get_running_loop().unwrap().handle();
+            let cf = run_coroutine_threadsafe(ringio::sleep_with(ms(1), 5u32), &h);
+            let spawned = h.spawn(async { Ok::<_, Error>(6u32) });
+            let errors = vec![
+                cf.result(None).unwrap_err(),
+                cf.result(Some(ms(50))).unwrap_err(),
+                cf.take(None).unwrap_err(),
+                cf.exception(None).unwrap_err(),
+                cf.wait(Some(ms(50))).unwrap_err(),
+                spawned.result(None).unwrap_err(),
+            ];
+            // A future no loop is bound to: an ordinary timeout.
+            let free = ConcurrentFuture::<u32>::new();
+            let timeout = free.result(Some(ms(1))).unwrap_err();
+            // Done: read without blocking.
+            while !cf.done() {
+                ringio::sleep(ms(1)).await.unwrap();
+            }
+            let read = cf.result(None);
+            let waited = cf.wait(None);
+            (errors, timeout, read, waited, spawned.await)
+        });
+        tx.send(out).unwrap();
+    });
+    let (errors, timeout, read, waited, spawned) = rx
+        .recv_timeout(ms(10_000))
+        .expect("a blocking wait on the loop's own thread hung");
+    for e in errors {
+        assert!(matches!(e, Error::InvalidState(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("would block the event loop that must complete it"),
+            "{e}"
+        );
+    }
+    assert!(timeout.is_timeout(), "{timeout:?}");
+    assert_eq!(read.unwrap(), 5);
+    assert!(waited.unwrap());
+    assert_eq!(spawned.unwrap(), 6);
 }
 
 /// With MSG_RING turned off (as on a kernel before 5.18), loops wake each

@@ -21,7 +21,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::runtime::LoopHandle;
+use crate::runtime::{LoopHandle, context};
 use crate::task::raw::TaskObj;
 use crate::task::{Context, Task, TaskRef, current};
 
@@ -41,6 +41,11 @@ pub struct ConcurrentFuture<T> {
 struct Inner<T> {
     state: Mutex<CfState<T>>,
     settled: Condvar,
+    /// The id of the loop that completes it (`run_coroutine_threadsafe`):
+    /// blocking that loop's own thread on it could never end. An id, not a
+    /// `LoopHandle`, so that a future outliving its loop keeps none of the
+    /// loop's descriptors open.
+    owner: Option<u64>,
 }
 
 struct CfState<T> {
@@ -93,6 +98,11 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
     /// A pending future, settled by [`set_result`](Self::set_result) or
     /// [`set_exception`](Self::set_exception) from any thread.
     pub fn new() -> ConcurrentFuture<T> {
+        ConcurrentFuture::with_owner(None)
+    }
+
+    /// A pending future that the loop with id `owner` (if any) completes.
+    fn with_owner(owner: Option<u64>) -> ConcurrentFuture<T> {
         ConcurrentFuture {
             inner: Arc::new(Inner {
                 state: Mutex::new(CfState {
@@ -103,6 +113,7 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
                     canceller: None,
                 }),
                 settled: Condvar::new(),
+                owner,
             }),
         }
     }
@@ -160,16 +171,28 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
     }
 
     /// Blocks this OS thread until the future is done or `timeout` passes
-    /// (`None`: no limit); `true` if done.
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        self.wait_done(timeout).is_some()
+    /// (`None`: no limit): `Ok(true)` if done, `Ok(false)` on the timeout.
+    /// `Err(InvalidState)` instead of blocking when the calling thread runs
+    /// the event loop that must complete the future (see
+    /// [`result`](Self::result)).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        match self.wait_done(timeout) {
+            Ok(_) => Ok(true),
+            Err(Error::Timeout) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Blocks this OS thread until the future is done, then gives its value
     /// (cloned), its exception, or `Err(Cancelled)`; `Err(Timeout)` if
-    /// `timeout` passes first (asyncio's `result(timeout)`). Never call it
-    /// on the thread of the loop that must produce the value: that loop
-    /// cannot run while its thread is blocked.
+    /// `timeout` passes first (asyncio's `result(timeout)`).
+    ///
+    /// Called on the thread of the loop that must complete the future
+    /// (one from [`run_coroutine_threadsafe`] or [`LoopHandle::spawn`]
+    /// with that loop's handle) while it is pending, it does not block:
+    /// that loop cannot run while its thread waits, so the wait could
+    /// never end (asyncio would hang there). It returns
+    /// `Err(InvalidState)` at once, saying so; await the future instead.
     ///
     /// ```
     /// use std::time::Duration;
@@ -179,12 +202,21 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
     /// let setter = fut.clone();
     /// std::thread::spawn(move || setter.set_result(3).unwrap());
     /// assert_eq!(fut.result(None).unwrap(), 3);
+    ///
+    /// // On the loop's own thread: an error, not a hang.
+    /// ringio::run(async {
+    ///     let handle = ringio::get_running_loop().unwrap().handle();
+    ///     let fut = ringio::run_coroutine_threadsafe(async { Ok::<_, ringio::Error>(4) }, &handle);
+    ///     let e = fut.result(None).unwrap_err();
+    ///     assert!(e.to_string().contains("would block the event loop that must complete it"));
+    ///     assert_eq!(fut.await.unwrap(), 4);
+    /// });
     /// ```
     pub fn result(&self, timeout: Option<Duration>) -> Result<T>
     where
         T: Clone,
     {
-        let st = self.wait_done(timeout).ok_or(Error::Timeout)?;
+        let st = self.wait_done(timeout)?;
         match st.outcome.as_ref() {
             Some(Ok(v)) => Ok(v.clone()),
             Some(Err(e)) => Err(e.clone()),
@@ -194,17 +226,19 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
 
     /// Like [`result`](Self::result), but moves the value out (for values
     /// that are not `Clone`); a later read of the value is
-    /// `Err(InvalidState)`, errors stay readable.
+    /// `Err(InvalidState)`, errors stay readable. Same error as `result`
+    /// on the thread of the loop that must complete it.
     pub fn take(&self, timeout: Option<Duration>) -> Result<T> {
-        let mut st = self.wait_done(timeout).ok_or(Error::Timeout)?;
+        let mut st = self.wait_done(timeout)?;
         take_outcome(&mut st)
     }
 
     /// Blocks until done, then gives `Ok(None)` after a value, `Ok(Some(e))`
     /// after an exception, `Err(Cancelled)` if cancelled, `Err(Timeout)` if
-    /// `timeout` passes first.
+    /// `timeout` passes first. Same error as [`result`](Self::result) on
+    /// the thread of the loop that must complete it.
     pub fn exception(&self, timeout: Option<Duration>) -> Result<Option<Error>> {
-        let st = self.wait_done(timeout).ok_or(Error::Timeout)?;
+        let st = self.wait_done(timeout)?;
         match st.outcome.as_ref() {
             _ if st.taken => Ok(None),
             Some(Err(e)) if e.is_cancelled() => Err(e.clone()),
@@ -226,10 +260,20 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
         f(self);
     }
 
-    fn wait_done(&self, timeout: Option<Duration>) -> Option<MutexGuard<'_, CfState<T>>> {
+    /// Blocks until done: the locked state; `Err(Timeout)` when `timeout`
+    /// passes first; `Err(InvalidState)` at once if pending and this thread
+    /// runs the loop that must complete it.
+    fn wait_done(&self, timeout: Option<Duration>) -> Result<MutexGuard<'_, CfState<T>>> {
         // A timeout too long to represent is no limit.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = self.lock();
+        if st.outcome.is_none() && self.on_owner_thread() {
+            return Err(Error::InvalidState(
+                "cannot block on this future from its event loop's own thread: the call \
+                 would block the event loop that must complete it (await it instead)"
+                    .into(),
+            ));
+        }
         while st.outcome.is_none() {
             st = match deadline {
                 None => self
@@ -240,7 +284,7 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return None;
+                        return Err(Error::Timeout);
                     }
                     self.inner
                         .settled
@@ -250,7 +294,14 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
                 }
             };
         }
-        Some(st)
+        Ok(st)
+    }
+
+    /// Whether this thread runs the loop that must complete the future.
+    fn on_owner_thread(&self) -> bool {
+        self.inner
+            .owner
+            .is_some_and(|id| context::with_loop(|lp| lp.id == id).unwrap_or(false))
     }
 
     pub(crate) fn settle(&self, result: Result<T>) -> Result<()> {
@@ -475,7 +526,7 @@ where
     T: Send + 'static,
     E: Into<Error> + 'static,
 {
-    let cf = ConcurrentFuture::new();
+    let cf = ConcurrentFuture::with_owner(Some(handle.shared.id));
     let mut completer = Completer {
         cf: Some(cf.clone()),
         started: false,
