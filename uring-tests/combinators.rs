@@ -716,6 +716,15 @@ fn shield_of_a_gather_leaves_its_value_readable() {
         let outer = ringio::gather!(inner.clone(), after(secs(0.1), 8));
         assert_eq!(outer.await.unwrap(), (vec![7], 8));
         assert_eq!(inner.result().unwrap(), [7]);
+
+        // `wait` hands the gather back as a child that compares equal to it.
+        let g = ringio::gather(vec![after(secs(0.1), 9)]);
+        let (done, pending) = ringio::wait(vec![g.clone()], None, ReturnWhen::AllCompleted)
+            .await
+            .unwrap();
+        assert!(pending.is_empty() && done[0] == g);
+        assert_eq!(done[0].result().unwrap(), [9]);
+        assert_eq!(g.result().unwrap(), [9]);
         assert_nothing_left().await;
     });
 }

@@ -109,8 +109,9 @@ impl<T> Clone for Kind<T> {
 /// `(done, pending)` lists.
 ///
 /// Cheap to clone. Awaiting it gives the value (moved out of a task the
-/// combinator created, cloned from a `Task`/`Promise` you gave); compare it
-/// with the `Task` you passed to find it (`child == task`).
+/// combinator created, cloned from a `Task`/`Promise`/`Gather` you gave);
+/// compare it with the `Task` (or `Promise`, `Gather`) you passed to find
+/// it (`child == task`).
 pub struct Child<T> {
     kind: Kind<T>,
     /// How to read the value: move or clone (see the module doc).
@@ -373,6 +374,12 @@ impl<T: 'static> PartialEq<Task<T>> for Child<T> {
 impl<T: 'static> PartialEq<Promise<T>> for Child<T> {
     fn eq(&self, other: &Promise<T>) -> bool {
         self.promise() == Some(other)
+    }
+}
+
+impl<T: 'static> PartialEq<Gather<T>> for Child<T> {
+    fn eq(&self, other: &Gather<T>) -> bool {
+        matches!(&self.kind, Kind::Gather(g) if g.cell_addr() == other.cell_addr())
     }
 }
 

@@ -471,7 +471,10 @@ impl<T: Send + 'static> Drop for Completer<T> {
 ///
 /// The future runs as a task on that loop, in a copy of the calling
 /// thread's context. Its error or panic (`Error::Panic`) carries over;
-/// [`ConcurrentFuture::cancel`] cancels the task. A handle to a closed loop
+/// [`ConcurrentFuture::cancel`] cancels the task (one not started yet still
+/// runs its first step, as in asyncio, and sees the cancel at its first
+/// await point). Block on the result from another thread; on the loop's own
+/// thread, await it. A handle to a closed loop
 /// gives a future already failed with `Error::InvalidState("the event loop
 /// is closed")`.
 ///
