@@ -169,7 +169,9 @@ fn gather_cancelled_before_its_children_ran_runs_none_of_them() {
         let g = ringio::gather(vec![child(), child()]);
         assert!(g.cancel());
         assert!(g.clone().await.unwrap_err().is_cancelled());
-        assert!(g.cancelled());
+        // asyncio's _GatheringFuture: failed with the cancellation, not
+        // cancelled itself.
+        assert!(!g.cancelled());
         assert_eq!(ran.get(), 0);
         assert_nothing_left().await;
     });
@@ -246,8 +248,16 @@ fn gather_cancel_cancels_every_child_not_done() {
         );
         assert!(a.cancelled() && b.cancelled());
         assert!(!done_child.cancelled());
-        assert!(g.cancelled());
-        assert!(g.exception().unwrap_err().is_cancelled());
+        // As asyncio's: `cancelled()` is false, the cancellation is the
+        // exception, and `result()` gives it.
+        assert!(!g.cancelled());
+        let e = g.exception().unwrap().unwrap();
+        assert!(
+            matches!(&e, Error::Cancelled { msg: Some(m) } if m == "stop"),
+            "{e:?}"
+        );
+        assert!(g.result().unwrap_err().is_cancelled());
+        assert_eq!(format!("{g:?}"), "<Gather finished children=3>");
         // Done now: a second cancel does nothing.
         assert!(!g.cancel());
         assert_nothing_left().await;
@@ -277,7 +287,8 @@ fn gather_cancelled_through_the_awaiting_task() {
         assert!(waiter.cancel());
         assert!(waiter.clone().await.unwrap_err().is_cancelled());
         assert!(waiter.cancelled());
-        assert!(g.done() && g.cancelled());
+        assert!(g.done() && !g.cancelled());
+        assert!(g.exception().unwrap().unwrap().is_cancelled());
         let mut s = seen.lines();
         s.sort();
         assert_eq!(s, ["a", "b"]);
@@ -305,6 +316,47 @@ fn gather_cancelled_child_fails_it_without_cancelling_gather_or_siblings() {
         assert!(!sibling.done());
         assert_eq!(sibling.clone().await.unwrap(), 2);
         assert!(!sibling.cancelled());
+        assert_nothing_left().await;
+    });
+}
+
+/// asyncio's `_GatheringFuture` once cancelled and its children ended:
+/// `cancelled()` is false, `exception()` is the CancelledError, awaiting it
+/// and `result()` raise it — with and without `return_exceptions`, and as
+/// seen from its done callback.
+#[test]
+fn cancelled_gather_fails_with_cancelled_and_is_not_cancelled() {
+    run(async {
+        let g = ringio::gather(vec![after(HOUR, 1), after(HOUR, 2)]);
+        let seen = Rc::new(Cell::new(None));
+        let s = seen.clone();
+        g.add_done_callback(move |g| s.set(Some(g.cancelled())));
+        ringio::sleep(secs(0.1)).await.unwrap();
+        assert!(g.cancel_with("enough"));
+        let e = g.clone().await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Cancelled { msg: Some(m) } if m == "enough"),
+            "{e:?}"
+        );
+        assert!(g.done());
+        assert!(!g.cancelled(), "a gather is never cancelled itself");
+        let exc = g.exception().unwrap().unwrap();
+        assert!(
+            matches!(&exc, Error::Cancelled { msg: Some(m) } if m == "enough"),
+            "{exc:?}"
+        );
+        assert!(g.result().unwrap_err().is_cancelled());
+        assert!(!g.cancel(), "done: a second cancel does nothing");
+        ringio::sleep(Duration::ZERO).await.unwrap();
+        assert_eq!(seen.get(), Some(false), "what the done callback saw");
+
+        let g = ringio::gather_settled(vec![after(HOUR, 1), after(HOUR, 2)]);
+        ringio::sleep(secs(0.1)).await.unwrap();
+        assert!(g.cancel());
+        assert!(g.clone().await.unwrap_err().is_cancelled());
+        assert!(g.done() && !g.cancelled());
+        assert!(g.exception().unwrap().unwrap().is_cancelled());
+        assert!(g.result().unwrap_err().is_cancelled());
         assert_nothing_left().await;
     });
 }
@@ -362,7 +414,8 @@ fn gather_settled_cancelled_itself_ends_cancelled() {
         // The outer Err is the gather itself being cancelled
         // (return_exceptions does not swallow it).
         assert!(g.clone().await.unwrap_err().is_cancelled());
-        assert!(g.cancelled());
+        assert!(!g.cancelled());
+        assert!(g.exception().unwrap().unwrap().is_cancelled());
         assert_nothing_left().await;
     });
 }
@@ -622,6 +675,57 @@ fn shield_passes_values_and_errors_and_reads_done_inner_at_once() {
         assert!(p.done(), "a done inner settles the shield at once");
         assert_eq!(p.await.unwrap(), 1);
         assert_eq!(done.result().unwrap(), 1);
+    });
+}
+
+/// A gather given to `shield` is used as is and read by clone, as a task
+/// or promise is: its value stays readable from the gather afterwards —
+/// after the shield gave it, and after a shielded waiter was cancelled
+/// while the gather went on. The same holds for a gather of gathers.
+#[test]
+fn shield_of_a_gather_leaves_its_value_readable() {
+    run(async {
+        let g = ringio::gather(vec![after(secs(0.1), 1), after(secs(0.2), 2)]);
+        assert_eq!(ringio::shield(g.clone()).await.unwrap(), [1, 2]);
+        assert_eq!(g.result().unwrap(), [1, 2]);
+        assert_eq!(g.clone().await.unwrap(), [1, 2]);
+
+        // The waiter is cancelled; the gather is not, and keeps its value.
+        let g = ringio::gather(vec![after(secs(0.5), 5)]);
+        let waiter = {
+            let g = g.clone();
+            ringio::create_task(async move { ringio::shield(g).await })
+        };
+        ringio::sleep(secs(0.1)).await.unwrap();
+        assert!(waiter.cancel());
+        assert!(waiter.await.unwrap_err().is_cancelled());
+        assert!(!g.done());
+        while !g.done() {
+            ringio::sleep(secs(0.05)).await.unwrap();
+        }
+        assert_eq!(g.result().unwrap(), [5]);
+
+        // A gather already done is read at once.
+        let p = ringio::shield(g.clone());
+        assert!(p.done());
+        assert_eq!(p.await.unwrap(), [5]);
+        assert_eq!(g.result().unwrap(), [5]);
+
+        // A gather inside a gather, as asyncio: `g.result()` afterwards.
+        let inner = ringio::gather(vec![after(secs(0.1), 7)]);
+        let outer = ringio::gather!(inner.clone(), after(secs(0.1), 8));
+        assert_eq!(outer.await.unwrap(), (vec![7], 8));
+        assert_eq!(inner.result().unwrap(), [7]);
+
+        // `wait` hands the gather back as a child that compares equal to it.
+        let g = ringio::gather(vec![after(secs(0.1), 9)]);
+        let (done, pending) = ringio::wait(vec![g.clone()], None, ReturnWhen::AllCompleted)
+            .await
+            .unwrap();
+        assert!(pending.is_empty() && done[0] == g);
+        assert_eq!(done[0].result().unwrap(), [9]);
+        assert_eq!(g.result().unwrap(), [9]);
+        assert_nothing_left().await;
     });
 }
 

@@ -68,10 +68,11 @@ impl Drop for Counted {
 // ---- to_thread ----------------------------------------------------------
 
 /// The document's example: `blocking_io()` (a 1-unit blocking call) on a
-/// thread, gathered with `sleep(1)`: the pair takes about 1 unit, not 2.
+/// thread, gathered with `sleep(1)`: the pair takes about 1 unit, not 2
+/// (the bound is generous, for a loaded machine).
 #[test]
 fn to_thread_overlaps_with_sleep() {
-    let unit = ms(100);
+    let unit = ms(500);
     let took = ringio::run(async move {
         let t0 = Instant::now();
         let io = ringio::create_task(to_thread(move || {
@@ -85,7 +86,7 @@ fn to_thread_overlaps_with_sleep() {
     });
     assert!(took >= unit, "took {took:?}");
     assert!(
-        took < ms(180),
+        took < unit * 9 / 5,
         "took {took:?}: the blocking call did not overlap the sleep"
     );
 }
@@ -189,27 +190,38 @@ fn to_thread_carries_a_copy_of_the_context() {
     });
 }
 
-/// Cancelling the awaiter returns Cancelled at once; the thread's work
-/// runs to its end, and its result is dropped (once) on the worker.
+/// Cancelling the awaiter returns Cancelled at once — while the thread's
+/// work is still running (it waits for a release sent only after the
+/// cancel returned) — and that work runs to its end, its result dropped
+/// (once) on the worker.
 #[test]
 fn cancel_to_thread_returns_at_once_and_drops_the_result() {
     let drops = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
-    let (d, f) = (drops.clone(), finished.clone());
-    let took = ringio::run(async move {
+    let (d, s, f) = (drops.clone(), started.clone(), finished.clone());
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let fin = finished.clone();
+    ringio::run(async move {
         let task = ringio::create_task(to_thread(move || {
-            thread::sleep(ms(150));
+            s.store(true, Ordering::SeqCst);
+            release_rx.recv().unwrap();
             f.store(true, Ordering::SeqCst);
             Counted(d)
         }));
-        ringio::sleep(ms(20)).await.unwrap();
-        let t0 = Instant::now();
+        // The work is running on its thread before the cancel.
+        while !started.load(Ordering::SeqCst) {
+            ringio::sleep(ms(1)).await.unwrap();
+        }
         task.cancel();
         let r = task.await;
         assert!(matches!(r, Err(Error::Cancelled { .. })), "{:?}", r.err());
-        t0.elapsed()
+        // The await ended while the work was still blocked (released
+        // before the check, so that a failure cannot leave it blocked).
+        let still_running = !fin.load(Ordering::SeqCst);
+        release_tx.send(()).unwrap();
+        assert!(still_running, "the cancel waited for the thread's work");
     });
-    assert!(took < ms(60), "cancel took {took:?}");
     // run waited for the pool work (shutdown_default_executor)...
     assert!(finished.load(Ordering::SeqCst));
     // ...whose result nobody read, dropped exactly once.
@@ -237,6 +249,13 @@ fn pool_is_bounded_lazy_and_retires_idle_threads() {
                 ringio::create_task(to_thread(move || {
                     let now = live.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
+                    // A handshake, not a race against thread start-up on a
+                    // loaded machine: the first job waits (up to 10 s) for
+                    // the second thread to take a job too.
+                    let t0 = Instant::now();
+                    while peak.load(Ordering::SeqCst) < 2 && t0.elapsed() < ms(10_000) {
+                        thread::sleep(ms(1));
+                    }
                     thread::sleep(ms(40));
                     live.fetch_sub(1, Ordering::SeqCst);
                     i * 2
@@ -256,7 +275,7 @@ fn pool_is_bounded_lazy_and_retires_idle_threads() {
     assert_eq!(pool.stats().started, 2);
     // Idle threads retire after keep_alive.
     let t0 = Instant::now();
-    while pool.stats().threads > 0 && t0.elapsed() < ms(2000) {
+    while pool.stats().threads > 0 && t0.elapsed() < ms(10_000) {
         thread::sleep(ms(10));
     }
     let s = pool.stats();
@@ -287,22 +306,27 @@ fn run_waits_for_pending_thread_work() {
     let t0 = Instant::now();
     let pool = ringio::run(async move {
         let lp = ringio::get_running_loop().unwrap();
+        let started = Arc::new(AtomicUsize::new(0));
         for _ in 0..3 {
-            let d = d.clone();
+            let (d, started) = (d.clone(), started.clone());
             // Detached: nobody awaits these.
             ringio::create_task(to_thread(move || {
+                started.fetch_add(1, Ordering::SeqCst);
                 thread::sleep(ms(120));
                 Counted(d)
             }));
         }
-        ringio::sleep(ms(10)).await.unwrap();
+        // The main future ends once all three are running.
+        while started.load(Ordering::SeqCst) < 3 {
+            ringio::sleep(ms(1)).await.unwrap();
+        }
         lp.default_executor()
     });
     assert!(
         t0.elapsed() >= ms(120),
         "run returned before the work ended"
     );
-    assert!(t0.elapsed() < ms(2000));
+    assert!(t0.elapsed() < ms(10_000));
     assert_eq!(drops.load(Ordering::SeqCst), 3, "each result dropped once");
     let s = pool.stats();
     assert!(pool.is_shutdown());
@@ -320,21 +344,28 @@ fn run_reports_thread_work_past_the_bound() {
         .build()
         .unwrap();
     let pool = ThreadPool::builder().shutdown_timeout(ms(50)).build();
+    let started = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
-    let dn = done.clone();
+    let (st, dn) = (started.clone(), done.clone());
+    // The work runs until it is released, after `run` returned.
+    let (release_tx, release_rx) = mpsc::channel::<()>();
     let p = pool.clone();
     let t0 = Instant::now();
     rt.run(async move {
         ringio::get_running_loop().unwrap().set_default_executor(p);
         ringio::create_task(to_thread(move || {
-            thread::sleep(ms(400));
+            st.store(true, Ordering::SeqCst);
+            release_rx.recv().unwrap();
             dn.store(true, Ordering::SeqCst);
         }));
-        ringio::sleep(ms(5)).await.unwrap();
+        while !started.load(Ordering::SeqCst) {
+            ringio::sleep(ms(1)).await.unwrap();
+        }
     })
     .unwrap();
     let took = t0.elapsed();
-    assert!(took >= ms(50) && took < ms(300), "run took {took:?}");
+    // At the bound (0.05 s), not when the work ends (never, until released).
+    assert!(took >= ms(50) && took < ms(2000), "run took {took:?}");
     assert!(!done.load(Ordering::SeqCst));
     let reports = reports.borrow();
     assert!(
@@ -345,7 +376,8 @@ fn run_reports_thread_work_past_the_bound() {
         "{reports:?}"
     );
     // The work runs to its end anyway; then the pool can stop.
-    assert!(pool.shutdown(Some(ms(2000))));
+    release_tx.send(()).unwrap();
+    assert!(pool.shutdown(Some(ms(10_000))));
     assert!(done.load(Ordering::SeqCst));
 }
 
@@ -356,16 +388,19 @@ fn thread_work_can_use_the_loop_during_shutdown() {
     let t0 = Instant::now();
     let got = Arc::new(Mutex::new(None));
     let g = got.clone();
+    // The job submits only once the main future has ended.
+    let (ended_tx, ended_rx) = mpsc::channel::<()>();
     ringio::run(async move {
         let handle = ringio::get_running_loop().unwrap().handle();
         ringio::create_task(to_thread(move || {
-            thread::sleep(ms(30));
+            ended_rx.recv().unwrap();
             let cf = run_coroutine_threadsafe(ringio::sleep_with(ms(10), 11), &handle);
-            *g.lock().unwrap() = Some(cf.result(Some(ms(3000))));
+            *g.lock().unwrap() = Some(cf.result(Some(ms(10_000))));
         }));
-        ringio::sleep(ms(5)).await.unwrap();
+        ringio::sleep(Duration::ZERO).await.unwrap();
+        ended_tx.send(()).unwrap();
     });
-    assert!(t0.elapsed() < ms(2000), "took {:?}", t0.elapsed());
+    assert!(t0.elapsed() < ms(10_000), "took {:?}", t0.elapsed());
     let got = got.lock().unwrap().take().unwrap();
     assert_eq!(got.unwrap(), 11);
 }
@@ -504,7 +539,8 @@ fn handle_to_a_closed_loop_is_a_clear_error() {
     let e = cf.result(Some(ms(1000))).unwrap_err();
     assert!(matches!(e, Error::InvalidState(_)), "{e:?}");
     assert!(e.to_string().contains("the event loop is closed"), "{e}");
-    assert!(t0.elapsed() < ms(100));
+    // At once (it was done on return); the bound is only generous.
+    assert!(t0.elapsed() < ms(1000));
     assert!(handle.call_soon_threadsafe(|| {}).is_err());
 }
 
@@ -513,16 +549,18 @@ fn handle_to_a_closed_loop_is_a_clear_error() {
 #[test]
 fn loop_shutdown_cancels_submitted_work() {
     let bg = BackgroundLoop::start();
+    let (started_tx, started_rx) = mpsc::channel();
     let cf = run_coroutine_threadsafe(
-        async {
+        async move {
+            started_tx.send(()).unwrap();
             ringio::sleep(Duration::from_secs(3600)).await?;
             Ok::<_, Error>(())
         },
         &bg.handle,
     );
-    thread::sleep(ms(20));
+    started_rx.recv_timeout(ms(10_000)).unwrap();
     drop(bg);
-    let e = cf.result(Some(ms(2000))).unwrap_err();
+    let e = cf.result(Some(ms(10_000))).unwrap_err();
     assert!(e.is_cancelled(), "{e:?}");
 }
 
@@ -534,8 +572,8 @@ fn loop_shutdown_cancels_submitted_work() {
 fn await_remote_work_and_cancel_through_it() {
     let bg = BackgroundLoop::start();
     let h = bg.handle.clone();
-    let remote_cancelled = Arc::new(AtomicBool::new(false));
-    let rc = remote_cancelled.clone();
+    let remote_started = Arc::new(AtomicBool::new(false));
+    let (cancelled_tx, cancelled_rx) = mpsc::channel();
     ringio::run(async move {
         let v = h.spawn(ringio::sleep_with(ms(5), "hi")).await.unwrap();
         assert_eq!(v, "hi");
@@ -548,25 +586,28 @@ fn await_remote_work_and_cancel_through_it() {
             .await
             .unwrap();
         assert_eq!(n, 6);
+        let rs = remote_started.clone();
         let awaiting = ringio::create_task(async move {
             let cf = h.spawn(async move {
+                rs.store(true, Ordering::SeqCst);
                 let r = ringio::sleep(Duration::from_secs(3600)).await;
                 if r.is_err() {
-                    rc.store(true, Ordering::SeqCst);
+                    cancelled_tx.send(()).unwrap();
                 }
                 r
             });
             cf.await
         });
-        ringio::sleep(ms(20)).await.unwrap();
+        // The remote task is running before the cancel.
+        while !remote_started.load(Ordering::SeqCst) {
+            ringio::sleep(ms(1)).await.unwrap();
+        }
         awaiting.cancel();
         assert!(awaiting.await.unwrap_err().is_cancelled());
     });
-    let t0 = Instant::now();
-    while !remote_cancelled.load(Ordering::SeqCst) && t0.elapsed() < ms(2000) {
-        thread::sleep(ms(5));
-    }
-    assert!(remote_cancelled.load(Ordering::SeqCst));
+    cancelled_rx
+        .recv_timeout(ms(10_000))
+        .expect("the remote task saw no cancel");
 }
 
 // ---- thread-per-core ----------------------------------------------------
@@ -663,18 +704,32 @@ fn multi_core_runtime_exchanges_work() {
 fn multi_core_accepts_work_from_plain_threads() {
     let mut rt = Runtime::builder().cores(2).build_multi().unwrap();
     let handles = rt.handles().to_vec();
+    // The cores say when they run; they run until the feeder is done.
+    let (running_tx, running_rx) = mpsc::channel();
+    let fed: Vec<ConcurrentFuture<()>> = (0..2).map(|_| ConcurrentFuture::new()).collect();
+    let f = fed.clone();
     let feeder = thread::spawn(move || {
-        thread::sleep(ms(20));
+        running_rx.recv().unwrap();
+        running_rx.recv().unwrap();
         let futs: Vec<_> = (0..100u32)
             .map(|i| handles[i as usize % 2].spawn(async move { Ok::<_, Error>(i + 1) }))
             .collect();
-        futs.into_iter()
-            .map(|f| f.result(Some(ms(5000))).unwrap())
-            .sum::<u32>()
+        let sum = futs
+            .into_iter()
+            .map(|f| f.result(Some(ms(10_000))).unwrap())
+            .sum::<u32>();
+        for f in f {
+            f.set_result(()).unwrap();
+        }
+        sum
     });
     let _ = rt
-        .run_on_each(|_core| async move {
-            ringio::sleep(ms(300)).await.unwrap();
+        .run_on_each(move |core| {
+            let (running, fed) = (running_tx.clone(), fed[core.id()].clone());
+            async move {
+                running.send(()).unwrap();
+                fed.await.unwrap();
+            }
         })
         .unwrap();
     assert_eq!(feeder.join().unwrap(), (1..=100).sum::<u32>());
@@ -712,13 +767,22 @@ fn a_panicking_core_is_an_error_and_the_others_finish() {
 
 // ---- figures ------------------------------------------------------------
 
+/// How many round trips `cross_thread_wake_latency` times at most.
+const TRIPS: u32 = 2000;
+
+/// The time it may spend on one figure: on a loaded machine (a round trip
+/// between pinned cores was seen to average 0.4 s while another build held
+/// one CPU) it times fewer trips instead of running for minutes.
+const FIGURE_BUDGET: Duration = Duration::from_secs(2);
+
 /// Cross-thread wake latency, printed (run with --nocapture): a round trip
 /// from one core's task to the other core and back (two MSG_RING wake-ups),
-/// and from a plain thread to a loop and back (eventfd + condvar).
+/// and from a plain thread to a loop and back (eventfd + condvar). Each
+/// figure is the average of up to `TRIPS` trips, or of those done within
+/// `FIGURE_BUDGET`.
 #[test]
 fn cross_thread_wake_latency() {
-    const N: u32 = 2000;
-    // Core 0 sends an empty task to core 1 and awaits it, N times.
+    // Core 0 sends an empty task to core 1 and awaits it.
     let pinned = |cpus: [usize; 2]| {
         let mut rt = Runtime::builder().cpus(cpus).build_multi().unwrap();
         rt.run_on_each(|core| async move {
@@ -726,16 +790,22 @@ fn cross_thread_wake_latency() {
                 return None;
             }
             let other = core.handle(1).unwrap().clone();
+            // Warm-up: 100 trips, or what the budget allows.
+            let w0 = Instant::now();
             for _ in 0..100 {
+                if w0.elapsed() >= FIGURE_BUDGET {
+                    break;
+                }
                 other.spawn(async { Ok::<_, Error>(()) }).await.unwrap();
             }
-            let t0 = Instant::now();
-            for _ in 0..N {
+            let (t0, mut n) = (Instant::now(), 0);
+            while n < TRIPS && t0.elapsed() < FIGURE_BUDGET {
                 other.spawn(async { Ok::<_, Error>(()) }).await.unwrap();
+                n += 1;
             }
             let stats = ringio::get_running_loop().unwrap().stats();
             Some((
-                t0.elapsed() / N,
+                t0.elapsed() / n,
                 stats.wakeups_msg_ring,
                 stats.wakeups_eventfd,
             ))
@@ -755,35 +825,54 @@ fn cross_thread_wake_latency() {
         per_trip.2
     );
     let bg = BackgroundLoop::start();
+    let trip = || {
+        run_coroutine_threadsafe(async { Ok::<_, Error>(()) }, &bg.handle)
+            .result(None)
+            .unwrap()
+    };
+    let w0 = Instant::now();
     for _ in 0..100 {
-        run_coroutine_threadsafe(async { Ok::<_, Error>(()) }, &bg.handle)
-            .result(None)
-            .unwrap();
+        if w0.elapsed() >= FIGURE_BUDGET {
+            break;
+        }
+        trip();
     }
-    let t0 = Instant::now();
-    for _ in 0..N {
-        run_coroutine_threadsafe(async { Ok::<_, Error>(()) }, &bg.handle)
-            .result(None)
-            .unwrap();
+    let (t0, mut n) = (Instant::now(), 0);
+    while n < TRIPS && t0.elapsed() < FIGURE_BUDGET {
+        trip();
+        n += 1;
     }
-    let plain = t0.elapsed() / N;
+    let plain = t0.elapsed() / n;
     // The same loop-to-loop round trip between two unpinned loops.
     let h = bg.handle.clone();
     let (unpinned, msg_ring) = ringio::run(async move {
+        let w0 = Instant::now();
         for _ in 0..100 {
+            if w0.elapsed() >= FIGURE_BUDGET {
+                break;
+            }
             h.spawn(async { Ok::<_, Error>(()) }).await.unwrap();
         }
-        let t0 = Instant::now();
-        for _ in 0..N {
+        let (t0, mut n) = (Instant::now(), 0);
+        while n < TRIPS && t0.elapsed() < FIGURE_BUDGET {
             h.spawn(async { Ok::<_, Error>(()) }).await.unwrap();
+            n += 1;
         }
         let stats = ringio::get_running_loop().unwrap().stats();
-        (t0.elapsed() / N, stats.wakeups_msg_ring)
+        (t0.elapsed() / n, stats.wakeups_msg_ring)
     });
     println!("unpinned loop->loop round trip: {unpinned:?} (msg_ring wakeups {msg_ring})");
     println!("plain thread->loop->thread round trip (eventfd): {plain:?}");
     assert!(per_trip.1 > 0);
-    assert!(per_trip.0 < ms(5) && same_cpu.0 < ms(5) && plain < ms(5) && unpinned < ms(5));
+    // Figures, not a benchmark gate. A wake-up that went missing would hang
+    // here (nothing else wakes these loops), so the bound only has to stay
+    // clear of a loaded machine: an average round trip under 1 s, against
+    // microseconds measured on an idle one.
+    let bound = ms(1000);
+    assert!(
+        per_trip.0 < bound && same_cpu.0 < bound && plain < bound && unpinned < bound,
+        "{per_trip:?} {same_cpu:?} {plain:?} {unpinned:?}"
+    );
 }
 
 // ---- nothing leaks --------------------------------------------------------
@@ -826,17 +915,21 @@ fn leak_probe() {
             }
         })
         .unwrap();
-        assert!(t0.elapsed() < ms(2000), "shutdown took {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < ms(10_000),
+            "shutdown took {:?}",
+            t0.elapsed()
+        );
     }
     for cf in pending.lock().unwrap().iter() {
-        assert!(cf.result(Some(ms(1000))).unwrap_err().is_cancelled());
+        assert!(cf.result(Some(ms(10_000))).unwrap_err().is_cancelled());
     }
     ringio::run(async {
         ringio::create_task(to_thread(|| thread::sleep(ms(30))));
     });
     // Exited threads leave the process list a moment after they finish.
     let t0 = Instant::now();
-    while os_threads() > threads0 && t0.elapsed() < ms(3000) {
+    while os_threads() > threads0 && t0.elapsed() < ms(10_000) {
         thread::sleep(ms(10));
     }
     assert_eq!(os_threads(), threads0, "threads left behind");
@@ -874,7 +967,7 @@ fn shutdown_with_pending_work_leaks_nothing() {
 fn concurrent_future_on_its_own() {
     let cf = ConcurrentFuture::<Box<str>>::new();
     assert!(!cf.done());
-    assert!(!cf.wait(Some(ms(5))));
+    assert!(!cf.wait(Some(ms(5))).unwrap());
     let calls = Arc::new(AtomicUsize::new(0));
     cf.add_done_callback(|_| panic!("bad callback"));
     let c = calls.clone();
@@ -902,36 +995,128 @@ fn concurrent_future_on_its_own() {
     assert!(!failed.cancel());
 }
 
-/// Cancelled before the loop could start it: none of the coroutine runs
-/// (as a task cancelled before its first step in asyncio).
+/// A coroutine that says when it starts (before its first await) and when
+/// the cancel reached that first await (with the cancel's message).
+fn submit_probe(
+    handle: &LoopHandle,
+) -> (
+    ConcurrentFuture<()>,
+    Arc<AtomicBool>,
+    mpsc::Receiver<Option<String>>,
+) {
+    let started = Arc::new(AtomicBool::new(false));
+    let (cancelled_tx, cancelled_rx) = mpsc::channel();
+    let s = started.clone();
+    let cf = run_coroutine_threadsafe(
+        async move {
+            s.store(true, Ordering::SeqCst);
+            let r = ringio::sleep(Duration::from_secs(3600)).await;
+            if let Err(Error::Cancelled { msg }) = &r {
+                cancelled_tx.send(msg.clone()).unwrap();
+            }
+            r
+        },
+        handle,
+    );
+    (cf, started, cancelled_rx)
+}
+
+/// `cancel()` right after `run_coroutine_threadsafe`: as asyncio's
+/// `_chain_future` (the task is made by one `call_soon_threadsafe`, the
+/// cancel forwarded by another), the coroutine's first step still runs and
+/// the cancel reaches it at its first await. The future itself is
+/// cancelled at once.
 #[test]
-fn cancel_before_the_loop_starts_the_coroutine() {
+fn cancel_right_after_submission_runs_the_first_step_then_cancels() {
     let bg = BackgroundLoop::start();
+    // 1. Cancelled before the loop could start it: the loop is held in a
+    // callback until the cancel was made, so the submission waits in its
+    // queue.
     let (busy_tx, busy_rx) = mpsc::channel();
-    // Hold the loop in a callback so the submission waits in its queue.
+    let (go_tx, go_rx) = mpsc::channel::<()>();
     bg.handle
         .call_soon_threadsafe(move || {
             busy_tx.send(()).unwrap();
-            thread::sleep(ms(80));
+            go_rx.recv().unwrap();
         })
         .unwrap();
     busy_rx.recv().unwrap();
-    let ran = Arc::new(AtomicBool::new(false));
-    let r = ran.clone();
-    let cf = run_coroutine_threadsafe(
-        async move {
-            r.store(true, Ordering::SeqCst);
-            Ok::<_, Error>(())
-        },
-        &bg.handle,
-    );
-    assert!(cf.cancel());
-    // The loop is free again and has seen the submission.
-    run_coroutine_threadsafe(ringio::sleep(ms(1)), &bg.handle)
-        .result(Some(ms(5000)))
-        .unwrap();
+    let (cf, started, cancelled) = submit_probe(&bg.handle);
+    assert!(cf.cancel_with("early"));
     assert!(cf.cancelled());
-    assert!(!ran.load(Ordering::SeqCst), "a cancelled submission ran");
+    assert!(cf.result(None).unwrap_err().is_cancelled());
+    assert!(!started.load(Ordering::SeqCst));
+    go_tx.send(()).unwrap();
+    let msg = cancelled
+        .recv_timeout(ms(10_000))
+        .expect("the coroutine never reached its first await");
+    assert_eq!(msg.as_deref(), Some("early"));
+    assert!(started.load(Ordering::SeqCst), "the first step did not run");
+
+    // 2. Cancelled at once, with the loop free: whether the cancel comes
+    // before or after the loop made the task, the same outcome.
+    for _ in 0..20 {
+        let (cf, started, cancelled) = submit_probe(&bg.handle);
+        assert!(cf.cancel());
+        assert!(cf.result(None).unwrap_err().is_cancelled());
+        let msg = cancelled
+            .recv_timeout(ms(10_000))
+            .expect("the coroutine never reached its first await");
+        assert_eq!(msg, None);
+        assert!(started.load(Ordering::SeqCst));
+    }
+}
+
+/// Blocking a loop's own thread on a `ConcurrentFuture` that loop must
+/// complete could never end (the loop cannot run while its thread waits):
+/// `result`, `take`, `exception` and `wait` say so at once instead of
+/// hanging. Once the future is done they read it, and awaiting works.
+#[test]
+fn blocking_on_its_own_loop_is_an_error_not_a_hang() {
+    let (tx, rx) = mpsc::channel();
+    // On a thread of its own: before the fix this hung, and the test must
+    // fail instead.
+    thread::spawn(move || {
+        let out = ringio::run(async {
+            let h = ringio::get_running_loop().unwrap().handle();
+            let cf = run_coroutine_threadsafe(ringio::sleep_with(ms(1), 5u32), &h);
+            let spawned = h.spawn(async { Ok::<_, Error>(6u32) });
+            let errors = vec![
+                cf.result(None).unwrap_err(),
+                cf.result(Some(ms(50))).unwrap_err(),
+                cf.take(None).unwrap_err(),
+                cf.exception(None).unwrap_err(),
+                cf.wait(Some(ms(50))).unwrap_err(),
+                spawned.result(None).unwrap_err(),
+            ];
+            // A future no loop is bound to: an ordinary timeout.
+            let free = ConcurrentFuture::<u32>::new();
+            let timeout = free.result(Some(ms(1))).unwrap_err();
+            // Done: read without blocking.
+            while !cf.done() {
+                ringio::sleep(ms(1)).await.unwrap();
+            }
+            let read = cf.result(None);
+            let waited = cf.wait(None);
+            (errors, timeout, read, waited, spawned.await)
+        });
+        tx.send(out).unwrap();
+    });
+    let (errors, timeout, read, waited, spawned) = rx
+        .recv_timeout(ms(10_000))
+        .expect("a blocking wait on the loop's own thread hung");
+    for e in errors {
+        assert!(matches!(e, Error::InvalidState(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("would block the event loop that must complete it"),
+            "{e}"
+        );
+    }
+    assert!(timeout.is_timeout(), "{timeout:?}");
+    assert_eq!(read.unwrap(), 5);
+    assert!(waited.unwrap());
+    assert_eq!(spawned.unwrap(), 6);
 }
 
 /// With MSG_RING turned off (as on a kernel before 5.18), loops wake each

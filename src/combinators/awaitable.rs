@@ -1,17 +1,17 @@
 //! What the combinators accept: [`Awaitable`], and the [`Child`] handle an
 //! input becomes (asyncio's `ensure_future`).
 //!
-//! A plain future is scheduled as a new task; a [`Task`], [`Promise`] or
-//! [`TaskRef`] given is used as is (the same one twice is one child, and one
-//! already done is read, not polled).
+//! A plain future is scheduled as a new task; a [`Task`], [`Promise`],
+//! [`TaskRef`] or [`Gather`] given is used as is (the same one twice is one
+//! child, and one already done is read, not polled).
 //!
 //! Reading a child's value: a task the combinator created for a plain
-//! future is private to it, so its value is moved out. A `Task`/`Promise`
-//! the caller gave keeps its value, as asyncio's does (the caller may still
-//! call `result()` on it, and the same task given twice yields its value
-//! twice): it is cloned, which is why those inputs need `T: Clone`. For a
-//! task whose value is not `Clone`, pass `task.as_ref()` (to `wait`) or an
-//! `async move { task.await }` wrapper.
+//! future is private to it, so its value is moved out. A `Task`/`Promise`/
+//! `Gather` the caller gave keeps its value, as asyncio's does (the caller
+//! may still call `result()` on it, and the same task given twice yields its
+//! value twice): it is cloned, which is why those inputs need `T: Clone`.
+//! For a task whose value is not `Clone`, pass `task.as_ref()` (to `wait`)
+//! or an `async move { task.await }` wrapper.
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -25,13 +25,13 @@ use crate::error::{Error, Result};
 use crate::runtime::context;
 use crate::task::Awaited;
 use crate::task::raw::panic_message;
-use crate::{CallbackId, Join, Promise, Task, TaskRef};
+use crate::{CallbackId, Gather, Join, Promise, Task, TaskRef};
 
 /// Something a combinator can run and await (asyncio's "awaitable"): a
 /// future returning `Result<T, E>` (scheduled as a new task), a
 /// [`Task<T>`], a [`Promise<T>`], a [`TaskRef`] (output `()`), a
-/// [`Child<T>`], or a [`Gather`](crate::Gather) (scheduled as a task that
-/// awaits it).
+/// [`Child<T>`], or a [`Gather<T>`] (used as is, like a `Promise`: its
+/// value is read by clone, so it stays readable from the gather).
 ///
 /// ```
 /// use ringio::{Awaitable, Error};
@@ -88,6 +88,8 @@ enum Kind<T> {
     Promise(Promise<T>),
     /// A type-erased task (only for `T = ()`).
     Erased(TaskRef),
+    /// A gather the caller gave (asyncio's `_GatheringFuture`).
+    Gather(Gather<T>),
 }
 
 impl<T> Clone for Kind<T> {
@@ -96,6 +98,7 @@ impl<T> Clone for Kind<T> {
             Kind::Task(t) => Kind::Task(t.clone()),
             Kind::Promise(p) => Kind::Promise(p.clone()),
             Kind::Erased(r) => Kind::Erased(r.clone()),
+            Kind::Gather(g) => Kind::Gather(g.clone()),
         }
     }
 }
@@ -105,8 +108,9 @@ impl<T> Clone for Kind<T> {
 /// `(done, pending)` lists.
 ///
 /// Cheap to clone. Awaiting it gives the value (moved out of a task the
-/// combinator created, cloned from a `Task`/`Promise` you gave); compare it
-/// with the `Task` you passed to find it (`child == task`).
+/// combinator created, cloned from a `Task`/`Promise`/`Gather` you gave);
+/// compare it with the `Task` (or `Promise`, `Gather`) you passed to find
+/// it (`child == task`).
 pub struct Child<T> {
     kind: Kind<T>,
     /// How to read the value: move or clone (see the module doc).
@@ -129,6 +133,7 @@ fn read_moved<T: 'static>(k: &Kind<T>) -> Result<T> {
     match k {
         Kind::Task(t) => Awaited::take(t),
         Kind::Promise(p) => Awaited::take(p),
+        Kind::Gather(g) => Awaited::take(g),
         Kind::Erased(_) => Err(Error::InvalidState(
             "a type-erased task has no typed value".into(),
         )),
@@ -139,6 +144,7 @@ fn read_cloned<T: Clone + 'static>(k: &Kind<T>) -> Result<T> {
     match k {
         Kind::Task(t) => t.result(),
         Kind::Promise(p) => p.result(),
+        Kind::Gather(g) => g.result(),
         Kind::Erased(_) => Err(Error::InvalidState(
             "a type-erased task has no typed value".into(),
         )),
@@ -149,7 +155,20 @@ fn read_erased(k: &Kind<()>) -> Result<()> {
     match k {
         Kind::Task(t) => t.result(),
         Kind::Promise(p) => p.result(),
+        Kind::Gather(g) => g.result(),
         Kind::Erased(r) => Awaited::take(r),
+    }
+}
+
+impl<T: Clone + 'static> Child<T> {
+    /// A gather the caller gave: its value is cloned when read, so it stays
+    /// readable from the gather.
+    pub(crate) fn gather(g: Gather<T>) -> Child<T> {
+        Child {
+            kind: Kind::Gather(g),
+            read: read_cloned::<T>,
+            owned: false,
+        }
     }
 }
 
@@ -174,6 +193,7 @@ impl<T: 'static> Child<T> {
             Kind::Task(t) => t.done(),
             Kind::Promise(p) => p.done(),
             Kind::Erased(r) => r.done(),
+            Kind::Gather(g) => g.done(),
         }
     }
 
@@ -183,6 +203,7 @@ impl<T: 'static> Child<T> {
             Kind::Task(t) => t.cancelled(),
             Kind::Promise(p) => p.cancelled(),
             Kind::Erased(r) => r.cancelled(),
+            Kind::Gather(g) => g.cancelled(),
         }
     }
 
@@ -201,6 +222,7 @@ impl<T: 'static> Child<T> {
             Kind::Task(t) => Awaited::cancel_with(t, msg),
             Kind::Promise(p) => Awaited::cancel_with(p, msg),
             Kind::Erased(r) => Awaited::cancel_with(r, msg),
+            Kind::Gather(g) => Awaited::cancel_with(g, msg),
         }
     }
 
@@ -211,6 +233,7 @@ impl<T: 'static> Child<T> {
             Kind::Task(t) => t.exception(),
             Kind::Promise(p) => p.exception(),
             Kind::Erased(r) => r.exception(),
+            Kind::Gather(g) => g.exception(),
         }
     }
 
@@ -222,6 +245,7 @@ impl<T: 'static> Child<T> {
         match &self.kind {
             Kind::Task(t) => t.result(),
             Kind::Promise(p) => p.result(),
+            Kind::Gather(g) => g.result(),
             Kind::Erased(_) => (self.read)(&self.kind),
         }
     }
@@ -246,7 +270,7 @@ impl<T: 'static> Child<T> {
     pub fn task_ref(&self) -> Option<TaskRef> {
         match &self.kind {
             Kind::Task(t) => Some(t.as_ref()),
-            Kind::Promise(_) => None,
+            Kind::Promise(_) | Kind::Gather(_) => None,
             Kind::Erased(r) => Some(r.clone()),
         }
     }
@@ -257,12 +281,13 @@ impl<T: 'static> Child<T> {
         (self.read)(&self.kind)
     }
 
-    /// Identity: the address of the shared task or promise cell.
+    /// Identity: the address of the shared task, promise or gather cell.
     pub(crate) fn key(&self) -> usize {
         match &self.kind {
             Kind::Task(t) => t.raw.addr(),
             Kind::Promise(p) => p.cell_addr(),
             Kind::Erased(r) => r.raw.addr(),
+            Kind::Gather(g) => g.cell_addr(),
         }
     }
 
@@ -282,6 +307,7 @@ impl<T: 'static> Child<T> {
             Kind::Task(t) => t.add_done_callback(move |_| f()),
             Kind::Promise(p) => p.add_done_callback(move |_| f()),
             Kind::Erased(r) => r.add_done_callback(move |_| f()),
+            Kind::Gather(g) => g.add_done_callback(move |_| f()),
         }
     }
 
@@ -290,6 +316,7 @@ impl<T: 'static> Child<T> {
             Kind::Task(t) => t.remove_done_callback(id),
             Kind::Promise(p) => p.remove_done_callback(id),
             Kind::Erased(r) => r.remove_done_callback(id),
+            Kind::Gather(g) => g.remove_done_callback(id),
         }
     }
 
@@ -298,6 +325,7 @@ impl<T: 'static> Child<T> {
             Kind::Task(t) => Awaited::add_waiter(t, waker),
             Kind::Promise(p) => Awaited::add_waiter(p, waker),
             Kind::Erased(r) => Awaited::add_waiter(r, waker),
+            Kind::Gather(g) => Awaited::add_waiter(g, waker),
         }
     }
 }
@@ -348,12 +376,19 @@ impl<T: 'static> PartialEq<Promise<T>> for Child<T> {
     }
 }
 
+impl<T: 'static> PartialEq<Gather<T>> for Child<T> {
+    fn eq(&self, other: &Gather<T>) -> bool {
+        matches!(&self.kind, Kind::Gather(g) if g.cell_addr() == other.cell_addr())
+    }
+}
+
 impl<T: 'static> fmt::Debug for Child<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Task(t) => fmt::Display::fmt(t, f),
             Kind::Promise(p) => fmt::Debug::fmt(p, f),
             Kind::Erased(r) => fmt::Debug::fmt(r, f),
+            Kind::Gather(g) => fmt::Debug::fmt(g, f),
         }
     }
 }
@@ -363,7 +398,7 @@ impl<T: 'static> Awaited for Child<T> {
     fn awaited_id(&self) -> Option<u64> {
         match &self.kind {
             Kind::Task(t) => Awaited::awaited_id(t),
-            Kind::Promise(_) => None,
+            Kind::Promise(_) | Kind::Gather(_) => None,
             Kind::Erased(r) => Awaited::awaited_id(r),
         }
     }

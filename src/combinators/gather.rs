@@ -32,7 +32,8 @@ struct GatherInner<O> {
     settled: bool,
     collect: RefCell<Option<Collect<O>>>,
     finished: Cell<usize>,
-    /// `cancel()` reached at least one child: the gather ends cancelled.
+    /// `cancel()` reached at least one child: the gather fails with
+    /// `Cancelled` once every child has ended.
     cancel_requested: Cell<bool>,
     cancel_msg: RefCell<Option<String>>,
 }
@@ -241,11 +242,13 @@ impl<O: 'static> Gather<O> {
     }
 
     /// Cancels the gather (asyncio's `gather(...).cancel()`): every child
-    /// not done yet is cancelled, and the gather ends `Err(Cancelled)` once
-    /// they have finished (with `gather`, as soon as the first one ends
-    /// cancelled). `false` if the gather is done or no child could be
-    /// cancelled — so, as in asyncio, cancelling a gather that already
-    /// failed does not cancel the children still running.
+    /// not done yet is cancelled, and the gather fails with
+    /// `Error::Cancelled` once they have finished (with `gather`, as soon
+    /// as the first one ends cancelled). As in asyncio, the gather does not
+    /// end [`cancelled`](Self::cancelled): the `Cancelled` error is its
+    /// [`exception`](Self::exception). `false` if the gather is done or no
+    /// child could be cancelled — so, as in asyncio, cancelling a gather
+    /// that already failed does not cancel the children still running.
     pub fn cancel(&self) -> bool {
         self.inner.cancel(None)
     }
@@ -256,19 +259,38 @@ impl<O: 'static> Gather<O> {
         self.inner.cancel(Some(msg.into()))
     }
 
+    /// Identity: the address of the shared state (the same gather given
+    /// twice to a combinator is one child).
+    pub(crate) fn cell_addr(&self) -> usize {
+        Rc::as_ptr(&self.inner) as *const () as usize
+    }
+
     /// Whether the gather has its outcome.
     pub fn done(&self) -> bool {
         self.inner.outer.done()
     }
 
-    /// Whether the gather ended cancelled because it was cancelled itself
-    /// ([`cancel`](Self::cancel), or the task awaiting it was). A gather
-    /// that failed because a child was cancelled by someone else is not
-    /// cancelled: its [`exception`](Self::exception) is that
-    /// `Error::Cancelled`. (asyncio 3.12 answers `False` in both cases; the
-    /// distinction it documents is kept here.)
+    /// Always `false`, as for asyncio's `_GatheringFuture`: a gather is
+    /// never cancelled itself. Cancelling it ([`cancel`](Self::cancel), or
+    /// cancelling the task awaiting it) cancels its children, and once they
+    /// have ended the gather *fails* with `Error::Cancelled`: that error is
+    /// its [`exception`](Self::exception), and awaiting it or asking its
+    /// [`result`](Self::result) gives `Err(Cancelled)`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// ringio::run(async {
+    ///     let g = ringio::gather(vec![ringio::sleep(Duration::from_secs(3600))]);
+    ///     ringio::sleep(Duration::ZERO).await.unwrap();
+    ///     assert!(g.cancel());
+    ///     assert!(g.clone().await.unwrap_err().is_cancelled());
+    ///     assert!(g.done() && !g.cancelled());
+    ///     assert!(g.exception().unwrap().unwrap().is_cancelled());
+    /// });
+    /// ```
     pub fn cancelled(&self) -> bool {
-        self.inner.outer.cancelled() && self.inner.cancel_requested.get()
+        false
     }
 
     /// The results (cloned); the error the gather failed with; or
@@ -280,12 +302,15 @@ impl<O: 'static> Gather<O> {
         self.inner.outer.result()
     }
 
-    /// `Ok(None)` after results, `Ok(Some(e))` after a failure (including a
-    /// child's cancellation), `Err(Cancelled)` if the gather itself was
-    /// cancelled, `Err(InvalidState)` while pending.
+    /// `Ok(None)` after results, `Ok(Some(e))` after a failure — a
+    /// child's cancellation or the gather's own included (then `e` is
+    /// `Error::Cancelled`, as asyncio's `exception()` returns the
+    /// `CancelledError`) — and `Err(InvalidState)` while pending.
     pub fn exception(&self) -> Result<Option<Error>> {
         match self.inner.outer.exception() {
-            Err(e) if e.is_cancelled() && !self.cancelled() => Ok(Some(e)),
+            // The outer promise holds a cancellation as "cancelled"; the
+            // gather shows it as the exception it failed with.
+            Err(e) if e.is_cancelled() => Ok(Some(e)),
             other => other,
         }
     }
@@ -347,8 +372,8 @@ impl<O: 'static> GatherInner<O> {
     /// Every child is done: settle the outer promise.
     fn finish(&self) {
         if self.cancel_requested.get() {
-            // asyncio (bpo-32684): a cancelled gather ends cancelled even
-            // with `return_exceptions=True`.
+            // asyncio (bpo-32684): a cancelled gather fails with
+            // `Cancelled` even with `return_exceptions=True`.
             let msg = self.cancel_msg.borrow().clone();
             let _ = self.outer.set_exception(Error::Cancelled { msg });
             return;
@@ -396,14 +421,16 @@ impl<O: 'static> IntoFuture for Gather<O> {
     }
 }
 
-impl<O: 'static> Awaitable for Gather<O> {
+impl<O: Clone + 'static> Awaitable for Gather<O> {
     type Output = O;
     type Target = Child<O>;
 
-    /// A gather given to a combinator is awaited by a task of its own.
+    /// A gather given to a combinator is used as is, as asyncio uses a
+    /// `_GatheringFuture`: its value is read by clone, so it stays readable
+    /// from the gather afterwards (`shield(g)`, `gather([g, ..])`); the same
+    /// gather given twice is one child.
     fn into_child(self) -> Result<Child<O>> {
-        let task = crate::Task::builder().spawn(self.into_future())?;
-        Ok(Child::owned(task))
+        Ok(Child::gather(self))
     }
 
     fn into_target(self) -> Result<Child<O>> {
@@ -413,12 +440,12 @@ impl<O: 'static> Awaitable for Gather<O> {
 
 impl<O: 'static> fmt::Debug for Gather<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = if !self.inner.outer.done() {
-            "pending"
-        } else if self.inner.outer.cancelled() && self.inner.cancel_requested.get() {
-            "cancelled"
-        } else {
+        // Never "cancelled": a cancelled gather is finished with the
+        // Cancelled error, as asyncio's `_GatheringFuture`.
+        let state = if self.inner.outer.done() {
             "finished"
+        } else {
+            "pending"
         };
         write!(f, "<Gather {state} children={}>", self.inner.children.len())
     }

@@ -11,8 +11,8 @@
 //! - [`as_completed`]: the results in completion order.
 //!
 //! Each takes [`Awaitable`]s: plain futures (scheduled as tasks), or a
-//! [`Task`](crate::Task), [`Promise`](crate::Promise) or
-//! [`TaskRef`](crate::TaskRef) used as is. Every combinator future is a
+//! [`Task`](crate::Task), [`Promise`](crate::Promise),
+//! [`TaskRef`](crate::TaskRef) or [`Gather`] used as is. Every combinator future is a
 //! ringio await point: it sees the awaiting task's cancellation and acts on
 //! it as asyncio's does.
 

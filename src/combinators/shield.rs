@@ -6,7 +6,9 @@ use crate::Promise;
 /// Protects `aw` from being cancelled (asyncio's `shield`).
 ///
 /// `aw` runs as a task (a plain future is scheduled as one; a
-/// [`Task`](crate::Task) or [`Promise`] is used as is). The returned
+/// [`Task`](crate::Task), [`Promise`] or [`Gather`](crate::Gather) is used
+/// as is, and its value is read by clone, so it stays readable from it
+/// afterwards). The returned
 /// promise is the outer future: awaiting it gives `aw`'s outcome, like
 /// awaiting `aw`, except that if the awaiting task is cancelled — which
 /// cancels the outer promise — `aw` is **not** cancelled and keeps running;

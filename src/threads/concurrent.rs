@@ -20,7 +20,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::runtime::LoopHandle;
+use crate::runtime::{LoopHandle, context};
 use crate::task::{Context, Task, TaskRef, current};
 
 type Callback<T> = Box<dyn FnOnce(&ConcurrentFuture<T>) + Send>;
@@ -39,6 +39,11 @@ pub struct ConcurrentFuture<T> {
 struct Inner<T> {
     state: Mutex<CfState<T>>,
     settled: Condvar,
+    /// The id of the loop that completes it (`run_coroutine_threadsafe`):
+    /// blocking that loop's own thread on it could never end. An id, not a
+    /// `LoopHandle`, so that a future outliving its loop keeps none of the
+    /// loop's descriptors open.
+    owner: Option<u64>,
 }
 
 struct CfState<T> {
@@ -91,6 +96,11 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
     /// A pending future, settled by [`set_result`](Self::set_result) or
     /// [`set_exception`](Self::set_exception) from any thread.
     pub fn new() -> ConcurrentFuture<T> {
+        ConcurrentFuture::with_owner(None)
+    }
+
+    /// A pending future that the loop with id `owner` (if any) completes.
+    fn with_owner(owner: Option<u64>) -> ConcurrentFuture<T> {
         ConcurrentFuture {
             inner: Arc::new(Inner {
                 state: Mutex::new(CfState {
@@ -101,6 +111,7 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
                     canceller: None,
                 }),
                 settled: Condvar::new(),
+                owner,
             }),
         }
     }
@@ -115,10 +126,12 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
         self.settle(Err(error))
     }
 
-    /// Cancels the future and, if it came from
-    /// [`run_coroutine_threadsafe`], the task on its loop (asyncio's
-    /// `cancel()`: the task sees `Err(Cancelled)` at its await point).
-    /// `false` if it was already done.
+    /// Cancels the future at once and, if it came from
+    /// [`run_coroutine_threadsafe`], forwards the cancel to the task on its
+    /// loop (asyncio's `cancel()`): the task sees `Err(Cancelled)` at its
+    /// await point. As in asyncio, a task the loop has not started yet is
+    /// still started: it runs its first step, up to its first await point,
+    /// and the cancel arrives there. `false` if it was already done.
     pub fn cancel(&self) -> bool {
         self.cancel_inner(None)
     }
@@ -156,16 +169,28 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
     }
 
     /// Blocks this OS thread until the future is done or `timeout` passes
-    /// (`None`: no limit); `true` if done.
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        self.wait_done(timeout).is_some()
+    /// (`None`: no limit): `Ok(true)` if done, `Ok(false)` on the timeout.
+    /// `Err(InvalidState)` instead of blocking when the calling thread runs
+    /// the event loop that must complete the future (see
+    /// [`result`](Self::result)).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        match self.wait_done(timeout) {
+            Ok(_) => Ok(true),
+            Err(Error::Timeout) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Blocks this OS thread until the future is done, then gives its value
     /// (cloned), its exception, or `Err(Cancelled)`; `Err(Timeout)` if
-    /// `timeout` passes first (asyncio's `result(timeout)`). Never call it
-    /// on the thread of the loop that must produce the value: that loop
-    /// cannot run while its thread is blocked.
+    /// `timeout` passes first (asyncio's `result(timeout)`).
+    ///
+    /// Called on the thread of the loop that must complete the future
+    /// (one from [`run_coroutine_threadsafe`] or [`LoopHandle::spawn`]
+    /// with that loop's handle) while it is pending, it does not block:
+    /// that loop cannot run while its thread waits, so the wait could
+    /// never end (asyncio would hang there). It returns
+    /// `Err(InvalidState)` at once, saying so; await the future instead.
     ///
     /// ```
     /// use std::time::Duration;
@@ -175,12 +200,21 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
     /// let setter = fut.clone();
     /// std::thread::spawn(move || setter.set_result(3).unwrap());
     /// assert_eq!(fut.result(None).unwrap(), 3);
+    ///
+    /// // On the loop's own thread: an error, not a hang.
+    /// ringio::run(async {
+    ///     let handle = ringio::get_running_loop().unwrap().handle();
+    ///     let fut = ringio::run_coroutine_threadsafe(async { Ok::<_, ringio::Error>(4) }, &handle);
+    ///     let e = fut.result(None).unwrap_err();
+    ///     assert!(e.to_string().contains("would block the event loop that must complete it"));
+    ///     assert_eq!(fut.await.unwrap(), 4);
+    /// });
     /// ```
     pub fn result(&self, timeout: Option<Duration>) -> Result<T>
     where
         T: Clone,
     {
-        let st = self.wait_done(timeout).ok_or(Error::Timeout)?;
+        let st = self.wait_done(timeout)?;
         match st.outcome.as_ref() {
             Some(Ok(v)) => Ok(v.clone()),
             Some(Err(e)) => Err(e.clone()),
@@ -190,17 +224,19 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
 
     /// Like [`result`](Self::result), but moves the value out (for values
     /// that are not `Clone`); a later read of the value is
-    /// `Err(InvalidState)`, errors stay readable.
+    /// `Err(InvalidState)`, errors stay readable. Same error as `result`
+    /// on the thread of the loop that must complete it.
     pub fn take(&self, timeout: Option<Duration>) -> Result<T> {
-        let mut st = self.wait_done(timeout).ok_or(Error::Timeout)?;
+        let mut st = self.wait_done(timeout)?;
         take_outcome(&mut st)
     }
 
     /// Blocks until done, then gives `Ok(None)` after a value, `Ok(Some(e))`
     /// after an exception, `Err(Cancelled)` if cancelled, `Err(Timeout)` if
-    /// `timeout` passes first.
+    /// `timeout` passes first. Same error as [`result`](Self::result) on
+    /// the thread of the loop that must complete it.
     pub fn exception(&self, timeout: Option<Duration>) -> Result<Option<Error>> {
-        let st = self.wait_done(timeout).ok_or(Error::Timeout)?;
+        let st = self.wait_done(timeout)?;
         match st.outcome.as_ref() {
             _ if st.taken => Ok(None),
             Some(Err(e)) if e.is_cancelled() => Err(e.clone()),
@@ -222,10 +258,20 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
         f(self);
     }
 
-    fn wait_done(&self, timeout: Option<Duration>) -> Option<MutexGuard<'_, CfState<T>>> {
+    /// Blocks until done: the locked state; `Err(Timeout)` when `timeout`
+    /// passes first; `Err(InvalidState)` at once if pending and this thread
+    /// runs the loop that must complete it.
+    fn wait_done(&self, timeout: Option<Duration>) -> Result<MutexGuard<'_, CfState<T>>> {
         // A timeout too long to represent is no limit.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = self.lock();
+        if st.outcome.is_none() && self.on_owner_thread() {
+            return Err(Error::InvalidState(
+                "cannot block on this future from its event loop's own thread: the call \
+                 would block the event loop that must complete it (await it instead)"
+                    .into(),
+            ));
+        }
         while st.outcome.is_none() {
             st = match deadline {
                 None => self
@@ -236,7 +282,7 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return None;
+                        return Err(Error::Timeout);
                     }
                     self.inner
                         .settled
@@ -246,7 +292,14 @@ impl<T: Send + 'static> ConcurrentFuture<T> {
                 }
             };
         }
-        Some(st)
+        Ok(st)
+    }
+
+    /// Whether this thread runs the loop that must complete the future.
+    fn on_owner_thread(&self) -> bool {
+        self.inner
+            .owner
+            .is_some_and(|id| context::with_loop(|lp| lp.id == id).unwrap_or(false))
     }
 
     pub(crate) fn settle(&self, result: Result<T>) -> Result<()> {
@@ -416,7 +469,10 @@ impl<T: Send + 'static> Drop for Completer<T> {
 ///
 /// The future runs as a task on that loop, in a copy of the calling
 /// thread's context. Its error or panic (`Error::Panic`) carries over;
-/// [`ConcurrentFuture::cancel`] cancels the task. A handle to a closed loop
+/// [`ConcurrentFuture::cancel`] cancels the task (one not started yet still
+/// runs its first step, as in asyncio, and sees the cancel at its first
+/// await point). Block on the result from another thread; on the loop's own
+/// thread, await it. A handle to a closed loop
 /// gives a future already failed with `Error::InvalidState("the event loop
 /// is closed")`.
 ///
@@ -471,7 +527,7 @@ where
     T: Send + 'static,
     E: Into<Error> + 'static,
 {
-    let cf = ConcurrentFuture::new();
+    let cf = ConcurrentFuture::with_owner(Some(handle.shared.id));
     let mut completer = Completer {
         cf: Some(cf.clone()),
         started: false,
@@ -483,10 +539,9 @@ where
             Some(cf) => cf.clone(),
             None => return,
         };
-        if cf.done() {
-            // Cancelled before it could start: none of it runs.
-            return;
-        }
+        // The task is made even if the future was cancelled meanwhile, as
+        // asyncio's `_chain_future` does: the cancel reaches the task after
+        // its first step, at its first await point.
         let task: Task<T> = match Task::builder().context(ctx).spawn(make()) {
             Ok(t) => t,
             Err(e) => return completer.complete(Err(e)),
@@ -501,6 +556,8 @@ where
         });
         let cancelled_meanwhile = cf.set_canceller(Box::new(move |msg| {
             // Runs on the cancelling thread: reach the task on its loop.
+            // The loop takes this callback in a later turn than the one
+            // that made the task, so it runs after the task's first step.
             let _ = target.call_soon_threadsafe(move || {
                 let task = REMOTE_TASKS.with(|m| m.borrow().get(&ticket).cloned());
                 if let Some(t) = task {
@@ -511,13 +568,23 @@ where
                 }
             });
         }));
-        // Cancelled from another thread between the check above and now:
-        // cancel the task here, before its first step.
+        // Cancelled before the loop got here: forward the cancel the same
+        // way, behind the task's first step on the run queue (asyncio's
+        // `call_soon_threadsafe(source.cancel)`).
         if let Some(msg) = cancelled_meanwhile {
-            match msg {
-                Some(m) => task.cancel_with(m),
-                None => task.cancel(),
+            let cancel = move || {
+                match msg {
+                    Some(m) => task.cancel_with(m),
+                    None => task.cancel(),
+                };
             };
+            match crate::get_running_loop() {
+                Ok(lp) => {
+                    lp.call_soon(cancel);
+                }
+                // Not reached: this closure runs on its loop.
+                Err(_) => cancel(),
+            }
         }
     };
     // On a closed loop the closure comes back dropped, and its completer
