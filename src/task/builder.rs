@@ -1,11 +1,35 @@
 //! Creating tasks: `create_task` and `Task::builder()`.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 
 use super::context_var::Context;
 use super::handle::Task;
 use crate::error::{Error, Result};
 use crate::runtime::context;
+
+pin_project_lite::pin_project! {
+    /// A task's future with its error turned into `ringio::Error` (a type
+    /// of its own rather than an `async` block: no state of its own, so
+    /// the task is no bigger than the future it runs).
+    struct IntoTaskResult<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F, T, E> Future for IntoTaskResult<F>
+where
+    F: Future<Output = std::result::Result<T, E>>,
+    E: Into<Error>,
+{
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
+        self.project().fut.poll(cx).map(|r| r.map_err(Into::into))
+    }
+}
 
 /// Options for a new task; [`spawn`](TaskBuilder::spawn) creates it.
 ///
@@ -61,7 +85,7 @@ impl TaskBuilder {
             Some(c) => c.copy(),
             None => Context::current(),
         };
-        let fut = async move { fut.await.map_err(Into::into) };
+        let fut = IntoTaskResult { fut };
         let raw = super::run::spawn::<F, _, T>(&lp, fut, self.name, ctx)?;
         Ok(Task::from_raw(raw))
     }

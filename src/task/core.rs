@@ -12,9 +12,46 @@ use super::outcome::State;
 use super::waiters::{CallbackId, Waiters};
 use crate::error::Error;
 
-/// Task ids, and the `N` of default names `Task-N` (one counter per
-/// process, like asyncio's).
-static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+/// Task ids, and the `N` of default names `Task-N`: unique in the
+/// process, like asyncio's. Each thread takes them from here in blocks, so
+/// that a spawn pays no atomic operation.
+static NEXT_TASK_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// How many ids a thread takes at once.
+const ID_BLOCK: u64 = 1024;
+
+thread_local! {
+    /// This thread's block of ids: the next one and the end of the block.
+    static TASK_IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+fn next_task_id() -> u64 {
+    TASK_IDS.with(|ids| {
+        let (mut next, mut end) = ids.get();
+        if next == end {
+            next = NEXT_TASK_IDS.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            end = next + ID_BLOCK;
+        }
+        ids.set((next + 1, end));
+        next
+    })
+}
+
+/// On the loop's run queue: further local wakes are no-ops.
+const QUEUED: u8 = 1;
+/// Polled at least once (a cancel before the first poll ends the task
+/// without running any of it, as asyncio's does).
+const STARTED: u8 = 1 << 1;
+/// A cancellation waits for the task's next await point (its message, if
+/// any, is in the cold fields).
+const MUST_CANCEL: u8 = 1 << 2;
+/// The pending cancellation was requested by the task itself, while it
+/// ran: it holds even if the task then returns a value.
+const CANCEL_FROM_SELF: u8 = 1 << 3;
+/// Set by a ringio await point that parks during the current poll.
+const PARKED_IN_RINGIO: u8 = 1 << 4;
+/// Someone read the exception (for "exception was never retrieved").
+const RETRIEVED: u8 = 1 << 5;
 
 /// A done callback of a task.
 pub(crate) type DoneCallback = Box<dyn FnOnce(&TaskRef)>;
@@ -58,22 +95,10 @@ struct ColdFields {
 pub(crate) struct TaskCore {
     /// References held on the loop's thread (see `raw`'s invariants).
     pub(super) local: Cell<u32>,
-    /// On the loop's run queue: further local wakes are no-ops.
-    pub(super) queued: Cell<bool>,
+    /// The `FLAG_*` bits (one byte: a small task is most of what a spawn
+    /// costs when thousands are alive).
+    flags: Cell<u8>,
     state: Cell<State>,
-    /// Polled at least once (a cancel before the first poll ends the task
-    /// without running any of it, as asyncio's does).
-    started: Cell<bool>,
-    /// A cancellation waits for the task's next await point (its message,
-    /// if any, is in the cold fields).
-    must_cancel: Cell<bool>,
-    /// The pending cancellation was requested by the task itself, while
-    /// it ran: it holds even if the task then returns a value.
-    cancel_from_self: Cell<bool>,
-    /// Set by a ringio await point that parks during the current poll.
-    parked_in_ringio: Cell<bool>,
-    /// Someone read the exception (for "exception was never retrieved").
-    retrieved: Cell<bool>,
     num_cancels_requested: Cell<u32>,
     /// Slot in the loop's task table while the task is live.
     key: Cell<u32>,
@@ -92,16 +117,11 @@ impl TaskCore {
     pub(crate) fn new(name: Option<String>, context: Context) -> TaskCore {
         TaskCore {
             local: Cell::new(0),
-            queued: Cell::new(false),
+            flags: Cell::new(0),
             state: Cell::new(State::Pending),
-            started: Cell::new(false),
-            must_cancel: Cell::new(false),
-            cancel_from_self: Cell::new(false),
-            parked_in_ringio: Cell::new(false),
-            retrieved: Cell::new(false),
             num_cancels_requested: Cell::new(0),
             key: Cell::new(0),
-            id: NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_task_id(),
             location: Cell::new(None),
             context: Cell::new(context),
             cold: Cell::new(name.map(|name| {
@@ -116,6 +136,25 @@ impl TaskCore {
 
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    fn flag(&self, f: u8) -> bool {
+        self.flags.get() & f != 0
+    }
+
+    /// Sets or clears `f`; returns whether it was set.
+    fn set_flag(&self, f: u8, on: bool) -> bool {
+        let old = self.flags.get();
+        self.flags.set(if on { old | f } else { old & !f });
+        old & f != 0
+    }
+
+    pub(super) fn is_queued(&self) -> bool {
+        self.flag(QUEUED)
+    }
+
+    pub(super) fn set_queued(&self, on: bool) {
+        self.set_flag(QUEUED, on);
     }
 
     /// The task's slot in its loop's task table while it is live (with
@@ -185,11 +224,11 @@ impl TaskCore {
 
     /// Marks the task started; `true` if it already was.
     pub(super) fn start(&self) -> bool {
-        self.started.replace(true)
+        self.set_flag(STARTED, true)
     }
 
     pub(super) fn started(&self) -> bool {
-        self.started.get()
+        self.flag(STARTED)
     }
 
     pub(crate) fn location(&self) -> Option<&'static Location<'static>> {
@@ -197,11 +236,11 @@ impl TaskCore {
     }
 
     pub(crate) fn mark_retrieved(&self) {
-        self.retrieved.set(true);
+        self.set_flag(RETRIEVED, true);
     }
 
     pub(crate) fn retrieved(&self) -> bool {
-        self.retrieved.get()
+        self.flag(RETRIEVED)
     }
 
     pub(crate) fn num_cancels_requested(&self) -> u32 {
@@ -224,8 +263,8 @@ impl TaskCore {
                 return false;
             }
         }
-        self.must_cancel.set(true);
-        self.cancel_from_self.set(from_self);
+        self.set_flag(MUST_CANCEL, true);
+        self.set_flag(CANCEL_FROM_SELF, from_self);
         if msg.is_some() || self.cold(|_| ()).is_some() {
             self.cold_mut(|c| c.cancel_msg = msg);
         }
@@ -233,17 +272,17 @@ impl TaskCore {
     }
 
     pub(crate) fn cancel_pending(&self) -> bool {
-        self.must_cancel.get()
+        self.flag(MUST_CANCEL)
     }
 
     /// A cancellation the task requested of itself is pending.
     pub(super) fn self_cancel_pending(&self) -> bool {
-        self.must_cancel.get() && self.cancel_from_self.get()
+        self.flag(MUST_CANCEL) && self.flag(CANCEL_FROM_SELF)
     }
 
     /// The pending cancellation's message, without taking it.
     pub(crate) fn peek_cancel(&self) -> Option<Option<String>> {
-        if !self.must_cancel.get() {
+        if !self.flag(MUST_CANCEL) {
             return None;
         }
         Some(self.cold(|c| c.cancel_msg.clone()).flatten())
@@ -251,7 +290,7 @@ impl TaskCore {
 
     /// Takes the pending cancellation: the caller delivers it.
     pub(crate) fn take_cancel(&self) -> Option<Option<String>> {
-        if !self.must_cancel.replace(false) {
+        if !self.set_flag(MUST_CANCEL, false) {
             return None;
         }
         Some(self.cold(|c| c.cancel_msg.take()).flatten())
@@ -260,7 +299,7 @@ impl TaskCore {
     /// Records that the task parks in a ringio await point at `location`,
     /// waiting for `waiter` if that is a `Task` or `Promise`.
     pub(crate) fn park(&self, location: &'static Location<'static>, waiter: Option<FutWaiter>) {
-        self.parked_in_ringio.set(true);
+        self.set_flag(PARKED_IN_RINGIO, true);
         self.location.set(Some(location));
         if let Some(w) = waiter {
             self.cold_mut(|c| c.fut_waiter = Some(w));
@@ -269,12 +308,12 @@ impl TaskCore {
 
     /// A poll begins: nothing is awaited until an await point parks again.
     pub(super) fn unpark(&self) {
-        self.parked_in_ringio.set(false);
+        self.set_flag(PARKED_IN_RINGIO, false);
         self.cold(|c| c.fut_waiter = None);
     }
 
     pub(super) fn parked_in_ringio(&self) -> bool {
-        self.parked_in_ringio.get()
+        self.flag(PARKED_IN_RINGIO)
     }
 
     pub(super) fn next_callback_id(&self) -> CallbackId {
@@ -325,6 +364,6 @@ impl TaskCore {
     pub(super) fn drop_contents(&self) {
         drop(self.context.take());
         drop(self.cold.take());
-        self.waiters.take().for_each(drop);
+        self.waiters.drain(drop);
     }
 }

@@ -163,16 +163,17 @@ impl<T: 'static> Promise<T> {
         // A promise made outside a loop belongs to the loop it is settled
         // on; only with no loop at all do callbacks run inline.
         let lp = self.cell.lp.upgrade().or_else(context::current_loop);
-        for waiter in self.cell.outcome.waiters.take() {
-            match (waiter, &lp) {
+        self.cell
+            .outcome
+            .waiters
+            .drain(|waiter| match (waiter, &lp) {
                 (Waiter::Wake(w), _) => w.wake(),
                 (Waiter::Call(_, f), Some(lp)) => {
                     let me = self.clone();
                     lp.call_soon(Box::new(move || f(&me)), Context::current());
                 }
                 (Waiter::Call(_, f), None) => f(self),
-            }
-        }
+            });
         Ok(())
     }
 

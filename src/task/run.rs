@@ -42,7 +42,7 @@ where
     raw.core().set_key(key);
     entry.insert(TaskRef { raw: raw.clone() });
     drop(tasks);
-    raw.core().queued.set(true);
+    raw.core().set_queued(true);
     lp.schedule(Runnable::Task(raw.clone()));
     Ok(raw)
 }
@@ -51,7 +51,7 @@ impl RawTask {
     /// Polls the task once (its run-queue entry came up).
     pub(crate) fn run(self, lp: &Rc<LoopInner>) {
         let core = self.core();
-        core.queued.set(false);
+        core.set_queued(false);
         if core.is_done() {
             return;
         }
@@ -107,16 +107,14 @@ impl RawTask {
         let removed = lp.tasks.borrow_mut().try_remove(core.key());
         let mut me: Option<TaskRef> = None;
         let mut ctx: Option<Context> = None;
-        for waiter in core.waiters.take() {
-            match waiter {
-                Waiter::Wake(w) => w.wake(),
-                Waiter::Call(_, f) => {
-                    let me = me.get_or_insert_with(|| TaskRef { raw: self.clone() });
-                    let ctx = ctx.get_or_insert_with(|| core.context());
-                    schedule_callback(lp, me.clone(), f, ctx.clone());
-                }
+        core.waiters.drain(|waiter| match waiter {
+            Waiter::Wake(w) => w.wake(),
+            Waiter::Call(_, f) => {
+                let me = me.get_or_insert_with(|| TaskRef { raw: self.clone() });
+                let ctx = ctx.get_or_insert_with(|| core.context());
+                schedule_callback(lp, me.clone(), f, ctx.clone());
             }
-        }
+        });
         // The table's reference goes last: the task may die with it.
         drop(removed);
     }

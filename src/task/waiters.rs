@@ -93,15 +93,14 @@ impl<C> Waiters<C> {
         removed
     }
 
-    /// Takes the whole list, in registration order (the task or promise
-    /// has ended: each entry is told once).
-    pub(crate) fn take(&self) -> impl Iterator<Item = Waiter<C>> {
-        let (one, many) = match self.list.take() {
-            List::Empty => (None, Vec::new()),
-            List::One(w) => (Some(Waiter::Wake(w)), Vec::new()),
-            List::Many(all) => (None, all),
-        };
-        one.into_iter().chain(many)
+    /// Takes the whole list and hands each entry to `f`, in registration
+    /// order (the task or promise has ended: each entry is told once).
+    pub(crate) fn drain(&self, mut f: impl FnMut(Waiter<C>)) {
+        match self.list.take() {
+            List::Empty => {}
+            List::One(w) => f(Waiter::Wake(w)),
+            List::Many(all) => all.into_iter().for_each(f),
+        }
     }
 }
 
@@ -120,12 +119,12 @@ mod tests {
     }
 
     fn order(w: &Waiters<&'static str>) -> Vec<String> {
-        w.take()
-            .map(|e| match e {
-                Waiter::Wake(_) => "wake".to_string(),
-                Waiter::Call(_, name) => name.to_string(),
-            })
-            .collect()
+        let mut names = Vec::new();
+        w.drain(|e| match e {
+            Waiter::Wake(_) => names.push("wake".to_string()),
+            Waiter::Call(_, name) => names.push(name.to_string()),
+        });
+        names
     }
 
     #[test]

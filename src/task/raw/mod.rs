@@ -54,7 +54,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 use std::task::{Context as TaskContext, Poll};
 
 pub(crate) use waker::WakerRef;
@@ -68,8 +68,10 @@ use crate::runtime::shared::LoopShared;
 #[repr(C)]
 struct SyncHeader {
     /// Wakers, queued remote wakes, and one for the local side while it
-    /// holds any reference (invariant 1).
-    refs: AtomicUsize,
+    /// holds any reference (invariant 1). 32 bits, with the flag below in
+    /// the same word: a waker clone past 2^31 aborts, as `Arc`'s overflow
+    /// does.
+    refs: AtomicU32,
     /// A remote wake of this task is queued on its loop: later remote
     /// wakes need not queue another.
     remote_queued: AtomicBool,
@@ -141,7 +143,7 @@ impl RawTask {
         let cell = Box::new(TaskCell {
             header: Header {
                 sync: SyncHeader {
-                    refs: AtomicUsize::new(1),
+                    refs: AtomicU32::new(1),
                     remote_queued: AtomicBool::new(false),
                     vtable: vtable::<N, F, T>(),
                     queue,
@@ -305,8 +307,19 @@ unsafe fn release_local_side(ptr: NonNull<Header>) {
     // A panicking `Drop` of the result must not leave the count unreleased.
     // SAFETY: invariant 2; the vtable matches the cell (invariant 7).
     let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { (vtable.drop_contents)(ptr) }));
-    // SAFETY: the local share is ours to give back.
-    unsafe { release_ref(ptr) };
+    // SAFETY: the allocation is alive while the local share is held; only
+    // the sync header is read.
+    let sync = unsafe { &*ptr.as_ptr().cast::<SyncHeader>() };
+    if sync.refs.load(Ordering::Acquire) == 1 {
+        // No waker and no queued wake exists, and none can appear: a new
+        // count is only ever made from an existing one. The local share is
+        // the last: free without the read-modify-write.
+        // SAFETY: as in `release_ref` once the count reached zero.
+        unsafe { (vtable.dealloc)(ptr) };
+    } else {
+        // SAFETY: the local share is ours to give back.
+        unsafe { release_ref(ptr) };
+    }
     if let Err(payload) = dropped {
         resume_unwind(payload);
     }
@@ -371,7 +384,7 @@ impl Drop for RemoteTask {
 
 fn increment_refs(sync: &SyncHeader) {
     // Relaxed, as `Arc::clone`: a new count is made from an existing one.
-    if sync.refs.fetch_add(1, Ordering::Relaxed) > isize::MAX as usize {
+    if sync.refs.fetch_add(1, Ordering::Relaxed) > i32::MAX as u32 {
         std::process::abort();
     }
 }

@@ -101,8 +101,8 @@ pub(super) fn schedule_local(ptr: NonNull<Header>) -> bool {
         // SAFETY: this thread runs the task's loop (invariant 6), and the
         // caller's count keeps the allocation alive.
         let core = unsafe { &ptr.as_ref().core };
-        if core.local.get() != 0 && core.state() == State::Pending && !core.queued.get() {
-            core.queued.set(true);
+        if core.local.get() != 0 && core.state() == State::Pending && !core.is_queued() {
+            core.set_queued(true);
             // SAFETY: on the loop's thread with `local > 0`.
             lp.schedule(Runnable::Task(unsafe { RawTask::from_ptr(ptr) }));
         }
