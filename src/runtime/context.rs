@@ -5,11 +5,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::event_loop::LoopInner;
-use crate::task::raw::RawTask;
+
+/// The task being polled on this thread (kept with the raw task, whose
+/// references it borrows).
+pub(crate) use crate::task::raw::{restore_task, set_task, with_task};
 
 thread_local! {
     static CURRENT_LOOP: RefCell<Option<Rc<LoopInner>>> = const { RefCell::new(None) };
-    static CURRENT_TASK: RefCell<Option<RawTask>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with the loop running on this thread, if any.
@@ -50,16 +52,4 @@ impl Drop for LoopGuard {
         let prev = self.prev.take();
         CURRENT_LOOP.with(|c| *c.borrow_mut() = prev);
     }
-}
-
-/// Runs `f` with the task being polled, if any.
-#[inline]
-pub(crate) fn with_task<R>(f: impl FnOnce(&RawTask) -> R) -> Option<R> {
-    CURRENT_TASK.with(|c| c.borrow().as_ref().map(f))
-}
-
-/// Sets the task being polled; returns the previous one.
-#[inline]
-pub(crate) fn set_task(task: Option<RawTask>) -> Option<RawTask> {
-    CURRENT_TASK.with(|c| std::mem::replace(&mut *c.borrow_mut(), task))
 }

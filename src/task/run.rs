@@ -65,13 +65,13 @@ impl RawTask {
         }
         let start = lp.debug.get().then(Instant::now);
         core.unpark();
-        let prev = context::set_task(Some(self.clone()));
+        let prev = context::set_task(&self);
         let poll = {
             let waker = self.waker_ref();
             let mut cx = TaskContext::from_waker(&waker);
             core.enter_context(|| self.poll(&mut cx))
         };
-        context::set_task(prev);
+        context::restore_task(prev);
         if let Some(start) = start {
             lp.check_slow(start, || self.repr());
         }

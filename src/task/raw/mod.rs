@@ -44,12 +44,16 @@
 //! 7. **Typed access matches.** The vtable is built for the task's own
 //!    `F` and `T`; a `Task<T>` is only ever made from a task whose result
 //!    type is `T`, so the slot pointer the vtable gives is a `Slot<T>`.
+//! 8. **The current task is borrowed.** The current-task slot holds a
+//!    pointer without a count; it is set only while `RawTask::run` holds
+//!    its own reference to that task, and put back before that goes.
 
 mod waker;
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::future::Future;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::ptr::{self, NonNull};
@@ -108,6 +112,40 @@ enum Stage<F, T> {
 struct TaskCell<F, T> {
     header: Header,
     stage: UnsafeCell<Stage<F, T>>,
+}
+
+thread_local! {
+    /// The task being polled on this thread: a pointer, no count. Set by
+    /// [`set_task`] for the length of one poll, while the caller's own
+    /// reference keeps the task alive, and put back by [`restore_task`].
+    static CURRENT_TASK: Cell<Option<NonNull<Header>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the task being polled, if any.
+#[inline]
+pub(crate) fn with_task<R>(f: impl FnOnce(&RawTask) -> R) -> Option<R> {
+    let ptr = CURRENT_TASK.with(Cell::get)?;
+    // Never dropped, so it gives back no count it did not take: it borrows
+    // the reference the poller holds for as long as the slot is set
+    // (invariant 8).
+    let task = ManuallyDrop::new(RawTask {
+        ptr,
+        _not_send: PhantomData,
+    });
+    Some(f(&task))
+}
+
+/// Makes `task` the task being polled, for one poll; the caller keeps its
+/// reference until [`restore_task`]. Returns the previous one.
+#[inline]
+pub(crate) fn set_task(task: &RawTask) -> Option<NonNull<Header>> {
+    CURRENT_TASK.with(|c| c.replace(Some(task.ptr)))
+}
+
+/// Puts back the task [`set_task`] replaced.
+#[inline]
+pub(crate) fn restore_task(prev: Option<NonNull<Header>>) {
+    CURRENT_TASK.with(|c| c.set(prev));
 }
 
 /// A reference to a task held on its loop's thread (invariant 1). `!Send`.
