@@ -21,7 +21,7 @@ use futures_util::stream::{FusedStream, Stream};
 
 use super::awaitable::{Awaitable, Child};
 use crate::error::{Error, Result};
-use crate::task::current;
+use crate::task::await_point::AwaitPoint;
 use crate::{CallbackHandle, CallbackId, get_running_loop};
 
 /// What the queue holds: a done child, a timeout marker, or an input that
@@ -74,7 +74,7 @@ impl<T: 'static> Shared<T> {
 
     /// Takes the next entry, or registers `cx` to be woken for it.
     fn poll_next_entry(&self, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        if let Some(msg) = current::take_cancel() {
+        if let Some(msg) = AwaitPoint::current().take() {
             // Only this await is cancelled; the entry stays for the next.
             return Poll::Ready(Err(Error::Cancelled { msg }));
         }
@@ -239,7 +239,7 @@ impl<T: 'static> Stream for AsCompleted<T> {
                 Poll::Ready(Some(r))
             }
             Poll::Pending => {
-                current::note_await_point(this.location);
+                AwaitPoint::current().park(this.location);
                 Poll::Pending
             }
         }
@@ -285,7 +285,7 @@ impl<T: 'static> Future for Next<T> {
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                current::note_await_point(self.location);
+                AwaitPoint::current().park(self.location);
                 Poll::Pending
             }
         }

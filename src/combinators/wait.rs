@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::awaitable::{Awaitable, Child};
 use crate::CallbackId;
 use crate::error::{Error, Result};
-use crate::task::current;
+use crate::task::await_point::AwaitPoint;
 use crate::time::{Sleep, sleep};
 
 /// When [`wait`] returns (asyncio's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
@@ -210,7 +210,7 @@ impl<T: 'static> Future for Wait<T> {
         if let Some(e) = this.error.take() {
             return Poll::Ready(Err(e));
         }
-        if let Some(msg) = current::take_cancel() {
+        if let Some(msg) = AwaitPoint::current().take() {
             // Only the wait is cancelled, never the children.
             this.finish();
             return Poll::Ready(Err(Error::Cancelled { msg }));
@@ -238,7 +238,7 @@ impl<T: 'static> Future for Wait<T> {
             }
         }
         *shared.waker.borrow_mut() = Some(cx.waker().clone());
-        current::note_await_point(this.location);
+        AwaitPoint::current().park(this.location);
         Poll::Pending
     }
 }

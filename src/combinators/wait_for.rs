@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use super::awaitable::{Awaitable, WaitTarget};
 use crate::error::{Error, Result};
-use crate::task::current;
+use crate::task::await_point::AwaitPoint;
 use crate::time::{Sleep, sleep};
 
 /// Waits for `aw` to complete, for at most `timeout` (asyncio's
@@ -126,7 +126,7 @@ impl<A: Awaitable> Future for WaitFor<A> {
             this.phase = Phase::Finished;
             this.timer = None;
         } else {
-            current::note_await_point(this.location);
+            AwaitPoint::current().park(this.location);
         }
         out
     }
@@ -142,7 +142,7 @@ impl<A: Awaitable> WaitFor<A> {
                 // A plain future that never ran: a pending cancellation, or
                 // a deadline already passed, ends the wait without polling
                 // it (asyncio cancels the new task before its first step).
-                if let Some(msg) = current::take_cancel() {
+                if let Some(msg) = AwaitPoint::current().take() {
                     return Poll::Ready(Err(Error::Cancelled { msg }));
                 }
                 if self.timeout == Some(Duration::ZERO) {
@@ -174,15 +174,15 @@ impl<A: Awaitable> WaitFor<A> {
 
         // The waiter is being cancelled: pass it on to the inner one (SPEC
         // §2.4), whose outcome then becomes ours.
-        if let Some(msg) = current::cancel_message() {
+        if let Some(msg) = AwaitPoint::current().pending() {
             if target.poll_done(cx) {
                 // asyncio: a cancel that lands after the inner one finished
                 // but before the waiter resumed wins.
-                current::take_cancel();
+                AwaitPoint::current().take();
                 return Poll::Ready(Err(Error::Cancelled { msg }));
             }
             if target.cancel(msg) {
-                current::take_cancel();
+                AwaitPoint::current().take();
                 self.waiter_cancelled = true;
                 if self.phase == Phase::Waiting {
                     self.phase = Phase::Forwarded;

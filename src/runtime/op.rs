@@ -14,7 +14,7 @@ use super::context;
 use super::event_loop::LoopInner;
 use crate::driver::{OpKey, OrphanCleanup};
 use crate::error::{Error, Result};
-use crate::task::current;
+use crate::task::await_point::AwaitPoint;
 
 /// What an operation gives back: its result and the data it owned. The
 /// buffer comes back whatever happened, so nothing is lost.
@@ -159,7 +159,7 @@ impl<D: 'static> Op<D> {
             link_timeout,
             cleanup,
         };
-        if current::cancel_pending() {
+        if AwaitPoint::current().is_pending() {
             return Ok(Op {
                 lp,
                 key: OpKey::DONE,
@@ -219,7 +219,7 @@ impl<D: 'static> Op<D> {
                     // This completion delivers the task's cancellation, as
                     // `poll` does for a one-shot op: take it so that it is
                     // not delivered twice.
-                    current::take_cancel();
+                    AwaitPoint::current().take();
                 }
             }
             return Poll::Ready(Some((
@@ -228,14 +228,14 @@ impl<D: 'static> Op<D> {
             )));
         }
         if self.cancelled_for_task.is_none() {
-            if let Some(msg) = current::cancel_message() {
+            if let Some(msg) = AwaitPoint::current().pending() {
                 self.cancelled_for_task = Some(msg);
                 d.cancel(self.key);
             }
         }
         d.set_waker(self.key, cx.waker());
         drop(d);
-        current::note_await_point(self.location);
+        AwaitPoint::current().park(self.location);
         Poll::Pending
     }
 
@@ -259,7 +259,7 @@ impl<D: 'static> Op<D> {
         let Some(deferred) = self.deferred.take() else {
             return false;
         };
-        if let Some(msg) = current::take_cancel() {
+        if let Some(msg) = AwaitPoint::current().take() {
             self.cancelled_for_task = Some(msg);
             return true;
         }
@@ -314,7 +314,9 @@ impl<D: 'static> Future for Op<D> {
             }
             // The task was asked to cancel: cancel the op in the kernel and
             // stay here until its CQE says how it ended (SPEC §2.2).
-            let pending = current::park_at(this.location);
+            let point = AwaitPoint::current();
+            point.park(this.location);
+            let pending = point.pending();
             if this.cancelled_for_task.is_none() {
                 if let Some(msg) = pending {
                     this.cancelled_for_task = Some(msg);
@@ -330,7 +332,7 @@ impl<D: 'static> Future for Op<D> {
         if res == -libc::ECANCELED && cancelled.is_some() {
             // This await point delivers the cancellation. A successful
             // result instead leaves it pending for the next await (§2.5).
-            current::take_cancel();
+            AwaitPoint::current().take();
         }
         let result = to_result(res, cancelled);
         let data = this.data.take().expect("Op data present until completion");

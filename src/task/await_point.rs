@@ -9,7 +9,8 @@
 //!   task's next await point (rule 2)? An await point that is about to
 //!   suspend acts on it: it cancels its ring operation, or forwards it to
 //!   the task or promise it awaits (rule 4).
-//! - [`deliver`](AwaitPoint::deliver): this await point returns the
+//! - [`take`](AwaitPoint::take) / [`deliver`](AwaitPoint::deliver): this
+//!   await point returns the
 //!   cancellation as `Err(Cancelled)` now; it is no longer pending. One
 //!   whose operation completed before the cancel could reach it returns
 //!   the result instead and leaves the cancellation pending (rule 5).
@@ -67,12 +68,18 @@ impl AwaitPoint {
             .is_some_and(|t| t.core().cancel_pending())
     }
 
+    /// Takes the pending cancellation: this await point delivers it. The
+    /// message, if any.
+    #[inline]
+    pub(crate) fn take(&self) -> Option<Option<String>> {
+        self.task.as_ref()?.core().take_cancel()
+    }
+
     /// Takes the pending cancellation, as the error this await point
     /// returns.
     #[inline]
     pub(crate) fn deliver(&self) -> Option<Error> {
-        let msg = self.task.as_ref()?.core().take_cancel()?;
-        Some(Error::Cancelled { msg })
+        self.take().map(|msg| Error::Cancelled { msg })
     }
 
     /// The task suspends here, at `location`.

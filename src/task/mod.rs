@@ -10,7 +10,6 @@ pub(crate) mod await_point;
 mod builder;
 pub(crate) mod context_var;
 pub(crate) mod core;
-pub(crate) mod current;
 mod handle;
 pub(crate) mod outcome;
 mod promise;

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::runtime::{LoopHandle, context};
-use crate::task::{Context, Task, TaskRef, current};
+use crate::task::await_point::AwaitPoint;
+use crate::task::{Context, Task, TaskRef};
 
 type Callback<T> = Box<dyn FnOnce(&ConcurrentFuture<T>) + Send>;
 
@@ -403,7 +404,7 @@ impl<T: Send + 'static> Future for WaitConcurrent<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
         let this = self.get_mut();
-        if let Some(msg) = current::take_cancel() {
+        if let Some(msg) = AwaitPoint::current().take() {
             // asyncio's wrap_future: cancelling the awaiter cancels the
             // source. Already done: the cancel still wins (SPEC §2.5) and
             // the value stays readable from the future.
@@ -418,7 +419,7 @@ impl<T: Send + 'static> Future for WaitConcurrent<T> {
             st.wakers.push(cx.waker().clone());
         }
         drop(st);
-        current::note_await_point(this.location);
+        AwaitPoint::current().park(this.location);
         Poll::Pending
     }
 }

@@ -30,7 +30,8 @@ use crate::runtime::context;
 use crate::runtime::event_loop::LoopInner;
 use crate::runtime::report::{Report, ReportKind};
 use crate::runtime::shared::{LoopShared, Remote};
-use crate::task::{Context, current};
+use crate::task::Context;
+use crate::task::await_point::AwaitPoint;
 
 /// Where a job's result goes: the awaiting future reads it from here.
 struct Slot<T> {
@@ -339,7 +340,7 @@ impl<T: Send + 'static> Future for ToThread<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
         let this = &mut *self;
-        if let Some(msg) = current::take_cancel() {
+        if let Some(msg) = AwaitPoint::current().take() {
             // Returns at once; the thread's work runs on, its result is
             // dropped when it arrives.
             if let State::Submitted(slot) = std::mem::replace(&mut this.state, State::Done) {
@@ -376,7 +377,7 @@ impl<T: Send + 'static> Future for ToThread<T> {
                         *st = SlotState::Waiting(Some(waker));
                         drop(st);
                         this.state = State::Submitted(slot);
-                        current::note_await_point(this.location);
+                        AwaitPoint::current().park(this.location);
                         Poll::Pending
                     }
                     SlotState::Abandoned | SlotState::Taken => Poll::Ready(Err(

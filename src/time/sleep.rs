@@ -10,7 +10,7 @@ use super::heap::TimerKey;
 use crate::error::{Error, Result};
 use crate::runtime::context;
 use crate::runtime::event_loop::TimerAction;
-use crate::task::current;
+use crate::task::await_point::AwaitPoint;
 
 /// The future of [`sleep`]. `Send`, so it can live in futures handed to
 /// other threads' loops.
@@ -109,7 +109,7 @@ impl Future for Sleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
-        if let Some(msg) = current::take_cancel() {
+        if let Some(msg) = AwaitPoint::current().take() {
             // A sleep simply leaves the timer heap (guide, cancellation rule 2).
             this.disarm();
             return Poll::Ready(Err(Error::Cancelled { msg }));
@@ -125,7 +125,7 @@ impl Future for Sleep {
             }
             this.yielded = true;
             cx.waker().wake_by_ref();
-            current::note_await_point(this.location);
+            AwaitPoint::current().park(this.location);
             return Poll::Pending;
         }
         let location = this.location;
@@ -162,7 +162,7 @@ impl Future for Sleep {
                 Poll::Ready(Ok(()))
             }
             Some(Poll::Pending) => {
-                current::note_await_point(location);
+                AwaitPoint::current().park(location);
                 Poll::Pending
             }
         }
