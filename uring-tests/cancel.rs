@@ -1,6 +1,6 @@
 //! Integration tests: cancel (against a real ring).
 //!
-//! SPEC §2, rule by rule, with kernel operations really in flight.
+//! The guide's cancellation rules, one by one, with kernel operations really in flight.
 
 mod common;
 use common::*;
@@ -70,7 +70,7 @@ impl Future for Foreign {
     }
 }
 
-// --- §2.1 -------------------------------------------------------------------
+// --- rule 1 -----------------------------------------------------------------
 
 #[test]
 fn cancel_asks_and_returns_false_once_done() {
@@ -93,7 +93,7 @@ fn cancel_asks_and_returns_false_once_done() {
     });
 }
 
-// --- §2.2–2.3 ---------------------------------------------------------------
+// --- rules 2–3 --------------------------------------------------------------
 
 #[test]
 fn cancel_with_message_reaches_the_await_point() {
@@ -163,7 +163,7 @@ fn catch_clean_up_and_reraise() {
     });
 }
 
-// --- §2.4 -------------------------------------------------------------------
+// --- rule 4 -----------------------------------------------------------------
 
 #[test]
 fn awaiting_a_task_cancels_it_too() {
@@ -275,7 +275,7 @@ fn self_cancel_is_delivered_at_the_next_sleep() {
     });
 }
 
-// --- §2.5 -------------------------------------------------------------------
+// --- rule 5 -----------------------------------------------------------------
 
 #[test]
 fn cancel_after_the_awaited_task_finished_but_before_resume_wins() {
@@ -440,7 +440,7 @@ fn a_read_completed_before_the_cancel_and_then_no_await() {
         write_now(&w, b"data");
         reader.cancel();
         let r = reader.clone().await;
-        // SPEC §2.5 read literally: the data is returned and the cancel
+        // Cancellation rule 5 read literally: the data is returned and the cancel
         // waits for a next await point, which never comes; the task ends
         // with its value. (asyncio would end it cancelled "right before the
         // coroutine stops", dropping the value: a deliberate difference.)
@@ -449,7 +449,7 @@ fn a_read_completed_before_the_cancel_and_then_no_await() {
     });
 }
 
-// --- §2.6 -------------------------------------------------------------------
+// --- rule 6 -----------------------------------------------------------------
 
 #[test]
 fn a_task_parked_in_std_pending_is_dropped_and_ends_cancelled() {
@@ -575,7 +575,7 @@ fn cancel_before_the_first_poll_runs_none_of_the_body() {
     });
 }
 
-// --- §2.7 -------------------------------------------------------------------
+// --- rule 7 -----------------------------------------------------------------
 
 /// Data whose drop is observable: stands for a buffer the kernel writes to.
 struct Tracked {
@@ -1167,7 +1167,7 @@ fn a_main_task_that_ends_cancelled_makes_run_return_the_cancellation() {
     let mut rt = Runtime::new().unwrap();
     let r = rt.run(async {
         ringio::current_task().unwrap().cancel_with("main gives up");
-        // A foreign future: the main task's future is dropped (§2.6).
+        // A foreign future: the main task's future is dropped (rule 6).
         std::future::pending::<()>().await;
     });
     assert!(is_cancelled_with(&r, Some("main gives up")), "{r:?}");

@@ -1008,7 +1008,7 @@ fn wait_for_foreign_future_is_dropped_on_timeout() {
     run(async {
         let t0 = Instant::now();
         // A future that is no ringio await point: the cancel cannot be
-        // delivered inside it, so its task is dropped (SPEC §2.6).
+        // delivered inside it, so its task is dropped (cancellation rule 6).
         let r = ringio::wait_for(
             futures_util::future::pending::<Result<()>>(),
             Some(secs(0.5)),

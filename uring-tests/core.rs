@@ -800,7 +800,7 @@ fn call_later_cancel_and_drop() {
         h.cancel();
         assert!(h.cancelled());
         assert_eq!(lp.stats().timers, timers_before, "left the heap at once");
-        // Dropping the handle does not cancel (SPEC §2.8).
+        // Dropping the handle does not cancel (cancellation rule 8).
         let f = fired.clone();
         drop(lp.call_later(ms(10), move || f.set(f.get() + 100)));
         let f = fired.clone();

@@ -91,7 +91,7 @@ fn to_thread_overlaps_with_sleep() {
     );
 }
 
-/// SPEC §1: the futures of `to_thread` and of awaiting a
+/// The guide's table of names: the futures of `to_thread` and of awaiting a
 /// `ConcurrentFuture` are `Send`; handles and concurrent futures are
 /// `Send + Sync`. (A compile-time check, plus a `Send` future that uses
 /// `to_thread`, run on another thread's loop.)

@@ -551,8 +551,8 @@ pub struct Spawned<T> {
     id: u64,
     slot: Slot<T>,
     /// The message of the cancel sent, for a task that ended without
-    /// writing its slot (cancelled before it ran, or dropped under SPEC
-    /// §2.6).
+    /// writing its slot (cancelled before it ran, or dropped under
+    /// cancellation rule 6).
     cancel_msg: Option<Option<String>>,
     finished: bool,
 }
@@ -663,7 +663,7 @@ impl<T> Drop for Spawned<T> {
             return;
         }
         // The waiter went away (dropped in a select, or its task dropped
-        // under SPEC §2.6): the inner task's result has no reader left.
+        // under cancellation rule 6): the inner task's result has no reader left.
         let (loop_id, key, id) = (self.loop_id, self.key, self.id);
         let task = context::with_loop(|lp| {
             if lp.id != loop_id {

@@ -1,7 +1,7 @@
 //! `wait_for`: await with a timeout that cancels (asyncio's `wait_for`).
 //!
 //! Design. The future `wait_for` returns must be `Send` when `aw` is a
-//! `Send` future (SPEC §1), but a task handle is an `Rc`. So nothing is
+//! `Send` future (see the guide), but a task handle is an `Rc`. So nothing is
 //! started before the first poll, which happens on the loop: a plain future
 //! is then scheduled as a task of its own, and [`WaitFor`] keeps only the
 //! task's place in the loop's task table plus an `Arc<Mutex<..>>` slot the
@@ -9,7 +9,7 @@
 //! (as the asyncio document says: "If aw is a coroutine it is
 //! automatically scheduled as a Task") gives the cancellation machinery of
 //! tasks for free: on timeout the task is cancelled exactly as
-//! `task.cancel()` would, including the foreign-future rule of SPEC §2.6.
+//! `task.cancel()` would, including the foreign-future rule (cancellation rule 6).
 //! A `Task`/`Promise` given is awaited directly (its future is `!Send`
 //! anyway).
 //!
@@ -172,8 +172,8 @@ impl<A: Awaitable> WaitFor<A> {
             return Poll::Ready(Err(Error::InvalidState("wait_for lost its input".into())));
         };
 
-        // The waiter is being cancelled: pass it on to the inner one (SPEC
-        // §2.4), whose outcome then becomes ours.
+        // The waiter is being cancelled: pass it on to the inner one
+        // (cancellation rule 4), whose outcome then becomes ours.
         if let Some(msg) = AwaitPoint::current().pending() {
             if target.poll_done(cx) {
                 // asyncio: a cancel that lands after the inner one finished

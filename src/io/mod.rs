@@ -2,7 +2,7 @@
 //! descriptors.
 //!
 //! Every operation is submitted to the current loop's io_uring and is a
-//! ringio await point (SPEC §2): cancelling the task sends
+//! ringio await point ([the guide's cancellation rules](crate::guide)): cancelling the task sends
 //! `IORING_OP_ASYNC_CANCEL`, and the call returns `Err(Cancelled)` once the
 //! kernel confirmed it — or its real result if it completed first (nothing
 //! is lost; the cancellation then waits for the next await point).

@@ -1,5 +1,5 @@
 //! `Op<D>`: the future of one kernel operation, and the await point where a
-//! task's cancellation meets the ring (SPEC §2.2, §2.5, §2.7).
+//! task's cancellation meets the ring (the guide's cancellation rules 2, 5 and 7).
 
 use std::any::Any;
 use std::future::Future;
@@ -313,7 +313,7 @@ impl<D: 'static> Future for Op<D> {
                 panic!("ringio: Op polled after completion");
             }
             // The task was asked to cancel: cancel the op in the kernel and
-            // stay here until its CQE says how it ended (SPEC §2.2).
+            // stay here until its CQE says how it ended (cancellation rule 2).
             let point = AwaitPoint::current();
             point.park(this.location);
             let pending = point.pending();

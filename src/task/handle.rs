@@ -20,7 +20,7 @@ use crate::runtime::context;
 /// A handle to a task running on a loop (asyncio's `Task`).
 ///
 /// Cheap to clone. Awaiting it gives the task's `Result<T>` — and, if the
-/// awaiting task is cancelled meanwhile, cancels this one too (SPEC §2.4;
+/// awaiting task is cancelled meanwhile, cancels this one too ([cancellation rule 4](crate::guide);
 /// use `ringio::shield` to prevent that). Dropping a handle does not cancel
 /// the task.
 ///

@@ -31,7 +31,7 @@ struct PromiseCell<T> {
 /// [`set_exception`](Promise::set_exception); awaiters get it.
 ///
 /// Cheap to clone; all clones are the same promise. Cancelling a task
-/// that awaits a promise cancels the promise (SPEC §2.4).
+/// that awaits a promise cancels the promise ([cancellation rule 4](crate::guide)).
 ///
 /// ```
 /// use std::time::Duration;

@@ -406,7 +406,7 @@ impl<T: Send + 'static> Future for WaitConcurrent<T> {
         let this = self.get_mut();
         if let Some(msg) = AwaitPoint::current().take() {
             // asyncio's wrap_future: cancelling the awaiter cancels the
-            // source. Already done: the cancel still wins (SPEC §2.5) and
+            // source. Already done: the cancel still wins (cancellation rule 5) and
             // the value stays readable from the future.
             this.cf.cancel_inner(msg.clone());
             return Poll::Ready(Err(Error::Cancelled { msg }));
