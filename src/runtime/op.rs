@@ -331,7 +331,7 @@ impl<D: 'static> Future for Op<D> {
         let cancelled = this.cancelled_for_task.take();
         if res == -libc::ECANCELED && cancelled.is_some() {
             // This await point delivers the cancellation. A successful
-            // result instead leaves it pending for the next await (§2.5).
+            // result instead leaves it pending for the next await (rule 5).
             AwaitPoint::current().take();
         }
         let result = to_result(res, cancelled);
