@@ -344,12 +344,20 @@ impl Driver {
         );
     }
 
-    /// Registers the waker to wake when op `key` completes.
-    pub(crate) fn set_waker(&mut self, key: OpKey, waker: &Waker) {
+    /// Registers the waker to wake when op `key` completes: `make` gives
+    /// it, unless the one registered already wakes the same as `waker`
+    /// (`same`).
+    pub(crate) fn set_waker(
+        &mut self,
+        key: OpKey,
+        waker: &Waker,
+        same: impl Fn(&Waker, &Waker) -> bool,
+        make: impl FnOnce(&Waker) -> Waker,
+    ) {
         if let Some(slot) = self.ops.get_mut(key) {
             match &slot.waker {
-                Some(w) if w.will_wake(waker) => {}
-                _ => slot.waker = Some(waker.clone()),
+                Some(w) if same(w, waker) => {}
+                _ => slot.waker = Some(make(waker)),
             }
         }
     }

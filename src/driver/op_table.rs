@@ -75,7 +75,9 @@ impl Completions {
 /// One in-flight operation.
 pub(crate) struct OpSlot {
     seq: u64,
-    /// The task (or other waiter) to wake on completion.
+    /// The task (or other waiter) to wake on completion. It may be a
+    /// loop-local waker (`task::raw::loop_local_waker`): it is woken and
+    /// dropped on the loop's thread only, never handed elsewhere.
     pub(crate) waker: Option<Waker>,
     /// Completions not yet taken by the future: `(res, flags)`. One for a
     /// plain op, several for a multishot op.

@@ -6,15 +6,16 @@ use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use io_uring::squeue;
 
 use super::context;
 use super::event_loop::LoopInner;
-use crate::driver::{OpKey, OrphanCleanup};
+use crate::driver::{Driver, OpKey, OrphanCleanup};
 use crate::error::{Error, Result};
 use crate::task::await_point::AwaitPoint;
+use crate::task::raw;
 
 /// What an operation gives back: its result and the data it owned. The
 /// buffer comes back whatever happened, so nothing is lost.
@@ -233,7 +234,7 @@ impl<D: 'static> Op<D> {
                 d.cancel(self.key);
             }
         }
-        d.set_waker(self.key, cx.waker());
+        register_waker(&mut d, self.key, self.lp.id, cx.waker());
         drop(d);
         AwaitPoint::current().park(self.location);
         Poll::Pending
@@ -279,6 +280,19 @@ impl<D: 'static> Op<D> {
 // does not move when the `Op` does.
 impl<D: 'static> Unpin for Op<D> {}
 
+/// Registers `waker` to be woken when op `key` of loop `loop_id` completes.
+/// A ringio task's waker is kept counted on the loop's side: no atomic
+/// operation to register, wake or drop it, on the path every completion
+/// takes.
+fn register_waker(d: &mut Driver, key: OpKey, loop_id: u64, waker: &Waker) {
+    d.set_waker(key, waker, raw::same_task, |w| {
+        // SAFETY: an `Op` is polled on its loop's thread (it is `!Send`,
+        // made on the running loop), and the driver keeps the waker on
+        // that thread until it wakes or drops it.
+        unsafe { raw::loop_local_waker(w, loop_id) }
+    });
+}
+
 fn to_result(res: i32, cancelled: Option<Option<String>>) -> Result<u32> {
     if res >= 0 {
         Ok(res as u32)
@@ -323,7 +337,7 @@ impl<D: 'static> Future for Op<D> {
                     d.cancel(this.key);
                 }
             }
-            d.set_waker(this.key, cx.waker());
+            register_waker(&mut d, this.key, this.lp.id, cx.waker());
             return Poll::Pending;
         };
         drop(d);

@@ -61,7 +61,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 use std::task::{Context as TaskContext, Poll};
 
-pub(crate) use waker::WakerRef;
+pub(crate) use waker::{WakerRef, loop_local_waker, same_task};
 
 use super::core::TaskCore;
 use super::outcome::{Slot, State};

@@ -299,3 +299,33 @@ fn many_tasks_woken_from_many_threads_all_end_and_free() {
         assert_eq!(poll(t), Poll::Ready(State::Done));
     }
 }
+
+#[test]
+fn a_loop_local_waker_counts_on_the_loop_side_and_clones_to_an_ordinary_one() {
+    let q = queue();
+    let (waker, open) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(false)));
+    let task = spawn(
+        Gate {
+            waker: waker.clone(),
+            open,
+        },
+        &q,
+    );
+    assert_eq!(poll(&task), Poll::Pending);
+    let plain = waker.take().unwrap();
+    // SAFETY: this thread stands for the loop `q.id`, and the waker stays
+    // on it.
+    let local = unsafe { super::loop_local_waker(&plain, q.id) };
+    assert!(super::same_task(&local, &plain));
+    assert_eq!(task.core().local.get(), 2, "counted on the local side");
+    let cloned = local.clone(); // an ordinary waker again
+    drop(local);
+    assert_eq!(task.core().local.get(), 1);
+    // A waker of another loop is simply cloned.
+    // SAFETY: as above.
+    let other = unsafe { super::loop_local_waker(&plain, q.id - 1) };
+    assert_eq!(task.core().local.get(), 1);
+    drop((other, plain));
+    std::thread::spawn(move || cloned.wake()).join().unwrap();
+    assert_eq!(woken(&q).len(), 1);
+}

@@ -21,6 +21,55 @@ use crate::task::outcome::State;
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
 
+/// The vtable of a waker counted on the loop's side (see
+/// [`loop_local_waker`]).
+static LOCAL_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(local_clone, local_wake, local_wake_by_ref, local_drop);
+
+/// For a waiter the loop keeps to itself (the ring driver's op table): a
+/// waker of the same task as `waker` whose count is the task's local one
+/// — no atomic operation to make, wake or drop it — when `waker` is a
+/// ringio task's waker of the loop `loop_id`; otherwise a plain clone.
+///
+/// # Safety
+///
+/// The calling thread runs the loop `loop_id`, and the returned waker is
+/// woken, cloned and dropped on this thread only (its count is a `Cell`).
+/// A clone of it is an ordinary waker, free to go anywhere.
+pub(crate) unsafe fn loop_local_waker(waker: &Waker, loop_id: u64) -> Waker {
+    if std::ptr::eq(waker.vtable(), &VTABLE) {
+        let ptr =
+            NonNull::new(waker.data() as *mut Header).expect("task waker with a null pointer");
+        if sync_of(waker.data()).queue.id == loop_id {
+            // SAFETY: this thread runs the task's loop (the caller's
+            // promise; invariant 6), and the waker's count keeps it alive.
+            let core = unsafe { &ptr.as_ref().core };
+            if core.local.get() != 0 {
+                // SAFETY: on the loop's thread with `local > 0`; the new
+                // local reference is owned by the returned waker.
+                std::mem::forget(unsafe { RawTask::from_ptr(ptr) });
+                let raw = RawWaker::new(waker.data(), &LOCAL_VTABLE);
+                // SAFETY: the vtable keeps `RawWaker`'s contract on this
+                // thread, which the caller promises is the only one.
+                return unsafe { Waker::from_raw(raw) };
+            }
+        }
+    }
+    waker.clone()
+}
+
+/// Whether two wakers wake the same ringio task (whichever of the two
+/// vtables each has), else `Waker::will_wake`.
+pub(crate) fn same_task(a: &Waker, b: &Waker) -> bool {
+    let ours =
+        |w: &Waker| std::ptr::eq(w.vtable(), &VTABLE) || std::ptr::eq(w.vtable(), &LOCAL_VTABLE);
+    if ours(a) && ours(b) {
+        a.data() == b.data()
+    } else {
+        a.will_wake(b)
+    }
+}
+
 /// A waker lent out for one poll: it holds no count of its own.
 pub(crate) struct WakerRef<'a> {
     waker: ManuallyDrop<Waker>,
@@ -87,6 +136,35 @@ unsafe fn drop_waker(data: *const ()) {
     let ptr = NonNull::new(data as *mut Header).expect("task waker with a null pointer");
     // SAFETY: the waker's own count.
     unsafe { release_ref(ptr) };
+}
+
+unsafe fn local_clone(data: *const ()) -> RawWaker {
+    // An ordinary waker: it may leave the thread.
+    // SAFETY: forwarded: `data` is a live task.
+    unsafe { clone(data) }
+}
+
+unsafe fn local_wake(data: *const ()) {
+    // SAFETY: forwarded.
+    unsafe { local_wake_by_ref(data) };
+    // SAFETY: the waker's own local count is given back.
+    unsafe { local_drop(data) };
+}
+
+unsafe fn local_wake_by_ref(data: *const ()) {
+    let ptr = NonNull::new(data as *mut Header).expect("task waker with a null pointer");
+    // On the loop's thread (the promise of `loop_local_waker`).
+    schedule_local(ptr);
+}
+
+unsafe fn local_drop(data: *const ()) {
+    let ptr = NonNull::new(data as *mut Header).expect("task waker with a null pointer");
+    // The local reference `loop_local_waker` took, given back on the
+    // loop's thread.
+    drop(RawTask {
+        ptr,
+        _not_send: PhantomData,
+    });
 }
 
 /// If this thread runs the task's loop: queues the task to be polled
