@@ -78,6 +78,22 @@ impl Future for Gate {
     }
 }
 
+/// A task parked in a [`Gate`], polled once: the task, the waker the gate
+/// kept, and the gate's switch.
+fn gated(q: &Arc<LoopShared>) -> (RawTask, Waker, Rc<Cell<bool>>) {
+    let (waker, open) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(false)));
+    let task = spawn(
+        Gate {
+            waker: waker.clone(),
+            open: open.clone(),
+        },
+        q,
+    );
+    assert_eq!(poll(&task), Poll::Pending);
+    let w = waker.take().expect("the gate kept a waker");
+    (task, w, open)
+}
+
 /// Counts its drops.
 struct DropFlag(Rc<Cell<u32>>);
 impl Drop for DropFlag {
@@ -104,16 +120,7 @@ fn a_value_is_read_twice_then_moved_out_once() {
 #[test]
 fn a_wake_from_another_thread_queues_the_task_once() {
     let q = queue();
-    let (waker, open) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(false)));
-    let task = spawn(
-        Gate {
-            waker: waker.clone(),
-            open: open.clone(),
-        },
-        &q,
-    );
-    assert_eq!(poll(&task), Poll::Pending);
-    let w = waker.take().expect("the future kept a waker");
+    let (task, w, open) = gated(&q);
     assert!(w.will_wake(&task.waker_ref()));
     let w2 = w.clone();
     std::thread::spawn(move || {
@@ -134,16 +141,7 @@ fn a_wake_from_another_thread_queues_the_task_once() {
 #[test]
 fn a_waker_that_outlives_the_task_wakes_nothing() {
     let q = queue();
-    let (waker, open) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(false)));
-    let task = spawn(
-        Gate {
-            waker: waker.clone(),
-            open,
-        },
-        &q,
-    );
-    assert_eq!(poll(&task), Poll::Pending);
-    let w = waker.take().unwrap();
+    let (task, w, _open) = gated(&q);
     task.core().set_state(State::Cancelled);
     drop(task); // the contents go now; the allocation stays for the waker
     w.wake_by_ref();
@@ -269,16 +267,8 @@ fn many_tasks_woken_from_many_threads_all_end_and_free() {
     let mut tasks = Vec::new();
     let mut wakers = Vec::new();
     for _ in 0..16 {
-        let (waker, open) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(false)));
-        let t = spawn(
-            Gate {
-                waker: waker.clone(),
-                open: open.clone(),
-            },
-            &q,
-        );
-        assert_eq!(poll(&t), Poll::Pending);
-        wakers.push(waker.take().unwrap());
+        let (t, w, open) = gated(&q);
+        wakers.push(w);
         tasks.push((t, open));
     }
     let threads: Vec<_> = wakers
@@ -303,16 +293,7 @@ fn many_tasks_woken_from_many_threads_all_end_and_free() {
 #[test]
 fn a_loop_local_waker_counts_on_the_loop_side_and_clones_to_an_ordinary_one() {
     let q = queue();
-    let (waker, open) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(false)));
-    let task = spawn(
-        Gate {
-            waker: waker.clone(),
-            open,
-        },
-        &q,
-    );
-    assert_eq!(poll(&task), Poll::Pending);
-    let plain = waker.take().unwrap();
+    let (task, plain, _open) = gated(&q);
     // SAFETY: this thread stands for the loop `q.id`, and the waker stays
     // on it.
     let local = unsafe { super::loop_local_waker(&plain, q.id) };
