@@ -172,7 +172,9 @@ unsafe fn local_drop(data: *const ()) {
 /// `false`: the wake must go through the loop's remote queue.
 pub(super) fn schedule_local(ptr: NonNull<Header>) -> bool {
     let loop_id = sync_of(ptr.as_ptr() as *const ()).queue.id;
-    context::with_loop(|lp| {
+    // `try_`: a waker may be woken from a thread-local's destructor, when
+    // this thread's loop slot is already gone (then the remote path serves).
+    context::try_with_loop(|lp| {
         if lp.id != loop_id {
             return false;
         }
