@@ -72,6 +72,7 @@ pub use task::{
 };
 pub use threads::{
     ConcurrentFuture, Core, DEFAULT_KEEP_ALIVE, DEFAULT_SHUTDOWN_TIMEOUT, MultiRuntime, PoolStats,
-    ThreadPool, ThreadPoolBuilder, ToThread, WaitConcurrent, run_coroutine_threadsafe, to_thread,
+    Requested, SHUTDOWN_CANCEL_MESSAGE, Shutdown, ThreadPool, ThreadPoolBuilder, ToThread,
+    WaitConcurrent, run_coroutine_threadsafe, to_thread,
 };
 pub use time::{Sleep, SleepWith, sleep, sleep_with};

@@ -1155,3 +1155,54 @@ fn multi_core_without_msg_ring_wakes_through_the_eventfd() {
         assert!(stats.wakeups_eventfd > 0, "{stats:?}");
     }
 }
+
+#[test]
+fn a_graceful_shutdown_lets_short_work_finish_and_cancels_the_rest() {
+    let mut rt = Runtime::builder().cores(2).build_multi().unwrap();
+    let stop = rt.shutdown_handle();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
+    // Asks for the shutdown once both cores have started their work.
+    let asker = std::thread::spawn(move || {
+        rx.recv().unwrap();
+        rx.recv().unwrap();
+        stop.shutdown(Duration::from_millis(300));
+    });
+    let begin = std::time::Instant::now();
+    let ends = rt
+        .run_on_each(move |core| {
+            let tx = tx.clone();
+            async move {
+                // In flight when the shutdown comes: one short, one that
+                // would take an hour.
+                let short = ringio::create_task(async {
+                    ringio::sleep(Duration::from_millis(50)).await?;
+                    Ok::<_, ringio::Error>("short done")
+                });
+                let long = ringio::create_task(async {
+                    ringio::sleep(Duration::from_secs(3600)).await?;
+                    Ok::<_, ringio::Error>("long done")
+                });
+                tx.lock().unwrap().send(()).unwrap();
+                core.shutdown().requested().await;
+                assert!(core.shutdown().is_requested());
+                (short.await, long.await)
+            }
+        })
+        .unwrap();
+    asker.join().unwrap();
+    let took = begin.elapsed();
+    for (short, long) in ends {
+        assert_eq!(short.unwrap(), "short done");
+        match long {
+            Err(ringio::Error::Cancelled { msg }) => {
+                assert_eq!(msg.as_deref(), Some(ringio::SHUTDOWN_CANCEL_MESSAGE))
+            }
+            other => panic!("the long request should be cancelled, got {other:?}"),
+        }
+    }
+    // About the grace period, not the hour.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    // The next run starts with no shutdown asked.
+    assert!(!rt.shutdown_handle().is_requested());
+}

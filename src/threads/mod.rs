@@ -11,6 +11,7 @@
 mod concurrent;
 pub(crate) mod multi;
 mod pool;
+mod shutdown;
 mod to_thread;
 
 pub use concurrent::{ConcurrentFuture, WaitConcurrent, run_coroutine_threadsafe};
@@ -18,4 +19,5 @@ pub use multi::{Core, MultiRuntime};
 pub use pool::{
     DEFAULT_KEEP_ALIVE, DEFAULT_SHUTDOWN_TIMEOUT, PoolStats, ThreadPool, ThreadPoolBuilder,
 };
+pub use shutdown::{Requested, SHUTDOWN_CANCEL_MESSAGE, Shutdown};
 pub use to_thread::{ToThread, to_thread};

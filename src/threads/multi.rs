@@ -16,6 +16,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::shutdown::Shutdown;
 use crate::error::{Error, Result};
 use crate::runtime::{LoopHandle, Runtime};
 
@@ -63,6 +64,7 @@ pub struct MultiRuntime {
     threads: Vec<CoreThread>,
     handles: Arc<[LoopHandle]>,
     cpus: Vec<usize>,
+    shutdown: Shutdown,
 }
 
 /// What each core's main future is built from: which core it runs on, and
@@ -72,6 +74,7 @@ pub struct Core {
     id: usize,
     cpu: usize,
     handles: Arc<[LoopHandle]>,
+    shutdown: Shutdown,
 }
 
 impl Core {
@@ -106,6 +109,13 @@ impl Core {
     /// The handles of all cores, in core order.
     pub fn handles(&self) -> &[LoopHandle] {
         &self.handles
+    }
+
+    /// The runtime's graceful shutdown: await
+    /// [`requested`](Shutdown::requested) to learn when to stop accepting
+    /// work, or start one with [`Shutdown::shutdown`].
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
     }
 }
 
@@ -267,9 +277,11 @@ impl MultiRuntime {
                 }
             }
         }
+        let handles: Arc<[LoopHandle]> = handles.into();
         let rt = MultiRuntime {
             threads,
-            handles: handles.into(),
+            shutdown: Shutdown::new(handles.clone()),
+            handles,
             cpus,
         };
         match failure {
@@ -277,6 +289,14 @@ impl MultiRuntime {
             Some(e) => Err(e),
             None => Ok(rt),
         }
+    }
+
+    /// The runtime's graceful shutdown, to start from any thread (a signal
+    /// listener, say): see [`Shutdown`]. A shutdown ends the current
+    /// [`run_on_each`](MultiRuntime::run_on_each); the next run starts
+    /// with none requested.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 
     /// How many cores (loops) the runtime runs.
@@ -326,11 +346,16 @@ impl MultiRuntime {
                 id: i,
                 cpu: self.cpus[i],
                 handles: self.handles.clone(),
+                shutdown: self.shutdown.clone(),
             };
             let (f, core_latch, core_tx) = (f.clone(), latch.clone(), out_tx.clone());
             let job: Job = Box::new(move |rt: &mut Runtime| {
                 let l = core_latch.clone();
                 let result = rt.run(async move {
+                    // A shutdown's deadline spares the main future: it ends
+                    // when the tasks it awaits do.
+                    let main = crate::current_task().map(|t| t.id());
+                    core.shutdown.set_main(i, main);
                     let out = f(core).await;
                     l.arrive(i);
                     // Serve the other cores until they are done too.
@@ -355,6 +380,10 @@ impl MultiRuntime {
         for (i, r) in out_rx.iter().take(n) {
             outs[i] = Some(r);
         }
+        for i in 0..n {
+            self.shutdown.set_main(i, None);
+        }
+        self.shutdown.reset();
         outs.into_iter()
             .enumerate()
             .map(|(i, r)| {
