@@ -99,6 +99,8 @@ pub(crate) struct LoopInner {
     pub(crate) origin: Instant,
     pub(crate) debug: Cell<bool>,
     pub(crate) slow_callback_duration: Cell<Duration>,
+    /// Slow polls and callbacks reported (debug mode measures them).
+    pub(crate) slow_polls: Cell<u64>,
     pub(crate) logger: RefCell<Logger>,
     pub(crate) exception_handler: RefCell<Option<ExceptionHandler>>,
     pub(crate) closed: Cell<bool>,
@@ -138,12 +140,18 @@ impl LoopInner {
             origin: Instant::now(),
             debug: Cell::new(config.debug),
             slow_callback_duration: Cell::new(config.slow_callback_duration),
+            slow_polls: Cell::new(0),
             logger: RefCell::new(config.logger.clone()),
             exception_handler: RefCell::new(None),
             closed: Cell::new(false),
             shutdown_hooks: RefCell::new(Vec::new()),
             wake_buf: RefCell::new(Vec::new()),
         }))
+    }
+
+    /// How many runnables wait on the run queue.
+    pub(crate) fn ready_len(&self) -> usize {
+        self.ready.borrow().len()
     }
 
     /// Puts `r` on the run queue.
@@ -382,14 +390,15 @@ impl LoopInner {
     pub(crate) fn check_slow(self: &Rc<Self>, start: Instant, what: impl FnOnce() -> String) {
         let took = start.elapsed();
         if took >= self.slow_callback_duration.get() {
-            self.report(Report::new(
-                ReportKind::SlowCallback,
-                format!(
-                    "Executing {} took {:.3} seconds",
-                    what(),
-                    took.as_secs_f64()
-                ),
-            ));
+            self.slow_polls.set(self.slow_polls.get() + 1);
+            let message = format!(
+                "Executing {} took {:.3} seconds",
+                what(),
+                took.as_secs_f64()
+            );
+            #[cfg(feature = "tracing")]
+            tracing::warn!(target: "ringio::loop", loop_id = self.id, "{message}");
+            self.report(Report::new(ReportKind::SlowCallback, message));
         }
     }
 

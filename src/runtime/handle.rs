@@ -178,6 +178,8 @@ impl Loop {
             driver: self.inner.driver.borrow().stats(),
             timers: self.inner.timers.borrow().len(),
             tasks: self.inner.tasks.borrow().len(),
+            run_queue: self.inner.ready_len(),
+            slow_polls: self.inner.slow_polls.get(),
             wakeups_msg_ring: self
                 .inner
                 .shared
@@ -228,6 +230,12 @@ pub struct LoopStats {
     pub timers: usize,
     /// Tasks not done.
     pub tasks: usize,
+    /// Tasks and callbacks waiting on the run queue: a queue that stays
+    /// long means the loop is saturated.
+    pub run_queue: usize,
+    /// Polls and callbacks that held the loop longer than
+    /// `slow_callback_duration` (measured in debug mode only).
+    pub slow_polls: u64,
     /// Times another loop woke this one with an `IORING_OP_MSG_RING`
     /// posted into its ring.
     pub wakeups_msg_ring: u64,

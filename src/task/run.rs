@@ -64,6 +64,9 @@ impl RawTask {
             }
         }
         let start = lp.debug.get().then(Instant::now);
+        #[cfg(feature = "tracing")]
+        let _span =
+            tracing::trace_span!(target: "ringio::task", "poll", task_id = core.id()).entered();
         core.unpark();
         let prev = context::set_task(&self);
         let poll = {
@@ -103,6 +106,8 @@ impl RawTask {
     pub(crate) fn finish(&self, lp: &Rc<LoopInner>, state: State) {
         let core = self.core();
         core.set_state(state);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "ringio::task", task_id = core.id(), state = state.word(), cancelled = (state == State::Cancelled), "task ended");
         core.take_cancel();
         let removed = lp.tasks.borrow_mut().try_remove(core.key());
         let mut me: Option<TaskRef> = None;
@@ -137,6 +142,8 @@ impl RawTask {
         if core.is_done() {
             return false;
         }
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "ringio::task", task_id = core.id(), msg = ?msg, "cancel requested");
         let from_self = context::with_task(|t| t.addr() == self.addr()).unwrap_or(false);
         if core.record_cancel(msg, from_self) {
             self.schedule();
