@@ -951,11 +951,11 @@ fn short_sleeps_wake_close_to_their_deadline() {
 #[test]
 fn a_timer_fires_inside_a_long_turn() {
     const BUSY: usize = 4000;
-    let (woke_after, late, order) = block_on(async {
+    let (woke_after, late, turn, order) = block_on(async {
         let done = Rc::new(RefCell::new(Vec::new()));
         let d = done.clone();
+        let t0 = Instant::now();
         let sleeper = ringio::create_task(async move {
-            let t0 = Instant::now();
             ringio::sleep(ms(5)).await?;
             Ok::<_, Error>((d.borrow().len(), t0.elapsed() - ms(5)))
         });
@@ -976,14 +976,20 @@ fn a_timer_fires_inside_a_long_turn() {
         for t in busy {
             t.await.unwrap();
         }
+        let turn = t0.elapsed();
         let order = done.borrow().clone();
-        (woke_after, late, order)
+        (woke_after, late, turn, order)
     });
     assert!(
         woke_after < BUSY / 2,
         "the 5 ms sleep woke only after {woke_after} of {BUSY} busy polls (about 25 µs each)"
     );
-    assert!(late < ms(60), "5 ms sleep {late:?} late in a 100 ms turn");
+    // Relative to the turn as this machine ran it (a loaded one stretches
+    // both): woken in its first part, not at its end.
+    assert!(
+        late < turn * 3 / 4,
+        "5 ms sleep {late:?} late in a turn of {turn:?}"
+    );
     assert_eq!(
         order,
         (0..BUSY).collect::<Vec<_>>(),
