@@ -236,15 +236,18 @@ impl Future for RingSleep {
             return Poll::Pending;
         }
         let this = &mut *self;
-        let now = Instant::now();
-        if now >= this.deadline {
-            this.inner = None;
-            return Poll::Ready(());
-        }
-        let deadline = this.deadline;
-        let inner = this
-            .inner
-            .get_or_insert_with(|| crate::sleep(deadline - now));
+        let inner = match this.inner.as_mut() {
+            Some(inner) => inner,
+            None => {
+                // Armed at the first poll (and after a reset): the one
+                // clock read per arming.
+                let now = Instant::now();
+                if now >= this.deadline {
+                    return Poll::Ready(());
+                }
+                this.inner.insert(crate::sleep(this.deadline - now))
+            }
+        };
         match Pin::new(inner).poll(cx) {
             Poll::Pending => Poll::Pending,
             // Fired, or no running loop (where a timer can never fire,
