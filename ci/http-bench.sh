@@ -3,6 +3,8 @@
 # against hyper on tokio's current_thread runtime (benches/http_tokio.rs),
 # each server on one core, loaded by wrk on loopback. Not part of CI: the
 # figures need a quiet machine. Needs wrk (Debian: apt-get install wrk).
+# Besides wrk's req/s and p99 it prints the server's CPU time per request
+# (from /proc), which other load on the machine disturbs less.
 # Knobs: HTTP_BENCH_SECS (default 10), HTTP_BENCH_CONNS (default 256),
 # HTTP_BENCH_RUNS (default 1).
 set -euo pipefail
@@ -39,16 +41,23 @@ bench() {
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
         sleep 0.1
     done
-    local out
+    local out t0 t1
+    t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     out=$("${client_cpu[@]}" wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$port/")
+    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     pid=
-    local rps p99 errors
+    local rps p99 reqs cpu errors
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    # The server's user+system CPU time over the run, per request.
+    cpu=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="$reqs" \
+        'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-" }')
     errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ' || true)
-    printf '%-14s %12s req/s   p99 %10s   %s\n' "$name" "$rps" "$p99" "$errors"
+    printf '%-14s %12s req/s   p99 %10s   server CPU %6s us/req   %s\n' \
+        "$name" "$rps" "$p99" "$cpu" "$errors"
 }
 
 echo "machine: $(nproc) cpus, kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
