@@ -112,8 +112,8 @@ fn cancel_a_read_through_tokio_traits() {
         let task = ringio::create_task(async move {
             let mut r = Compat::new(a);
             let mut buf = [0u8; 16];
-            r.read(&mut buf).await?;
-            Ok::<_, ringio::Error>(())
+            let n = r.read(&mut buf).await?;
+            Ok::<_, ringio::Error>(n)
         });
         ringio::sleep(ms(20)).await?;
         task.cancel();
