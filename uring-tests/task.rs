@@ -53,7 +53,10 @@ fn cancel_cancels_an_awaited_promise_at_once() {
         assert!(waiter.cancel());
         // No loop turn in between: asyncio's `cancel()` cancels the
         // `_fut_waiter` synchronously.
-        assert!(p.cancelled(), "the awaited promise is cancelled by cancel() itself");
+        assert!(
+            p.cancelled(),
+            "the awaited promise is cancelled by cancel() itself"
+        );
         let r = waiter.clone().await;
         assert!(r.unwrap_err().is_cancelled());
         assert!(waiter.cancelled());
@@ -75,7 +78,10 @@ fn cancel_cancels_an_awaited_task_at_once() {
         assert_eq!(inner.cancelling(), 1, "forwarded by cancel() itself");
         assert!(format!("{inner}").contains("cancelling"), "{inner}");
         let r = outer.clone().await;
-        assert!(matches!(r, Err(Error::Cancelled { msg: Some(ref m) }) if m == "stop"), "{r:?}");
+        assert!(
+            matches!(r, Err(Error::Cancelled { msg: Some(ref m) }) if m == "stop"),
+            "{r:?}"
+        );
         assert!(inner.cancelled());
         assert!(outer.cancelled());
     });
@@ -202,9 +208,15 @@ fn the_text_form_says_cancelling_and_shows_the_result() {
             "{text}"
         );
         t.cancel();
-        assert!(format!("{t:?}").starts_with("<Task cancelling name="), "{t:?}");
+        assert!(
+            format!("{t:?}").starts_with("<Task cancelling name="),
+            "{t:?}"
+        );
         assert!(t.clone().await.unwrap_err().is_cancelled());
-        assert!(format!("{t:?}").starts_with("<Task cancelled name="), "{t:?}");
+        assert!(
+            format!("{t:?}").starts_with("<Task cancelled name="),
+            "{t:?}"
+        );
     });
 }
 

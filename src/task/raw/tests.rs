@@ -26,7 +26,9 @@ fn queue() -> Arc<LoopShared> {
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     assert!(fd >= 0);
     // SAFETY: a fresh descriptor nobody else owns.
-    Arc::new(LoopShared::new(u64::MAX, unsafe { OwnedFd::from_raw_fd(fd) }))
+    Arc::new(LoopShared::new(u64::MAX, unsafe {
+        OwnedFd::from_raw_fd(fd)
+    }))
 }
 
 fn spawn<F, T>(fut: F, q: &Arc<LoopShared>) -> RawTask
@@ -145,7 +147,10 @@ fn a_waker_that_outlives_the_task_wakes_nothing() {
     task.core().set_state(State::Cancelled);
     drop(task); // the contents go now; the allocation stays for the waker
     w.wake_by_ref();
-    assert!(woken(&q).is_empty(), "a task with no local reference is done");
+    assert!(
+        woken(&q).is_empty(),
+        "a task with no local reference is done"
+    );
     drop(w);
 }
 
