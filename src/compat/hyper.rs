@@ -22,9 +22,12 @@
 //! **Cancellation.** A connection's reads and writes are ringio await
 //! points. Cancelling the task that drives a connection cancels the ring
 //! operation in flight and hyper's connection future ends with an I/O
-//! error carrying the cancellation; [`into_error`] turns a `hyper::Error`
-//! back into a [`ringio::Error`](crate::Error), keeping
-//! [`Error::Cancelled`] a cancellation. Dropping a connection future
+//! error carrying the cancellation — except an HTTP/1 connection idle
+//! between requests, which hyper closes without an error (it takes a
+//! failed read there for the peer's end). [`drive`] awaits a connection
+//! and ends with [`Error::Cancelled`] in both cases; [`into_error`] turns
+//! a `hyper::Error` back into a [`ringio::Error`](crate::Error), keeping a
+//! cancellation a cancellation. Dropping a connection future
 //! cancels its operations (ringio's drop rules) and closes the socket.
 //! hyper's timers are not cancellation points: a [`RingSleep`] leaves a
 //! pending cancellation to the connection's next ring operation.
