@@ -14,9 +14,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
+echo "== cargo clippy --all-features"
+cargo clippy --all-targets --all-features -- -D warnings
 echo "== cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --all-features
 echo "== cargo test"
-cargo test --release -- --test-threads=2
+# --all-features: the tokio-io and hyper tests (uring-tests/tokio_io.rs,
+# uring-tests/hyper.rs) and the http examples need their features.
+cargo test --release --all-features -- --test-threads=2
 
 bash ci/miri.sh

@@ -43,6 +43,8 @@
 #![warn(missing_docs)]
 
 pub mod combinators;
+#[cfg(any(feature = "tokio-io", feature = "hyper"))]
+pub mod compat;
 mod driver;
 mod error;
 pub mod fs;

@@ -119,31 +119,21 @@ impl<S: AsRawFd> Compat<S> {
         });
     }
 
-    /// Drives the in-flight write until its buffer has gone out entirely.
-    fn poll_write_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(op) = self.write_op.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let (res, mut buf) = ready!(op.as_mut().poll(cx));
-        self.write_op = None;
-        buf.clear();
-        self.wbuf = Some(buf);
-        Poll::Ready(res.map_err(to_io))
-    }
-}
-
-impl<S: AsRawFd + Unpin> AsyncRead for Compat<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
+    /// The read side of every adapter over `Compat` (futures-io, tokio-io,
+    /// hyper): hands up to `want` buffered bytes to `put` (starting a ring
+    /// read when none are buffered) and returns how many it took.
+    pub(crate) fn poll_read_into(
+        &mut self,
         cx: &mut Context<'_>,
-        out: &mut [u8],
+        want: usize,
+        put: impl FnOnce(&[u8]),
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
+        let this = self;
         loop {
             if let Some(buf) = this.rbuf.as_ref() {
                 if this.rpos < buf.len() {
-                    let n = out.len().min(buf.len() - this.rpos);
-                    out[..n].copy_from_slice(&buf[this.rpos..this.rpos + n]);
+                    let n = want.min(buf.len() - this.rpos);
+                    put(&buf[this.rpos..this.rpos + n]);
                     this.rpos += n;
                     return Poll::Ready(Ok(n));
                 }
@@ -169,11 +159,35 @@ impl<S: AsRawFd + Unpin> AsyncRead for Compat<S> {
                     }
                 }
             }
-            if out.is_empty() {
+            if want == 0 {
                 return Poll::Ready(Ok(0));
             }
             this.start_read();
         }
+    }
+
+    /// Drives the in-flight write until its buffer has gone out entirely.
+    fn poll_write_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(op) = self.write_op.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let (res, mut buf) = ready!(op.as_mut().poll(cx));
+        self.write_op = None;
+        buf.clear();
+        self.wbuf = Some(buf);
+        Poll::Ready(res.map_err(to_io))
+    }
+}
+
+impl<S: AsRawFd + Unpin> AsyncRead for Compat<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let want = out.len();
+        self.get_mut()
+            .poll_read_into(cx, want, |bytes| out[..bytes.len()].copy_from_slice(bytes))
     }
 }
 

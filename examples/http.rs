@@ -1,0 +1,183 @@
+//! The TechEmpower "plaintext" server on hyper over ringio: every request
+//! gets `200 OK`, `Content-Type: text/plain` and `Hello, World!`, on
+//! keep-alive HTTP/1.1 connections.
+//!
+//! ```text
+//! cargo run --release --example http --features hyper -- [--addr 127.0.0.1:8080] [--cores N]
+//! ```
+//!
+//! hyper runs on ringio through `ringio::compat::hyper`: the connection's
+//! I/O is `io::Compat` over a ringio `TcpStream` (reads and writes on the
+//! ring), and hyper's header-read timeout is a timer in the loop's heap.
+//! With `--cores N`, N threads each run their own loop and ring with their
+//! own `SO_REUSEPORT` listener on the port (thread-per-core, as in the
+//! `echo` example): the kernel spreads connections, and a connection stays
+//! on the core that accepted it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue, SERVER};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use ringio::compat::hyper::{RingTimer, drive};
+use ringio::io::Compat;
+use ringio::net::{ListenOptions, TcpListener, TcpStream};
+
+const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+const USAGE: &str = "usage: http [--addr IP:PORT] [--cores N]
+
+  --addr IP:PORT  where to listen (default 127.0.0.1:8080)
+  --cores N       loops, one per core, each with its own SO_REUSEPORT
+                  listener (default 1)";
+
+struct Args {
+    addr: SocketAddr,
+    cores: usize,
+}
+
+/// `Ok(None)` for `--help`.
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        addr: DEFAULT_ADDR.parse().map_err(|e| format!("{e}"))?,
+        cores: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match flag.as_str() {
+            "--addr" => {
+                let v = value("--addr")?;
+                args.addr = v.parse().map_err(|e| format!("--addr {v}: {e}"))?;
+            }
+            "--cores" => {
+                let v = value("--cores")?;
+                args.cores = v.parse().map_err(|e| format!("--cores {v}: {e}"))?;
+                if args.cores == 0 {
+                    return Err("--cores must be at least 1".into());
+                }
+            }
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown argument {other}; try --help")),
+        }
+    }
+    Ok(Some(args))
+}
+
+/// The plaintext answer.
+async fn plaintext(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut res = Response::new(Full::new(Bytes::from_static(b"Hello, World!")));
+    let h = res.headers_mut();
+    h.insert(SERVER, HeaderValue::from_static("ringio"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(res)
+}
+
+/// Serves one connection until the client closes it.
+async fn connection(stream: TcpStream) -> ringio::Result<()> {
+    stream.set_nodelay(true)?;
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(RingTimer)
+        .serve_connection(
+            Compat::with_capacity(16 * 1024, stream),
+            service_fn(plaintext),
+        );
+    drive(conn).await
+}
+
+/// One core's server: accept forever, a task per connection.
+async fn serve(listener: TcpListener) -> ringio::Result<()> {
+    let mut incoming = listener.incoming();
+    while let Some(conn) = incoming.next().await {
+        match conn {
+            Ok(stream) => {
+                ringio::create_task(async move {
+                    if let Err(e) = connection(stream).await {
+                        // Resets and half-sent requests are the clients' business.
+                        if !matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE)) {
+                            eprintln!("http: connection: {e}");
+                        }
+                    }
+                    Ok::<(), ringio::Error>(())
+                });
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                eprintln!("http: accept: {e}; pausing accepts for 100 ms");
+                ringio::sleep(std::time::Duration::from_millis(100)).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("{msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = ListenOptions::new().reuse_port(args.cores > 1);
+    // Bind before starting the cores: a bad address fails fast, and every
+    // core binds the same (possibly OS-chosen) port.
+    let first = match TcpListener::bind_with(args.addr, opts) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("http: cannot listen on {}: {e}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = first.local_addr().unwrap_or(args.addr);
+    eprintln!(
+        "http: listening on http://{addr} with {} core(s)",
+        args.cores
+    );
+    let mut rt = match ringio::Runtime::builder().cores(args.cores).build_multi() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("http: cannot start {} core(s): {e}", args.cores);
+            return ExitCode::FAILURE;
+        }
+    };
+    let first = Mutex::new(Some(first));
+    let results = rt.run_on_each(move |core| {
+        let mine = if core.id() == 0 {
+            first.lock().unwrap_or_else(|e| e.into_inner()).take()
+        } else {
+            None
+        };
+        async move {
+            let listener = match mine {
+                Some(l) => l,
+                None => TcpListener::bind_with(addr, opts)?,
+            };
+            serve(listener).await
+        }
+    });
+    let mut code = ExitCode::SUCCESS;
+    match results {
+        Ok(per_core) => {
+            for (i, r) in per_core.into_iter().enumerate() {
+                if let Err(e) = r {
+                    eprintln!("http: core {i}: {e}");
+                    code = ExitCode::FAILURE;
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("http: {e}");
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
+}

@@ -1,0 +1,222 @@
+//! Integration tests: hyper 1.x on ringio (feature `hyper`), server and
+//! client on loopback, HTTP/1.1 and HTTP/2, against a real ring.
+
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use ringio::compat::hyper::{LocalExecutor, RingTimer, drive, into_error};
+use ringio::io::Compat;
+use ringio::net::{TcpListener, TcpStream};
+
+/// Answers with the method, the path and the request body reversed.
+async fn reverse(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (parts, body) = req.into_parts();
+    let mut body = body.collect().await?.to_bytes().to_vec();
+    body.reverse();
+    let res = Response::builder()
+        .header("x-method", parts.method.as_str())
+        .header("x-path", parts.uri.path())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    Ok(res)
+}
+
+fn request(path: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
+    Request::post(format!("http://localhost{path}"))
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+async fn check(res: Response<Incoming>, path: &str, sent: &[u8]) -> ringio::Result<()> {
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-method"], "POST");
+    assert_eq!(res.headers()["x-path"], path);
+    let got = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(into_error)?
+        .to_bytes();
+    let mut want = sent.to_vec();
+    want.reverse();
+    assert_eq!(got.len(), want.len());
+    assert!(got[..] == want[..], "body of {} bytes differs", sent.len());
+    Ok(())
+}
+
+/// HTTP/1.1: one keep-alive connection carries several requests with
+/// bodies (one larger than the adapter's buffers); the server's connection
+/// ends cleanly when the client drops its side.
+#[test]
+fn http1_server_and_client_round_trip() {
+    block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = ringio::create_task(async move {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            hyper::server::conn::http1::Builder::new()
+                .timer(RingTimer)
+                .serve_connection(Compat::new(stream), service_fn(reverse))
+                .await
+                .map_err(into_error)
+        });
+
+        let stream = TcpStream::connect(addr).await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(Compat::new(stream))
+            .await
+            .map_err(into_error)?;
+        let conn = ringio::create_task(async move { conn.await.map_err(into_error) });
+        for (i, len) in [0usize, 13, 200_000, 1].into_iter().enumerate() {
+            let body = pattern(i as u64, len);
+            let path = format!("/r/{i}");
+            let res = send
+                .send_request(request(&path, body.clone()))
+                .await
+                .map_err(into_error)?;
+            check(res, &path, &body).await?;
+        }
+        drop(send);
+        conn.await?;
+        server.await?;
+        settle().await;
+        Ok::<_, ringio::Error>(())
+    })
+    .unwrap();
+}
+
+/// HTTP/2 (prior knowledge): concurrent streams on one connection, each
+/// served by a ringio task that the executor made.
+#[test]
+fn http2_server_and_client_round_trip() {
+    block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = ringio::create_task(async move {
+            let (stream, _) = listener.accept().await?;
+            hyper::server::conn::http2::Builder::new(LocalExecutor)
+                .timer(RingTimer)
+                .serve_connection(Compat::new(stream), service_fn(reverse))
+                .await
+                .map_err(into_error)
+        });
+
+        let stream = TcpStream::connect(addr).await?;
+        let (send, conn) = hyper::client::conn::http2::Builder::new(LocalExecutor)
+            .timer(RingTimer)
+            .handshake(Compat::new(stream))
+            .await
+            .map_err(into_error)?;
+        let conn = ringio::create_task(async move { conn.await.map_err(into_error) });
+        let mut tasks = Vec::new();
+        for i in 0..8u64 {
+            let mut send = send.clone();
+            tasks.push(ringio::create_task(async move {
+                let body = pattern(i, (i as usize) * 30_011);
+                let path = format!("/s/{i}");
+                let res = send
+                    .send_request(request(&path, body.clone()))
+                    .await
+                    .map_err(into_error)?;
+                assert_eq!(res.version(), hyper::Version::HTTP_2);
+                check(res, &path, &body).await
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        drop(send);
+        conn.await?;
+        server.await?;
+        settle().await;
+        Ok::<_, ringio::Error>(())
+    })
+    .unwrap();
+}
+
+/// Cancelling the task that serves a connection cancels its pending read:
+/// the task ends cancelled (hyper closes an idle HTTP/1 connection cleanly
+/// on the failed read; `drive` reports the cancellation), the socket is
+/// closed, and the client sees the connection end.
+#[test]
+fn cancelling_a_server_connection() {
+    block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = ringio::create_task(async move {
+            let (stream, _) = listener.accept().await?;
+            drive(
+                hyper::server::conn::http1::Builder::new()
+                    .timer(RingTimer)
+                    .serve_connection(Compat::new(stream), service_fn(reverse)),
+            )
+            .await
+        });
+        let stream = TcpStream::connect(addr).await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(Compat::new(stream))
+            .await
+            .map_err(into_error)?;
+        let conn = ringio::create_task(async move { conn.await.map_err(into_error) });
+        let res = send
+            .send_request(request("/a", b"abc".to_vec()))
+            .await
+            .map_err(into_error)?;
+        check(res, "/a", b"abc").await?;
+
+        // The server now waits in a read for the next request.
+        ringio::sleep(ms(20)).await?;
+        server.cancel();
+        let e = server.await.unwrap_err();
+        assert!(e.is_cancelled(), "{e:?}");
+        // The client's connection ends (EOF from the closed socket).
+        let t0 = Instant::now();
+        let _ = conn.await;
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        let r = send.send_request(request("/b", Vec::new())).await;
+        assert!(r.is_err());
+        settle().await;
+        Ok::<_, ringio::Error>(())
+    })
+    .unwrap();
+}
+
+/// The timer drives hyper's HTTP/1 header-read timeout: a client that
+/// sends half a request head is dropped when it expires.
+#[test]
+fn header_read_timeout_fires_on_the_ring_timer() {
+    block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = ringio::create_task(async move {
+            let (stream, _) = listener.accept().await?;
+            let t0 = Instant::now();
+            let r = hyper::server::conn::http1::Builder::new()
+                .timer(RingTimer)
+                .header_read_timeout(ms(100))
+                .serve_connection(Compat::new(stream), service_fn(reverse))
+                .await;
+            Ok::<_, ringio::Error>((r.is_err(), t0.elapsed()))
+        });
+        let stream = TcpStream::connect(addr).await?;
+        let (r, _) = stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n".to_vec())
+            .await;
+        r?;
+        let (failed, took) = server.await?;
+        assert!(failed, "the connection should end with a timeout error");
+        assert!(took >= ms(100), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        // The server closed the socket: the client reads the end.
+        let (n, _) = stream.read(Vec::with_capacity(64)).await;
+        assert_eq!(n?, 0);
+        Ok::<_, ringio::Error>(())
+    })
+    .unwrap();
+}
