@@ -138,6 +138,10 @@ pub(crate) struct Driver {
     /// The timespec of the next wait timeout. The kernel copies it when it
     /// takes the SQE; boxed so its address is stable until then.
     wait_ts: Box<Timespec>,
+    /// Provided-buffer group ids given back by unregistered buffer rings,
+    /// and the next never-used one.
+    free_bgids: Vec<u16>,
+    next_bgid: u16,
 }
 
 /// What a CQE reap turned up besides op completions.
@@ -219,7 +223,61 @@ impl Driver {
             wait_timeout: None,
             wait_timeout_seq: 0,
             wait_ts: Box::new(Timespec::new()),
+            free_bgids: Vec::new(),
+            next_bgid: 0,
         })
+    }
+
+    /// Whether the ring supports `code` (probed at start).
+    pub(crate) fn supports(&self, code: u8) -> bool {
+        self.support.supports(code)
+    }
+
+    /// Registers a provided-buffer ring (`IORING_REGISTER_PBUF_RING`,
+    /// Linux 5.19) of `entries` entries at `addr` under a fresh buffer
+    /// group id, which it returns.
+    ///
+    /// # Safety
+    ///
+    /// `addr` must be page-aligned memory of `entries` `io_uring_buf`
+    /// entries that stays valid (with every buffer its entries name) until
+    /// [`Driver::unregister_buf_ring`] is called with the returned id, or
+    /// the ring is gone.
+    pub(crate) unsafe fn register_buf_ring(&mut self, addr: u64, entries: u16) -> io::Result<u16> {
+        let bgid = match self.free_bgids.pop() {
+            Some(id) => id,
+            None => {
+                let id = self.next_bgid;
+                self.next_bgid = self.next_bgid.checked_add(1).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        "every provided-buffer group id of this ring is in use",
+                    )
+                })?;
+                id
+            }
+        };
+        // SAFETY: forwarded from the caller.
+        match unsafe {
+            self.ring
+                .submitter()
+                .register_buf_ring_with_flags(addr, entries, bgid, 0)
+        } {
+            Ok(()) => Ok(bgid),
+            Err(e) => {
+                self.free_bgids.push(bgid);
+                Err(e)
+            }
+        }
+    }
+
+    /// Unregisters the provided-buffer ring of group `bgid`: the kernel no
+    /// longer reads its entries. Only once no op that selects from it is
+    /// in flight.
+    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) -> io::Result<()> {
+        self.ring.submitter().unregister_buf_ring(bgid)?;
+        self.free_bgids.push(bgid);
+        Ok(())
     }
 
     /// Whether this ring can send `IORING_OP_MSG_RING` (probed at start).
@@ -394,7 +452,8 @@ impl Driver {
         let Some(slot) = self.ops.get_mut(key) else {
             return data;
         };
-        slot.release_unread();
+        let mut data = data;
+        slot.release_unread(data.as_deref_mut());
         if slot.finished {
             self.ops.remove(key);
             return data;
@@ -715,7 +774,7 @@ impl Driver {
         let Some(slot) = self.ops.get_mut(key) else {
             return;
         };
-        slot.release_unread();
+        slot.release_unread(None);
         if slot.finished {
             self.ops.remove(key);
         } else {

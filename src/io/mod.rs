@@ -16,6 +16,7 @@
 //! `futures-util` `AsyncRead`/`AsyncWrite` traits.
 
 mod buf;
+pub(crate) mod buf_ring;
 mod compat;
 pub(crate) mod fd;
 pub(crate) mod ops;
@@ -26,6 +27,7 @@ use std::os::fd::AsRawFd;
 use io_uring::opcode;
 
 pub use buf::{AlignedBuf, BufResult, IoBuf, IoBufMut, Slice};
+pub use buf_ring::{BufRing, BufRingMode, BufRingOptions, RingBuf};
 pub use compat::Compat;
 pub use timeout::{Io, with_timeout};
 

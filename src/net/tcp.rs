@@ -16,6 +16,7 @@ use super::socket::{bind, get_int_opt, listen, set_int_opt, socket, with_std};
 use super::{fd_traits, stream_io};
 use crate::driver::OrphanCleanup;
 use crate::error::{Error, Result};
+use crate::io::buf_ring::StashCell;
 use crate::io::fd::{RingFd, close_orphan};
 use crate::io::{Io, ops};
 use crate::runtime::Op;
@@ -118,9 +119,7 @@ impl TcpListener {
             let _me = self;
             let (raw, addr) = ops::accept(fd).await?;
             // SAFETY: a fresh descriptor the kernel created for us.
-            let stream = TcpStream {
-                fd: unsafe { RingFd::from_raw(raw) },
-            };
+            let stream = TcpStream::from_fd(unsafe { RingFd::from_raw(raw) });
             let peer = from_raw(&addr.storage, addr.len)?;
             Ok((stream, peer))
         })
@@ -229,10 +228,8 @@ impl Stream for Incoming<'_> {
                     this.op = None;
                 }
                 Poll::Ready(Some(match res {
-                    Ok(fd) => Ok(TcpStream {
-                        // SAFETY: a fresh descriptor the kernel created for us.
-                        fd: unsafe { RingFd::from_raw(fd as RawFd) },
-                    }),
+                    // SAFETY: a fresh descriptor the kernel created for us.
+                    Ok(fd) => Ok(TcpStream::from_fd(unsafe { RingFd::from_raw(fd as RawFd) })),
                     Err(e) => Err(e),
                 }))
             }
@@ -259,9 +256,18 @@ impl fmt::Debug for Incoming<'_> {
 /// when `SO_LINGER` is set (see [`TcpStream::set_linger`]).
 pub struct TcpStream {
     fd: RingFd,
+    /// Bytes a dropped receive stream left behind.
+    rx: StashCell,
 }
 
 impl TcpStream {
+    fn from_fd(fd: RingFd) -> TcpStream {
+        TcpStream {
+            fd,
+            rx: StashCell::default(),
+        }
+    }
+
     /// Connects to `addr` (`IORING_OP_CONNECT`), trying each resolved
     /// address in turn; the last error is returned if none accepts
     /// (`ECONNREFUSED` "Connection refused" for a closed port). Name lookup,
@@ -274,7 +280,7 @@ impl TcpStream {
             for a in addrs? {
                 let fd = socket(domain_of(&a), libc::SOCK_STREAM)?;
                 match ops::connect(fd.raw(), to_boxed(&a)).await {
-                    Ok(()) => return Ok(TcpStream { fd }),
+                    Ok(()) => return Ok(TcpStream::from_fd(fd)),
                     // A cancel or a deadline ends the whole call.
                     Err(e @ (Error::Cancelled { .. } | Error::Timeout)) => return Err(e),
                     Err(e) => last = Some(e),
@@ -343,14 +349,12 @@ impl TcpStream {
     /// Takes over a `std` stream (blocking or not: the ring does not care).
     pub fn from_std(stream: std::net::TcpStream) -> TcpStream {
         use std::os::fd::IntoRawFd;
-        TcpStream {
-            // SAFETY: the std stream gave up its descriptor to us.
-            fd: unsafe { RingFd::from_raw(stream.into_raw_fd()) },
-        }
+        // SAFETY: the std stream gave up its descriptor to us.
+        TcpStream::from_fd(unsafe { RingFd::from_raw(stream.into_raw_fd()) })
     }
 }
 
-fd_traits!(TcpStream);
+fd_traits!(TcpStream, rx);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
