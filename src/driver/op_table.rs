@@ -41,37 +41,48 @@ impl OpKey {
 ///
 /// A plain op has exactly one; keeping it inline spares an allocation per
 /// op (a `VecDeque` allocates on its first push). Only multishot ops spill
-/// into `rest`.
+/// into `rest`, boxed so that the slot of every op in flight (10,000 idle
+/// connections each have one) stays small.
 #[derive(Default)]
 pub(crate) struct Completions {
     first: Option<(i32, u32)>,
-    rest: VecDeque<(i32, u32)>,
+    // One word instead of a VecDeque's four, in every slot.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<(i32, u32)>>>,
 }
 
 impl Completions {
+    fn rest_is_empty(&self) -> bool {
+        self.rest.as_ref().is_none_or(|r| r.is_empty())
+    }
+
     pub(crate) fn push_back(&mut self, c: (i32, u32)) {
-        if self.first.is_none() && self.rest.is_empty() {
+        if self.first.is_none() && self.rest_is_empty() {
             self.first = Some(c);
         } else {
-            self.rest.push_back(c);
+            self.rest.get_or_insert_default().push_back(c);
         }
     }
 
     pub(crate) fn pop_front(&mut self) -> Option<(i32, u32)> {
-        self.first.take().or_else(|| self.rest.pop_front())
+        self.first
+            .take()
+            .or_else(|| self.rest.as_mut().and_then(|r| r.pop_front()))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.first.is_none() && self.rest.is_empty()
+        self.first.is_none() && self.rest_is_empty()
     }
 
     pub(crate) fn clear(&mut self) {
         self.first = None;
-        self.rest.clear();
+        self.rest = None;
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &(i32, u32)> {
-        self.first.iter().chain(self.rest.iter())
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 }
 
