@@ -321,3 +321,67 @@ fn loop_shutdown_with_streams_in_flight_leaks_nothing() {
     }
     assert_eq!(open_fds(), fds_before, "file descriptors leaked");
 }
+
+#[test]
+fn read_exact_gathers_short_reads_and_reports_eof_with_the_bytes_so_far() {
+    let _g = serial();
+    ringio::run(async {
+        let (client, server) = tcp_pair().await;
+        let client = Rc::new(client);
+        let data = pattern(20, 10_000);
+        // Written in small pieces with pauses: the reads come back short.
+        let w = {
+            let (client, data) = (client.clone(), data.clone());
+            ringio::create_task(async move {
+                for chunk in data.chunks(777) {
+                    let (r, _) = client.write_all(chunk.to_vec()).await;
+                    r?;
+                    ringio::sleep(Duration::from_millis(1)).await?;
+                }
+                Ok::<_, Error>(())
+            })
+        };
+        let (r, buf) = server.read_exact(Vec::with_capacity(6000)).await;
+        r.unwrap();
+        assert!(buf[..] == data[..6000]);
+        w.await.unwrap();
+        // 4000 bytes left, then EOF: asking for 5000 is an error that says
+        // so, and the 4000 bytes come back.
+        client.shutdown(Shutdown::Write).await.unwrap();
+        let (r, buf) = server.read_exact(Vec::with_capacity(5000)).await;
+        let e = r.unwrap_err();
+        assert!(
+            matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("4000 of 5000"), "{e}");
+        assert!(buf[..] == data[6000..]);
+        // A buffer with no room is a clear error, not Ok.
+        let (r, _) = server.read_exact(Vec::new()).await;
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    });
+}
+
+#[test]
+fn read_exact_takes_bytes_a_dropped_stream_left() {
+    let _g = serial();
+    for mode in MODES {
+        ringio::run(async move {
+            let (client, server) = tcp_pair().await;
+            let ring = pool(mode, 8, 16);
+            let data = pattern(21, 100);
+            let (r, _) = client.write_all(data.clone()).await;
+            r.unwrap();
+            ringio::sleep(Duration::from_millis(10)).await.unwrap();
+            let mut got = Vec::new();
+            {
+                let mut s = server.recv_multishot(&ring);
+                got.extend_from_slice(&s.next().await.unwrap().unwrap());
+            }
+            let (r, buf) = server.read_exact(Vec::with_capacity(100 - got.len())).await;
+            r.unwrap();
+            got.extend_from_slice(&buf);
+            assert!(got == data, "{mode:?}");
+        });
+    }
+}

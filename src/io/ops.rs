@@ -206,6 +206,57 @@ pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufR
     (res.map(|n| n as usize), buf)
 }
 
+/// Receives until `buf`'s whole capacity is filled (from its start), one
+/// `IORING_OP_RECV` after another, taking bytes stashed by a dropped
+/// receive stream first. End of stream before that is an
+/// `UnexpectedEof` error saying how many bytes came; the buffer comes back
+/// holding them (a `Vec`'s length is that count), as on any other error.
+pub(crate) async fn recv_exact<B: IoBufMut>(
+    fd: RawFd,
+    mut buf: B,
+    stash: &super::buf_ring::StashCell,
+) -> BufResult<(), B> {
+    use super::buf::IoBuf as _;
+    if let Some(e) = no_room(&buf) {
+        return (Err(e), buf);
+    }
+    let total = buf.bytes_total();
+    let mut done = 0;
+    while done < total {
+        let mut slice = buf.slice(done..);
+        let res = match stash.read_into(&mut slice) {
+            Some(n) => Ok(n as u32),
+            None => {
+                let len = slice.bytes_total().min(MAX_LEN) as u32;
+                let sqe = opcode::Recv::new(Fd(fd), slice.stable_mut_ptr(), len).build();
+                // SAFETY: the SQE points into the slice's part of `buf`'s
+                // stable heap memory, owned by the op.
+                let (res, _, s) = unsafe { submit(sqe, slice, None) }.await;
+                slice = s;
+                finish_read(&res, &mut slice);
+                res
+            }
+        };
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "end of stream after {done} of {total} bytes: the peer closed before \
+                         read_exact was done (the buffer holds the {done} bytes read)"
+                    ),
+                );
+                return (Err(e.into()), buf);
+            }
+            Ok(n) => done += n as usize,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
 fn finish_read<B: IoBufMut>(res: &Result<u32>, buf: &mut B) {
     if let Ok(n) = *res {
         // SAFETY: the kernel wrote `n <= bytes_total` bytes from the start.

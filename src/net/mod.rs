@@ -77,6 +77,28 @@ macro_rules! stream_io {
             })
         }
 
+        /// Receives until `buf`'s whole capacity is filled (from its start;
+        /// a `Vec`'s length becomes the count received), as many
+        /// `IORING_OP_RECV`s as it takes.
+        ///
+        /// If the peer closes first, the error is `UnexpectedEof`, saying
+        /// how many bytes came, and the buffer comes back holding them. On
+        /// any error, timeout or cancellation the buffer comes back with
+        /// the bytes received so far. A buffer with no capacity is
+        /// `Error::InvalidArgument`.
+        #[track_caller]
+        pub fn read_exact<B: $crate::io::IoBufMut>(
+            &self,
+            buf: B,
+        ) -> $crate::io::Io<
+            impl ::std::future::Future<Output = $crate::io::BufResult<(), B>> + '_,
+        > {
+            let fd = self.fd.raw();
+            $crate::io::Io::new(async move {
+                $crate::io::ops::recv_exact(fd, buf, &self.rx).await
+            })
+        }
+
         /// Receives into buffers of `ring` as they arrive: a stream of
         /// [`RingBuf`](crate::io::RingBuf)s, one multishot `IORING_OP_RECV`
         /// on Linux 6.0+ with a kernel-registered pool (see
