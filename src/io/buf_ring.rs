@@ -95,7 +95,7 @@ const _: () = assert!(std::mem::size_of::<RawEntry>() == 16);
 const MAX_ENTRIES: u32 = 32768;
 
 /// A pool of receive buffers the kernel fills as data arrives (see the
-/// [module docs](self)). Made on a running loop, used by that loop's
+/// guide's section 3). Made on a running loop, used by that loop's
 /// sockets ([`TcpStream::recv_multishot`](crate::net::TcpStream::recv_multishot),
 /// [`UnixStream::recv_multishot`](crate::net::UnixStream::recv_multishot));
 /// cloning it is cheap and shares the pool.

@@ -13,7 +13,9 @@
 //! ([`BufResult`]); see [`IoBuf`] and [`IoBufMut`]. Calls return an [`Io`]
 //! future, whose [`Io::timeout`] puts an `IORING_OP_LINK_TIMEOUT` on the
 //! call's ring operations. [`Compat`] adapts a stream to the
-//! `futures-util` `AsyncRead`/`AsyncWrite` traits.
+//! `futures-util` `AsyncRead`/`AsyncWrite` traits. [`BufRing`] is a pool of
+//! receive buffers the kernel fills as data arrives (provided-buffer ring,
+//! multishot receive), handed out as [`RingBuf`]s.
 
 mod buf;
 pub(crate) mod buf_ring;
