@@ -58,6 +58,41 @@ pub(crate) fn with_ext_arg<R>(on: bool, f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// How a loop's ring is set up beyond its size: the runtime builder's
+/// ring options (`Builder::sqpoll`, `coop_taskrun`, `cq_entries`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RingSetup {
+    /// `IORING_SETUP_SQPOLL` with this idle time in milliseconds.
+    pub(crate) sqpoll_idle_ms: Option<u32>,
+    /// `IORING_SETUP_SQ_AFF`: the CPU of the SQPOLL thread.
+    pub(crate) sqpoll_cpu: Option<u32>,
+    /// `IORING_SETUP_COOP_TASKRUN | TASKRUN_FLAG` instead of
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`.
+    pub(crate) coop_taskrun: bool,
+    /// Completion-queue entries (default: four times the SQ's).
+    pub(crate) cq_entries: Option<u32>,
+}
+
+thread_local! {
+    static RING_SETUP: std::cell::Cell<RingSetup> = const {
+        std::cell::Cell::new(RingSetup {
+            sqpoll_idle_ms: None,
+            sqpoll_cpu: None,
+            coop_taskrun: false,
+            cq_entries: None,
+        })
+    };
+}
+
+/// Runs `f` (which builds a loop on this thread) with its ring set up as
+/// `setup` says.
+pub(crate) fn with_setup<R>(setup: RingSetup, f: impl FnOnce() -> R) -> R {
+    let old = RING_SETUP.with(|c| c.replace(setup));
+    let out = f();
+    RING_SETUP.with(|c| c.set(old));
+    out
+}
+
 /// Largest ring the kernel accepts (`IORING_MAX_ENTRIES`).
 pub const MAX_RING_ENTRIES: u32 = 32768;
 
@@ -90,6 +125,14 @@ pub struct DriverStats {
     /// (`IORING_FEAT_EXT_ARG`, Linux 5.11); otherwise the loop keeps one
     /// `IORING_OP_TIMEOUT` armed for its earliest deadline.
     pub ext_arg: bool,
+    /// Whether a kernel thread polls the submission queue
+    /// (`IORING_SETUP_SQPOLL`, `Builder::sqpoll`).
+    pub sqpoll: bool,
+    /// Whether the ring runs with `IORING_SETUP_COOP_TASKRUN`
+    /// (`Builder::coop_taskrun`).
+    pub coop_taskrun: bool,
+    /// Completion-queue entries, as the kernel set them up.
+    pub cq_entries: u32,
 }
 
 /// The ring, its submission backlog, and the in-flight operations.
@@ -142,6 +185,8 @@ pub(crate) struct Driver {
     /// and the next never-used one.
     free_bgids: Vec<u16>,
     next_bgid: u16,
+    /// A kernel thread polls the SQ (`IORING_SETUP_SQPOLL`).
+    sqpoll: bool,
 }
 
 /// What a CQE reap turned up besides op completions.
@@ -173,23 +218,91 @@ impl Driver {
         // together; a one-entry SQ could never take it, and the backlog
         // (and every SQE queued behind it) would wait forever.
         let entries = entries.max(2);
-        // SINGLE_ISSUER | DEFER_TASKRUN (6.1+) spares the kernel's task-work
-        // interrupts: 10-19% less CPU per request on this project's machine.
-        let (ring, defer_taskrun) = match IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_cqsize(entries.saturating_mul(4).min(MAX_RING_ENTRIES * 2))
-            .build(entries)
-        {
-            Ok(ring) => (ring, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
-                IoUring::builder()
-                    .build(entries)
-                    .map_err(|e| setup_error(e, entries))?,
-                false,
-            ),
-            Err(e) => return Err(setup_error(e, entries)),
+        let setup = RING_SETUP.with(|c| c.get());
+        let cq_entries = match setup.cq_entries {
+            None => entries.saturating_mul(4).min(MAX_RING_ENTRIES * 2),
+            Some(n) if n < entries || n > MAX_RING_ENTRIES * 2 => {
+                return Err(Error::InvalidArgument(format!(
+                    "cq_entries {n} must be at least the ring's {entries} submission entries \
+                     and at most {}",
+                    MAX_RING_ENTRIES * 2
+                )));
+            }
+            Some(n) => n,
         };
+        if setup.sqpoll_idle_ms.is_some() && setup.coop_taskrun {
+            return Err(Error::InvalidArgument(
+                "sqpoll and coop_taskrun cannot be combined: the kernel refuses \
+                 IORING_SETUP_COOP_TASKRUN on an SQPOLL ring (its thread runs the task work)"
+                    .into(),
+            ));
+        }
+        if setup.sqpoll_cpu.is_some() && setup.sqpoll_idle_ms.is_none() {
+            return Err(Error::InvalidArgument(
+                "sqpoll_cpu needs sqpoll: it pins the SQPOLL kernel thread".into(),
+            ));
+        }
+        let (ring, defer_taskrun) = if let Some(idle) = setup.sqpoll_idle_ms {
+            let mut b = IoUring::builder();
+            b.setup_sqpoll(idle).setup_cqsize(cq_entries);
+            if let Some(cpu) = setup.sqpoll_cpu {
+                b.setup_sqpoll_cpu(cpu);
+            }
+            let ring = b.build(entries).map_err(|e| match e.raw_os_error() {
+                Some(libc::EPERM) => Error::Unsupported(
+                    "IORING_SETUP_SQPOLL was refused (EPERM): before Linux 5.11 it needs \
+                     CAP_SYS_ADMIN, and a seccomp or io_uring_disabled policy may forbid it"
+                        .into(),
+                ),
+                Some(libc::EINVAL) => Error::Unsupported(format!(
+                    "IORING_SETUP_SQPOLL (Linux 5.1; unprivileged since 5.11) was refused \
+                     (EINVAL){}",
+                    if setup.sqpoll_cpu.is_some() {
+                        ": is the sqpoll_cpu online and allowed?"
+                    } else {
+                        ""
+                    }
+                )),
+                _ => setup_error(e, entries),
+            })?;
+            (ring, false)
+        } else if setup.coop_taskrun {
+            let ring = IoUring::builder()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .setup_cqsize(cq_entries)
+                .build(entries)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::EINVAL) => Error::Unsupported(
+                        "IORING_SETUP_COOP_TASKRUN is not supported by this kernel's io_uring; \
+                         it needs Linux 5.19 or later"
+                            .into(),
+                    ),
+                    _ => setup_error(e, entries),
+                })?;
+            (ring, false)
+        } else {
+            // SINGLE_ISSUER | DEFER_TASKRUN (6.1+) spares the kernel's task-work
+            // interrupts: 10-19% less CPU per request on this project's machine.
+            match IoUring::builder()
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_cqsize(cq_entries)
+                .build(entries)
+            {
+                Ok(ring) => (ring, true),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+                    IoUring::builder()
+                        .setup_cqsize(cq_entries)
+                        .build(entries)
+                        .map_err(|e| setup_error(e, entries))?,
+                    false,
+                ),
+                Err(e) => return Err(setup_error(e, entries)),
+            }
+        };
+        let sqpoll = ring.params().is_setup_sqpoll();
+        let cq_entries = ring.params().cq_entries();
         let support = OpcodeSupport::read(&ring.submitter());
         let msg_ring = support.supports(opcode::MsgRingData::CODE);
         let ext_arg = ring.params().is_feature_ext_arg() && USE_EXT_ARG.with(|c| c.get());
@@ -208,6 +321,9 @@ impl Driver {
             stats: DriverStats {
                 defer_taskrun,
                 ext_arg,
+                sqpoll,
+                coop_taskrun: setup.coop_taskrun,
+                cq_entries,
                 ..DriverStats::default()
             },
             eventfd,
@@ -225,6 +341,7 @@ impl Driver {
             wait_ts: Box::new(Timespec::new()),
             free_bgids: Vec::new(),
             next_bgid: 0,
+            sqpoll,
         })
     }
 
@@ -542,12 +659,37 @@ impl Driver {
                 break;
             }
             self.flush();
+            if self.sqpoll {
+                self.wait_sq_thread();
+            }
             if self.ring.submission().len() == queued {
                 // The kernel took none (EBUSY/EAGAIN): try again later.
                 break;
             }
         }
         !self.has_pending_submissions()
+    }
+
+    /// With SQPOLL, the kernel thread takes SQEs on its own time: wait
+    /// (briefly, yielding the CPU) until it has taken what is queued, so
+    /// that "issued" still means "resolved by the kernel" (descriptor
+    /// numbers are looked up then). Bounded: a thread that does not come
+    /// leaves the entries queued, and the caller falls back as for a full
+    /// SQ (a close goes through the ring behind them).
+    fn wait_sq_thread(&mut self) {
+        for i in 0..10_000 {
+            if self.ring.submission().is_empty() {
+                return;
+            }
+            if self.ring.submission().need_wakeup() {
+                self.enter_nonblocking(0);
+            }
+            if i < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// Hands every queued SQE to the kernel before returning, reaping
@@ -682,14 +824,19 @@ impl Driver {
     /// flushes the CQ overflow list, so what is complete becomes visible.
     fn enter_nonblocking(&mut self, to_submit: u32) {
         self.stats.enters += 1;
+        let mut flags = io_uring::EnterFlags::GETEVENTS;
+        if self.sqpoll {
+            // The SQPOLL thread submits; wake it if it went to sleep.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            if self.ring.submission().need_wakeup() {
+                flags |= io_uring::EnterFlags::SQ_WAKEUP;
+            }
+        }
         // SAFETY: a plain io_uring_enter with no argument struct.
         let result = unsafe {
-            self.ring.submitter().enter::<libc::sigset_t>(
-                to_submit,
-                0,
-                io_uring::EnterFlags::GETEVENTS.bits(),
-                None,
-            )
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, 0, flags.bits(), None)
         };
         check_enter(result);
         self.note_enter();
