@@ -23,7 +23,12 @@ const BUF: usize = 4096;
 /// ringio's echo server on `ringio::net`: accepts `conns` connections, one
 /// task each echoing until EOF, with owned buffers.
 pub fn ringio_echo_server(l: TcpListener, conns: usize) {
-    ringio::Runtime::builder()
+    ringio_echo_server_with(l, conns, ringio::Runtime::builder());
+}
+
+/// [`ringio_echo_server`] on a ring built by `builder` (1024 entries).
+pub fn ringio_echo_server_with(l: TcpListener, conns: usize, builder: ringio::Builder) {
+    builder
         .ring_entries(1024)
         .build()
         .unwrap()
@@ -344,21 +349,23 @@ fn client(addr: SocketAddr, conns: usize, size: usize, secs: f64) -> ClientResul
 // ------------------------------------------------------------------ cell --
 
 #[derive(Clone, Copy)]
-enum Server {
+pub enum Server {
     Ringio,
     RingioMultishot,
+    /// The plain ringio server on a ring set up another way.
+    RingioSetup(crate::ring_setup::Setup),
     Tokio,
     Raw,
 }
 
-struct CellResult {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    server_us_per_req: f64,
+pub struct CellResult {
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub server_us_per_req: f64,
 }
 
-fn one(server: Server, conns: usize, size: usize, secs: f64) -> CellResult {
+pub fn one(server: Server, conns: usize, size: usize, secs: f64) -> CellResult {
     let l = crate::util::listener();
     let addr = l.local_addr().unwrap();
     let srv = std::thread::spawn(move || {
@@ -367,6 +374,7 @@ fn one(server: Server, conns: usize, size: usize, secs: f64) -> CellResult {
         match server {
             Server::Ringio => ringio_echo_server(l, conns),
             Server::RingioMultishot => ringio_multishot_echo_server(l, conns),
+            Server::RingioSetup(setup) => ringio_echo_server_with(l, conns, setup.builder()),
             Server::Tokio => tokio_echo_server(l, conns),
             Server::Raw => raw_echo_server(l, conns),
         }

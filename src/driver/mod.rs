@@ -71,6 +71,9 @@ pub(crate) struct RingSetup {
     pub(crate) coop_taskrun: bool,
     /// Completion-queue entries (default: four times the SQ's).
     pub(crate) cq_entries: Option<u32>,
+    /// Opcodes to treat as missing (bit `code`): the fallbacks of older
+    /// kernels, tested on a new one.
+    pub(crate) hidden_opcodes: u128,
 }
 
 thread_local! {
@@ -80,6 +83,7 @@ thread_local! {
             sqpoll_cpu: None,
             coop_taskrun: false,
             cq_entries: None,
+            hidden_opcodes: 0,
         })
     };
 }
@@ -303,7 +307,7 @@ impl Driver {
         };
         let sqpoll = ring.params().is_setup_sqpoll();
         let cq_entries = ring.params().cq_entries();
-        let support = OpcodeSupport::read(&ring.submitter());
+        let support = OpcodeSupport::read(&ring.submitter(), setup.hidden_opcodes);
         let msg_ring = support.supports(opcode::MsgRingData::CODE);
         let ext_arg = ring.params().is_feature_ext_arg() && USE_EXT_ARG.with(|c| c.get());
         if !ext_arg && !support.supports(opcode::Timeout::CODE) {

@@ -329,6 +329,68 @@ pub(crate) async fn write_all<B: IoBuf>(fd: RawFd, mut buf: B, to: WriteTo) -> B
     (Ok(()), buf)
 }
 
+/// Sends the initialised bytes of `buf` once with `IORING_OP_SEND_ZC`
+/// (Linux 6.0): the kernel sends from the buffer itself instead of copying
+/// it. The op has two completions: the send's result, then (if it sent)
+/// a notification that the kernel no longer reads the buffer; the buffer
+/// comes back only after that one. Where the ring lacks the opcode it is
+/// a plain `IORING_OP_SEND`.
+pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    if Op::<()>::require(opcode::SendZc::CODE).is_err() {
+        return write(fd, buf, WriteTo::Socket(0)).await;
+    }
+    let len = buf.bytes_init().min(MAX_LEN) as u32;
+    let sqe = opcode::SendZc::new(Fd(fd), buf.stable_ptr(), len)
+        .flags(libc::MSG_NOSIGNAL)
+        .build();
+    // The buffer lives in a cell shared by this future and the op: the op's
+    // copy keeps it alive if this future is dropped before the
+    // notification (the op table parks it until the final completion); at
+    // the notification this future takes it back.
+    let cell: Rc<Cell<Option<B>>> = Rc::new(Cell::new(Some(buf)));
+    // SAFETY: the SQE points into the buffer's stable heap memory; the
+    // buffer is owned through `cell`, a clone of which the op holds until
+    // its final completion (the notification), also when orphaned.
+    let op = unsafe { Op::try_submit(sqe, None, cell.clone(), None) };
+    let mut op = match op {
+        Ok(op) => op,
+        Err((e, c)) => {
+            drop(c);
+            let buf = cell.take().expect("the buffer is in its cell");
+            return (Err(e), buf);
+        }
+    };
+    if let Some(loc) = current_caller() {
+        op.set_location(loc);
+    }
+    let mut result: Option<Result<u32>> = None;
+    loop {
+        match std::future::poll_fn(|cx| op.poll_next(cx)).await {
+            None => break,
+            Some((res, flags)) => {
+                if io_uring::cqueue::notif(flags) {
+                    // The kernel is done with the buffer.
+                } else {
+                    result = Some(res);
+                }
+                if !io_uring::cqueue::more(flags) {
+                    break;
+                }
+            }
+        }
+    }
+    drop(op);
+    let buf = cell.take().expect("the buffer is in its cell");
+    let res = result.unwrap_or_else(|| {
+        Err(Error::from(std::io::Error::other(
+            "IORING_OP_SEND_ZC ended without a result",
+        )))
+    });
+    (res.map(|n| n as usize), buf)
+}
+
 /// A socket address the kernel reads or writes, boxed with its length.
 pub(crate) struct SockAddrBuf {
     pub(crate) storage: libc::sockaddr_storage,

@@ -292,6 +292,31 @@ impl TcpStream {
 
     stream_io!();
 
+    /// Sends the initialised bytes of `buf` once, without copying them
+    /// (`IORING_OP_SEND_ZC`, Linux 6.0): the kernel reads the buffer while
+    /// the data goes out, and the call returns (with the count sent and the
+    /// buffer) only when the kernel's second completion says it no longer
+    /// reads it. Worth it for large sends (tens of KiB and up) to a real
+    /// network device; on loopback, or for small buffers, the kernel copies
+    /// anyway and a plain [`write`](TcpStream::write) is cheaper. Where
+    /// the ring lacks the opcode it is a plain send. Cancelling or dropping
+    /// it follows the guide's rules: the buffer stays with the runtime
+    /// until the kernel's last completion. That notification comes only
+    /// once the network stack has let go of the data, so a send the peer
+    /// has not taken (a slow or stalled reader) holds its buffer, and this
+    /// call, until it does.
+    #[track_caller]
+    pub fn send_zc<B: crate::io::IoBuf>(
+        &self,
+        buf: B,
+    ) -> Io<impl Future<Output = crate::io::BufResult<usize, B>> + '_> {
+        let fd = self.fd.raw();
+        Io::new(async move {
+            let _me = self;
+            ops::send_zc(fd, buf).await
+        })
+    }
+
     /// The address of the other end.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         with_std(self.fd.raw(), |s: &std::net::TcpStream| s.peer_addr())

@@ -131,7 +131,7 @@ impl Builder {
         }
         if self.ring_setup != crate::driver::RingSetup::default() {
             return Err(Error::InvalidArgument(
-                "sqpoll, coop_taskrun and cq_entries apply to build() (one loop) only for now"
+                "sqpoll, coop_taskrun, cq_entries and without_opcodes apply to build() (one loop) only for now"
                     .into(),
             ));
         }
@@ -211,6 +211,21 @@ impl Builder {
     /// Applies to [`build`](Builder::build).
     pub fn cq_entries(mut self, n: u32) -> Self {
         self.ring_setup.cq_entries = Some(n);
+        self
+    }
+
+    /// Treats these opcodes (`io_uring::opcode::*::CODE`) as missing from
+    /// the kernel's probe, so that what ringio does on a kernel without
+    /// them runs on this one: a fallback (plain send for
+    /// `TcpStream::send_zc` without `IORING_OP_SEND_ZC`; a user-space
+    /// `io::BufRing` without it, which marks Linux 6.0) or
+    /// `Error::Unsupported` naming the opcode. For tests.
+    pub fn without_opcodes(mut self, codes: impl IntoIterator<Item = u8>) -> Self {
+        for c in codes {
+            if c < 128 {
+                self.ring_setup.hidden_opcodes |= 1u128 << c;
+            }
+        }
         self
     }
 
