@@ -13,27 +13,31 @@
 //! Connections come from a multishot accept (`TcpListener::incoming`);
 //! each is echoed by its own task.
 //!
-//! With `--multishot` (the default where the kernel has provided-buffer
-//! rings, Linux 6.0+), each core has one `BufRing` of receive buffers shared
-//! by all its connections, and each connection one multishot receive
-//! (`TcpStream::recv_multishot`): an idle connection holds no buffer, and
-//! each buffer received is written back as it is, which returns it to the
-//! pool. With `--no-multishot` each connection has its own buffer that goes
-//! to the ring for the read and comes back for the write.
+//! By default (`--no-multishot`) each connection has its own buffer that
+//! goes to the ring for the read and comes back for the write. With
+//! `--multishot` (where the kernel has provided-buffer rings, Linux 6.0+;
+//! plain reads elsewhere), each core has one `BufRing` of receive buffers
+//! shared by all its connections, and each connection one multishot
+//! receive (`TcpStream::recv_multishot`): an idle connection holds no
+//! buffer (a fifth of the memory per idle connection), and each buffer
+//! received is written back as it is, which returns it to the pool. It is
+//! not the default because it is not faster: on this project's machine it
+//! ties the plain server with 4 KiB messages and is 15-20 % slower with
+//! 64 B ones (benches/RESULTS.md).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use ringio::io::{BufRing, BufRingMode, BufRingOptions};
+use ringio::io::BufRing;
 use ringio::net::{ListenOptions, TcpListener, TcpStream};
 
 struct Args {
     addr: SocketAddr,
     cores: usize,
     buf: usize,
-    /// `None`: multishot where the kernel has it.
-    multishot: Option<bool>,
+    /// Multishot receive into a shared pool (where the kernel has it).
+    multishot: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,7 +45,7 @@ fn parse_args() -> Result<Args, String> {
         addr: "127.0.0.1:7878".parse().map_err(|e| format!("{e}"))?,
         cores: 1,
         buf: 16 * 1024,
-        multishot: None,
+        multishot: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,8 +69,8 @@ fn parse_args() -> Result<Args, String> {
                     return Err("--buf must be at least 1".into());
                 }
             }
-            "--multishot" => args.multishot = Some(true),
-            "--no-multishot" => args.multishot = Some(false),
+            "--multishot" => args.multishot = true,
+            "--no-multishot" => args.multishot = false,
             "-h" | "--help" => {
                 return Err(
                     "usage: echo [--addr IP:PORT] [--cores N] [--buf BYTES] [--multishot | --no-multishot]"
@@ -112,23 +116,16 @@ async fn echo_multishot(stream: TcpStream, pool: BufRing) -> ringio::Result<()> 
 const POOL_ENTRIES: u32 = 1024;
 
 /// One core's server: accept forever, a task per connection.
-async fn serve(
-    listener: TcpListener,
-    buf_size: usize,
-    multishot: Option<bool>,
-) -> ringio::Result<()> {
-    let mode = match multishot {
-        Some(true) => BufRingMode::Kernel,
-        _ => BufRingMode::Auto,
-    };
-    let pool = match multishot {
-        Some(false) => None,
-        _ => {
-            let pool =
-                BufRing::with_options(BufRingOptions::new(POOL_ENTRIES, buf_size).mode(mode))?;
-            // Without the kernel's ring, plain reads are as good.
-            pool.is_kernel().then_some(pool)
+async fn serve(listener: TcpListener, buf_size: usize, multishot: bool) -> ringio::Result<()> {
+    let pool = if multishot {
+        let pool = BufRing::new(POOL_ENTRIES, buf_size)?;
+        if !pool.is_kernel() {
+            eprintln!("echo: this kernel has no provided-buffer rings; plain reads instead");
         }
+        // Without the kernel's ring, plain reads are as good.
+        pool.is_kernel().then_some(pool)
+    } else {
+        None
     };
     let mut incoming = listener.incoming();
     while let Some(conn) = incoming.next().await {
@@ -183,10 +180,10 @@ fn main() -> ExitCode {
         "echo: listening on {addr} with {} core(s), {}-byte buffers, {}",
         args.cores,
         args.buf,
-        match args.multishot {
-            Some(true) => "multishot receive",
-            Some(false) => "one buffer per connection",
-            None => "multishot receive where the kernel has it",
+        if args.multishot {
+            "multishot receive into a shared pool"
+        } else {
+            "one buffer per connection"
         }
     );
     // One loop per core, each on its own pinned thread with its own ring.
