@@ -97,6 +97,20 @@ pub(crate) fn with_setup<R>(setup: RingSetup, f: impl FnOnce() -> R) -> R {
     out
 }
 
+thread_local! {
+    /// Direct descriptors the kernel created for ops nobody awaits any
+    /// more (an orphaned direct accept), to close at the next park: the
+    /// orphan cleanup that finds them cannot reach the driver.
+    static FIXED_TO_CLOSE: std::cell::RefCell<Vec<u32>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
+
+/// Closes direct descriptor `slot` of this thread's ring at its next park.
+pub(crate) fn close_fixed_later(slot: u32) {
+    FIXED_TO_CLOSE.with(|v| v.borrow_mut().push(slot));
+}
+
 /// Largest ring the kernel accepts (`IORING_MAX_ENTRIES`).
 pub const MAX_RING_ENTRIES: u32 = 32768;
 
@@ -191,6 +205,8 @@ pub(crate) struct Driver {
     next_bgid: u16,
     /// A kernel thread polls the SQ (`IORING_SETUP_SQPOLL`).
     sqpoll: bool,
+    /// Slots of the registered direct descriptor table (0: none yet).
+    file_table: u32,
 }
 
 /// What a CQE reap turned up besides op completions.
@@ -346,6 +362,7 @@ impl Driver {
             free_bgids: Vec::new(),
             next_bgid: 0,
             sqpoll,
+            file_table: 0,
         })
     }
 
@@ -390,6 +407,27 @@ impl Driver {
                 Err(e)
             }
         }
+    }
+
+    /// The direct descriptor table's size, registering a sparse one of
+    /// `size` slots (`IORING_REGISTER_FILES2` sparse, Linux 5.19) if the
+    /// ring has none yet.
+    pub(crate) fn file_table(&mut self, size: u32) -> io::Result<u32> {
+        if self.file_table == 0 {
+            self.ring.submitter().register_files_sparse(size)?;
+            self.file_table = size;
+        }
+        Ok(self.file_table)
+    }
+
+    /// Closes direct descriptor `slot` through the ring, after every SQE
+    /// queued so far (which resolved or will resolve it first).
+    pub(crate) fn close_fixed(&mut self, slot: u32) {
+        self.push(
+            opcode::Close::new(types::Fixed(slot))
+                .build()
+                .user_data(UD_IGNORED),
+        );
     }
 
     /// Unregisters the provided-buffer ring of group `bgid`: the kernel no
@@ -744,6 +782,12 @@ impl Driver {
     /// `Some(ZERO)`: do not block). Completions are reaped into the op
     /// table; wakers to wake are pushed onto `wake`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>, wake: &mut Vec<Waker>) -> Reaped {
+        let orphans = FIXED_TO_CLOSE.with(|v| std::mem::take(&mut *v.borrow_mut()));
+        for slot in orphans {
+            if self.file_table > 0 {
+                self.close_fixed(slot);
+            }
+        }
         self.refill_from_backlog();
         let mut reaped = Reaped::default();
         // Completions reaped while a dropped op was pushed to the kernel:

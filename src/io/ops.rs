@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::runtime::Op;
 
 /// The largest length one SQE can carry.
-const MAX_LEN: usize = u32::MAX as usize;
+pub(crate) const MAX_LEN: usize = u32::MAX as usize;
 
 /// Heap memory the kernel reads or writes while an operation runs (an
 /// address, a `msghdr`, a `statx`, a path, a timespec), owned through the
@@ -257,7 +257,7 @@ pub(crate) async fn recv_exact<B: IoBufMut>(
     (Ok(()), buf)
 }
 
-fn finish_read<B: IoBufMut>(res: &Result<u32>, buf: &mut B) {
+pub(crate) fn finish_read<B: IoBufMut>(res: &Result<u32>, buf: &mut B) {
     if let Ok(n) = *res {
         // SAFETY: the kernel wrote `n <= bytes_total` bytes from the start.
         unsafe { buf.set_init(n as usize) };

@@ -30,12 +30,14 @@
 //! ```
 
 mod addr;
+mod direct;
 mod recv_multi;
 mod socket;
 mod tcp;
 mod udp;
 mod unix;
 
+pub use direct::{DEFAULT_DIRECT_TABLE, DirectStream};
 pub use recv_multi::RecvStream;
 pub use tcp::{Incoming, ListenOptions, TcpListener, TcpStream};
 pub use udp::UdpSocket;
