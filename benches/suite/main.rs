@@ -21,6 +21,7 @@
 mod alloc;
 mod cancel;
 mod file_read;
+mod fixed_read;
 mod memory;
 mod nop;
 mod ring_setup;
@@ -151,7 +152,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let cfg = util::Config::from_env();
-    let benches: [(&str, BenchFn); 10] = [
+    let benches: [(&str, BenchFn); 11] = [
         ("spawn_join", sched::spawn_join),
         ("switch", sched::switch),
         ("timers", timers::run),
@@ -162,6 +163,7 @@ fn main() {
         ("tcp_echo", tcp_echo::run),
         ("ring_setup", ring_setup::run),
         ("send_zc", send_zc::run),
+        ("fixed_read", fixed_read::run),
     ];
     let t0 = Instant::now();
     let mut rows = Vec::new();

@@ -207,6 +207,8 @@ pub(crate) struct Driver {
     sqpoll: bool,
     /// Slots of the registered direct descriptor table (0: none yet).
     file_table: u32,
+    /// The ring has a set of registered buffers.
+    buffers_registered: bool,
 }
 
 /// What a CQE reap turned up besides op completions.
@@ -363,6 +365,7 @@ impl Driver {
             next_bgid: 0,
             sqpoll,
             file_table: 0,
+            buffers_registered: false,
         })
     }
 
@@ -407,6 +410,42 @@ impl Driver {
                 Err(e)
             }
         }
+    }
+
+    /// Registers `bufs` as the ring's fixed buffers (`IORING_REGISTER_BUFFERS`).
+    /// One set per ring: `InvalidState` if it has one.
+    ///
+    /// # Safety
+    ///
+    /// The memory the iovecs name must stay valid until
+    /// [`Driver::unregister_buffers`] has returned.
+    pub(crate) unsafe fn register_buffers(&mut self, bufs: &[libc::iovec]) -> Result<()> {
+        if self.buffers_registered {
+            return Err(Error::InvalidState(
+                "this loop's ring already has registered buffers (one FixedBufs set per ring; \
+                 drop it first)"
+                    .into(),
+            ));
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.ring.submitter().register_buffers(bufs) }.map_err(|e| {
+            Error::from(io::Error::new(
+                e.kind(),
+                format!(
+                    "IORING_REGISTER_BUFFERS failed: {e} (ENOMEM: RLIMIT_MEMLOCK too low for \
+                     the buffers on kernels before 5.12)"
+                ),
+            ))
+        })?;
+        self.buffers_registered = true;
+        Ok(())
+    }
+
+    /// Unregisters the ring's fixed buffers.
+    pub(crate) fn unregister_buffers(&mut self) -> io::Result<()> {
+        self.ring.submitter().unregister_buffers()?;
+        self.buffers_registered = false;
+        Ok(())
     }
 
     /// The direct descriptor table's size, registering a sparse one of

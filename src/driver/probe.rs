@@ -12,6 +12,8 @@ const KNOWN: &[(u8, &str, &str)] = &[
     (opcode::Readv::CODE, "IORING_OP_READV", "5.1"),
     (opcode::Writev::CODE, "IORING_OP_WRITEV", "5.1"),
     (opcode::Fsync::CODE, "IORING_OP_FSYNC", "5.1"),
+    (opcode::ReadFixed::CODE, "IORING_OP_READ_FIXED", "5.1"),
+    (opcode::WriteFixed::CODE, "IORING_OP_WRITE_FIXED", "5.1"),
     (opcode::Timeout::CODE, "IORING_OP_TIMEOUT", "5.4"),
     (opcode::Accept::CODE, "IORING_OP_ACCEPT", "5.5"),
     (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL", "5.5"),

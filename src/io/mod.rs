@@ -21,6 +21,7 @@ mod buf;
 pub(crate) mod buf_ring;
 mod compat;
 pub(crate) mod fd;
+mod fixed_buf;
 pub(crate) mod ops;
 mod timeout;
 
@@ -31,6 +32,7 @@ use io_uring::opcode;
 pub use buf::{AlignedBuf, BufResult, IoBuf, IoBufMut, Slice};
 pub use buf_ring::{BufRing, BufRingMode, BufRingOptions, RingBuf};
 pub use compat::Compat;
+pub use fixed_buf::{FixedBuf, FixedBufs};
 pub use timeout::{Io, with_timeout};
 
 use crate::error::Result;

@@ -391,6 +391,53 @@ pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> 
     (res.map(|n| n as usize), buf)
 }
 
+fn fixed_on_this_loop(buf: &super::FixedBuf) -> Result<()> {
+    match crate::runtime::context::with_loop(|lp| buf.belongs_to(lp.id)) {
+        Some(true) => Ok(()),
+        Some(false) => Err(Error::InvalidArgument(
+            "this FixedBuf is registered with another loop's ring".into(),
+        )),
+        None => Err(Error::no_running_loop()),
+    }
+}
+
+/// `IORING_OP_READ_FIXED` into registered buffer `buf` at `offset`.
+pub(crate) async fn read_fixed_at(
+    fd: RawFd,
+    mut buf: super::FixedBuf,
+    offset: u64,
+) -> BufResult<usize, super::FixedBuf> {
+    if let Err(e) = fixed_on_this_loop(&buf) {
+        return (Err(e), buf);
+    }
+    let len = buf.bytes_total().min(MAX_LEN) as u32;
+    let sqe = opcode::ReadFixed::new(Fd(fd), buf.stable_mut_ptr(), len, buf.buf_index())
+        .offset(offset)
+        .build();
+    // SAFETY: the SQE points into the registered buffer, owned by the op.
+    let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
+    finish_read(&res, &mut buf);
+    (res.map(|n| n as usize), buf)
+}
+
+/// `IORING_OP_WRITE_FIXED` of registered buffer `buf`'s bytes at `offset`.
+pub(crate) async fn write_fixed_at(
+    fd: RawFd,
+    buf: super::FixedBuf,
+    offset: u64,
+) -> BufResult<usize, super::FixedBuf> {
+    if let Err(e) = fixed_on_this_loop(&buf) {
+        return (Err(e), buf);
+    }
+    let len = buf.bytes_init().min(MAX_LEN) as u32;
+    let sqe = opcode::WriteFixed::new(Fd(fd), buf.stable_ptr(), len, buf.buf_index())
+        .offset(offset)
+        .build();
+    // SAFETY: the SQE points into the registered buffer, owned by the op.
+    let (res, _, buf) = unsafe { submit(sqe, buf, None) }.await;
+    (res.map(|n| n as usize), buf)
+}
+
 /// A socket address the kernel reads or writes, boxed with its length.
 pub(crate) struct SockAddrBuf {
     pub(crate) storage: libc::sockaddr_storage,
