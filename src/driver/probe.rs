@@ -35,6 +35,7 @@ const KNOWN: &[(u8, &str, &str)] = &[
     (opcode::MsgRingData::CODE, "IORING_OP_MSG_RING", "5.18"),
     (opcode::Socket::CODE, "IORING_OP_SOCKET", "5.19"),
     (opcode::SendZc::CODE, "IORING_OP_SEND_ZC", "6.0"),
+    (opcode::Splice::CODE, "IORING_OP_SPLICE", "5.7"),
 ];
 
 /// The ring's opcode support, read once at start.

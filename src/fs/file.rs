@@ -49,6 +49,29 @@ impl File {
         OpenOptions::new()
     }
 
+    /// Sends `len` bytes of the file from byte `offset` to the socket
+    /// `sock` (a `TcpStream`, `UnixStream`, ...) without copying them
+    /// through user space: `IORING_OP_SPLICE` (Linux 5.7) from the file
+    /// into a pipe and from the pipe into the socket, 64 KiB at a time.
+    /// Returns the result and how many bytes reached the socket, also on
+    /// error, timeout or cancellation; fewer than `len` with `Ok` if the
+    /// file ends first. On a kernel without the opcode it is
+    /// `Error::Unsupported` naming it.
+    #[track_caller]
+    pub fn send_to<'a, S: std::os::fd::AsRawFd>(
+        &'a self,
+        sock: &'a S,
+        offset: u64,
+        len: u64,
+    ) -> Io<impl Future<Output = (Result<()>, u64)> + 'a> {
+        let fd = self.fd.raw();
+        let out = sock.as_raw_fd();
+        Io::new(async move {
+            let _keep = (self, sock);
+            ops::splice_to_socket(fd, out, offset, len).await
+        })
+    }
+
     /// Reads into registered buffer `buf` (its whole size, from its
     /// start; its length becomes the count) from byte `offset`, with
     /// `IORING_OP_READ_FIXED`: the kernel does not map the buffer for each
