@@ -1,7 +1,7 @@
 //! A TCP echo server on the ring.
 //!
 //! ```text
-//! cargo run --release --example echo -- [--addr 127.0.0.1:7878] [--cores N] [--buf BYTES]
+//! cargo run --release --example echo -- [--addr 127.0.0.1:7878] [--cores N] [--buf BYTES] [--multishot | --no-multishot]
 //! ```
 //!
 //! With `--cores N` it runs `Runtime::builder().cores(N).build_multi()`:
@@ -11,19 +11,33 @@
 //! accepted it (thread-per-core).
 //!
 //! Connections come from a multishot accept (`TcpListener::incoming`);
-//! each is echoed by its own task with one owned buffer that goes to the
-//! ring for the read and comes back for the write.
+//! each is echoed by its own task.
+//!
+//! By default (`--no-multishot`) each connection has its own buffer that
+//! goes to the ring for the read and comes back for the write. With
+//! `--multishot` (where the kernel has provided-buffer rings, Linux 6.0+;
+//! plain reads elsewhere), each core has one `BufRing` of receive buffers
+//! shared by all its connections, and each connection one multishot
+//! receive (`TcpStream::recv_multishot`): an idle connection holds no
+//! buffer (a fifth of the memory per idle connection), and each buffer
+//! received is written back as it is, which returns it to the pool. It is
+//! not the default because it is not faster: on this project's machine it
+//! ties the plain server with 4 KiB messages and is 15-20 % slower with
+//! 64 B ones (benches/RESULTS.md).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
+use ringio::io::BufRing;
 use ringio::net::{ListenOptions, TcpListener, TcpStream};
 
 struct Args {
     addr: SocketAddr,
     cores: usize,
     buf: usize,
+    /// Multishot receive into a shared pool (where the kernel has it).
+    multishot: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -31,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         addr: "127.0.0.1:7878".parse().map_err(|e| format!("{e}"))?,
         cores: 1,
         buf: 16 * 1024,
+        multishot: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,8 +69,13 @@ fn parse_args() -> Result<Args, String> {
                     return Err("--buf must be at least 1".into());
                 }
             }
+            "--multishot" => args.multishot = true,
+            "--no-multishot" => args.multishot = false,
             "-h" | "--help" => {
-                return Err("usage: echo [--addr IP:PORT] [--cores N] [--buf BYTES]".into());
+                return Err(
+                    "usage: echo [--addr IP:PORT] [--cores N] [--buf BYTES] [--multishot | --no-multishot]"
+                        .into(),
+                );
             }
             other => return Err(format!("unknown argument {other}; try --help")),
         }
@@ -79,14 +99,45 @@ async fn echo(stream: TcpStream, buf_size: usize) -> ringio::Result<()> {
     }
 }
 
+/// Echoes one connection with a multishot receive into the core's pool:
+/// each buffer received is written back as it is (no copy) and goes back
+/// to the pool once written.
+async fn echo_multishot(stream: TcpStream, pool: BufRing) -> ringio::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut rx = stream.recv_multishot(&pool);
+    while let Some(buf) = rx.next().await {
+        let (res, _buf) = stream.write_all(buf?).await;
+        res?;
+    }
+    Ok(())
+}
+
+/// Buffers in a core's pool: enough for bursts on many connections.
+const POOL_ENTRIES: u32 = 1024;
+
 /// One core's server: accept forever, a task per connection.
-async fn serve(listener: TcpListener, buf_size: usize) -> ringio::Result<()> {
+async fn serve(listener: TcpListener, buf_size: usize, multishot: bool) -> ringio::Result<()> {
+    let pool = if multishot {
+        let pool = BufRing::new(POOL_ENTRIES, buf_size)?;
+        if !pool.is_kernel() {
+            eprintln!("echo: this kernel has no provided-buffer rings; plain reads instead");
+        }
+        // Without the kernel's ring, plain reads are as good.
+        pool.is_kernel().then_some(pool)
+    } else {
+        None
+    };
     let mut incoming = listener.incoming();
     while let Some(conn) = incoming.next().await {
         match conn {
             Ok(stream) => {
+                let pool = pool.clone();
                 ringio::create_task(async move {
-                    if let Err(e) = echo(stream, buf_size).await {
+                    let res = match pool {
+                        Some(pool) => echo_multishot(stream, pool).await,
+                        None => echo(stream, buf_size).await,
+                    };
+                    if let Err(e) = res {
                         // A peer that resets is normal for an echo server.
                         if e.raw_os_error() != Some(libc::ECONNRESET) {
                             eprintln!("echo: connection error: {e}");
@@ -126,8 +177,14 @@ fn main() -> ExitCode {
     };
     let addr = first.local_addr().unwrap_or(args.addr);
     eprintln!(
-        "echo: listening on {addr} with {} core(s), {}-byte buffers",
-        args.cores, args.buf
+        "echo: listening on {addr} with {} core(s), {}-byte buffers, {}",
+        args.cores,
+        args.buf,
+        if args.multishot {
+            "multishot receive into a shared pool"
+        } else {
+            "one buffer per connection"
+        }
     );
     // One loop per core, each on its own pinned thread with its own ring.
     let mut rt = match ringio::Runtime::builder().cores(args.cores).build_multi() {
@@ -142,6 +199,7 @@ fn main() -> ExitCode {
     // connections and each stays on the core that accepted it.
     let first = Mutex::new(Some(first));
     let buf = args.buf;
+    let multishot = args.multishot;
     let results = rt.run_on_each(move |core| {
         let mine = if core.id() == 0 {
             first.lock().unwrap_or_else(|e| e.into_inner()).take()
@@ -153,7 +211,7 @@ fn main() -> ExitCode {
                 Some(l) => l,
                 None => TcpListener::bind_with(addr, opts)?,
             };
-            serve(listener, buf).await
+            serve(listener, buf, multishot).await
         }
     });
     let mut code = ExitCode::SUCCESS;

@@ -30,7 +30,7 @@ fn new_block() -> Box<Block> {
     Box::new(Block([0; BS]))
 }
 
-fn bench_file() -> (PathBuf, u64) {
+pub fn bench_file() -> (PathBuf, u64) {
     let mb: u64 = std::env::var("RINGIO_BENCH_FILE_MB")
         .ok()
         .and_then(|v| v.parse().ok())

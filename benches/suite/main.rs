@@ -21,9 +21,12 @@
 mod alloc;
 mod cancel;
 mod file_read;
+mod fixed_read;
 mod memory;
 mod nop;
+mod ring_setup;
 mod sched;
+mod send_zc;
 mod tcp_echo;
 mod timers;
 mod util;
@@ -149,7 +152,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let cfg = util::Config::from_env();
-    let benches: [(&str, BenchFn); 8] = [
+    let benches: [(&str, BenchFn); 11] = [
         ("spawn_join", sched::spawn_join),
         ("switch", sched::switch),
         ("timers", timers::run),
@@ -158,6 +161,9 @@ fn main() {
         ("memory", memory::run),
         ("file_read", file_read::run),
         ("tcp_echo", tcp_echo::run),
+        ("ring_setup", ring_setup::run),
+        ("send_zc", send_zc::run),
+        ("fixed_read", fixed_read::run),
     ];
     let t0 = Instant::now();
     let mut rows = Vec::new();

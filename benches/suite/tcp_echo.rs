@@ -23,7 +23,12 @@ const BUF: usize = 4096;
 /// ringio's echo server on `ringio::net`: accepts `conns` connections, one
 /// task each echoing until EOF, with owned buffers.
 pub fn ringio_echo_server(l: TcpListener, conns: usize) {
-    ringio::Runtime::builder()
+    ringio_echo_server_with(l, conns, ringio::Runtime::builder());
+}
+
+/// [`ringio_echo_server`] on a ring built by `builder` (1024 entries).
+pub fn ringio_echo_server_with(l: TcpListener, conns: usize, builder: ringio::Builder) {
+    builder
         .ring_entries(1024)
         .build()
         .unwrap()
@@ -57,6 +62,47 @@ async fn ringio_echo_conn(s: ringio::net::TcpStream) -> ringio::Result<()> {
         }
         buf = b;
     }
+}
+
+/// ringio's echo server with multishot receive (issue 14): each connection
+/// receives into a shared provided-buffer ring (`BufRing`, one multishot
+/// `IORING_OP_RECV` per connection) and writes each received buffer back
+/// as it is (no copy), which returns it to the pool.
+pub fn ringio_multishot_echo_server(l: TcpListener, conns: usize) {
+    ringio::Runtime::builder()
+        .ring_entries(1024)
+        .build()
+        .unwrap()
+        .run(async move {
+            let ring = ringio::io::BufRing::new(pool_entries(conns), BUF).unwrap();
+            let l = ringio::net::TcpListener::from_std(l);
+            let mut tasks = Vec::with_capacity(conns);
+            for _ in 0..conns {
+                let (s, _) = l.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                let ring = ring.clone();
+                tasks.push(ringio::create_task(async move {
+                    let mut rx = s.recv_multishot(&ring);
+                    while let Some(Ok(buf)) = rx.next().await {
+                        let (r, _) = s.write_all(buf).await;
+                        if r.is_err() {
+                            break;
+                        }
+                    }
+                    Ok::<(), ringio::Error>(())
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+        .unwrap();
+}
+
+/// Buffers in a multishot echo server's pool: a few per connection, as a
+/// power of two.
+pub fn pool_entries(conns: usize) -> u32 {
+    ((conns * 4).next_power_of_two() as u32).clamp(64, 4096)
 }
 
 // ----------------------------------------------------------------- tokio --
@@ -303,20 +349,23 @@ fn client(addr: SocketAddr, conns: usize, size: usize, secs: f64) -> ClientResul
 // ------------------------------------------------------------------ cell --
 
 #[derive(Clone, Copy)]
-enum Server {
+pub enum Server {
     Ringio,
+    RingioMultishot,
+    /// The plain ringio server on a ring set up another way.
+    RingioSetup(crate::ring_setup::Setup),
     Tokio,
     Raw,
 }
 
-struct CellResult {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    server_us_per_req: f64,
+pub struct CellResult {
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub server_us_per_req: f64,
 }
 
-fn one(server: Server, conns: usize, size: usize, secs: f64) -> CellResult {
+pub fn one(server: Server, conns: usize, size: usize, secs: f64) -> CellResult {
     let l = crate::util::listener();
     let addr = l.local_addr().unwrap();
     let srv = std::thread::spawn(move || {
@@ -324,6 +373,8 @@ fn one(server: Server, conns: usize, size: usize, secs: f64) -> CellResult {
         let cpu0 = thread_cpu();
         match server {
             Server::Ringio => ringio_echo_server(l, conns),
+            Server::RingioMultishot => ringio_multishot_echo_server(l, conns),
+            Server::RingioSetup(setup) => ringio_echo_server_with(l, conns, setup.builder()),
             Server::Tokio => tokio_echo_server(l, conns),
             Server::Raw => raw_echo_server(l, conns),
         }
@@ -385,27 +436,58 @@ pub fn run(cfg: &crate::util::Config) -> Vec<Row> {
             "µs",
             Better::Lower,
         );
+        // The multishot server's figures, beside the same run's raw ring.
+        let multi = |r: &Row| {
+            let mut m = Row::new(
+                "tcp_echo",
+                format!("{} (ringio: multishot recv)", r.metric),
+                r.unit,
+                r.better,
+            );
+            m.raw = r.raw.clone();
+            m
+        };
+        let (mut m_rps, mut m_p50, mut m_p99, mut m_cpu) =
+            (multi(&rps), multi(&p50), multi(&p99), multi(&cpu));
         for rep in 0..cfg.long_reps() {
-            for k in 0..3 {
-                let (server, pick): (Server, fn(&mut Row) -> &mut Vec<f64>) = match (k + rep) % 3 {
-                    0 => (Server::Ringio, |r| &mut r.ringio),
-                    1 => (Server::Tokio, |r| &mut r.tokio),
-                    _ => (Server::Raw, |r| &mut r.raw),
-                };
-                let c = one(server, conns, size, cfg.secs);
-                pick(&mut rps).push(c.rps);
-                pick(&mut p50).push(c.p50_us);
-                pick(&mut p99).push(c.p99_us);
-                pick(&mut cpu).push(c.server_us_per_req);
+            for k in 0..4 {
+                let c;
+                match (k + rep) % 4 {
+                    3 => {
+                        c = one(Server::RingioMultishot, conns, size, cfg.secs);
+                        m_rps.ringio.push(c.rps);
+                        m_p50.ringio.push(c.p50_us);
+                        m_p99.ringio.push(c.p99_us);
+                        m_cpu.ringio.push(c.server_us_per_req);
+                        continue;
+                    }
+                    i => {
+                        let (server, pick): (Server, fn(&mut Row) -> &mut Vec<f64>) = match i {
+                            0 => (Server::Ringio, |r| &mut r.ringio),
+                            1 => (Server::Tokio, |r| &mut r.tokio),
+                            _ => (Server::Raw, |r| &mut r.raw),
+                        };
+                        c = one(server, conns, size, cfg.secs);
+                        pick(&mut rps).push(c.rps);
+                        pick(&mut p50).push(c.p50_us);
+                        pick(&mut p99).push(c.p99_us);
+                        pick(&mut cpu).push(c.server_us_per_req);
+                    }
+                }
             }
         }
+        m_rps.raw = rps.raw.clone();
+        m_p50.raw = p50.raw.clone();
+        m_p99.raw = p99.raw.clone();
+        m_cpu.raw = cpu.raw.clone();
         eprintln!(
-            "   {cell}: ringio {:.0} tokio {:.0} raw {:.0} req/s",
+            "   {cell}: ringio {:.0} multishot {:.0} tokio {:.0} raw {:.0} req/s",
             median(&rps.ringio).unwrap_or(0.0),
+            median(&m_rps.ringio).unwrap_or(0.0),
             median(&rps.tokio).unwrap_or(0.0),
             median(&rps.raw).unwrap_or(0.0)
         );
-        rows.extend([rps, p50, p99, cpu]);
+        rows.extend([rps, p50, p99, cpu, m_rps, m_p50, m_p99, m_cpu]);
     }
     rows
 }

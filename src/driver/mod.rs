@@ -58,6 +58,59 @@ pub(crate) fn with_ext_arg<R>(on: bool, f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// How a loop's ring is set up beyond its size: the runtime builder's
+/// ring options (`Builder::sqpoll`, `coop_taskrun`, `cq_entries`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RingSetup {
+    /// `IORING_SETUP_SQPOLL` with this idle time in milliseconds.
+    pub(crate) sqpoll_idle_ms: Option<u32>,
+    /// `IORING_SETUP_SQ_AFF`: the CPU of the SQPOLL thread.
+    pub(crate) sqpoll_cpu: Option<u32>,
+    /// `IORING_SETUP_COOP_TASKRUN | TASKRUN_FLAG` instead of
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`.
+    pub(crate) coop_taskrun: bool,
+    /// Completion-queue entries (default: four times the SQ's).
+    pub(crate) cq_entries: Option<u32>,
+    /// Opcodes to treat as missing (bit `code`): the fallbacks of older
+    /// kernels, tested on a new one.
+    pub(crate) hidden_opcodes: u128,
+}
+
+thread_local! {
+    static RING_SETUP: std::cell::Cell<RingSetup> = const {
+        std::cell::Cell::new(RingSetup {
+            sqpoll_idle_ms: None,
+            sqpoll_cpu: None,
+            coop_taskrun: false,
+            cq_entries: None,
+            hidden_opcodes: 0,
+        })
+    };
+}
+
+/// Runs `f` (which builds a loop on this thread) with its ring set up as
+/// `setup` says.
+pub(crate) fn with_setup<R>(setup: RingSetup, f: impl FnOnce() -> R) -> R {
+    let old = RING_SETUP.with(|c| c.replace(setup));
+    let out = f();
+    RING_SETUP.with(|c| c.set(old));
+    out
+}
+
+thread_local! {
+    /// Direct descriptors the kernel created for ops nobody awaits any
+    /// more (an orphaned direct accept), to close at the next park: the
+    /// orphan cleanup that finds them cannot reach the driver.
+    static FIXED_TO_CLOSE: std::cell::RefCell<Vec<u32>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
+
+/// Closes direct descriptor `slot` of this thread's ring at its next park.
+pub(crate) fn close_fixed_later(slot: u32) {
+    FIXED_TO_CLOSE.with(|v| v.borrow_mut().push(slot));
+}
+
 /// Largest ring the kernel accepts (`IORING_MAX_ENTRIES`).
 pub const MAX_RING_ENTRIES: u32 = 32768;
 
@@ -90,6 +143,14 @@ pub struct DriverStats {
     /// (`IORING_FEAT_EXT_ARG`, Linux 5.11); otherwise the loop keeps one
     /// `IORING_OP_TIMEOUT` armed for its earliest deadline.
     pub ext_arg: bool,
+    /// Whether a kernel thread polls the submission queue
+    /// (`IORING_SETUP_SQPOLL`, `Builder::sqpoll`).
+    pub sqpoll: bool,
+    /// Whether the ring runs with `IORING_SETUP_COOP_TASKRUN`
+    /// (`Builder::coop_taskrun`).
+    pub coop_taskrun: bool,
+    /// Completion-queue entries, as the kernel set them up.
+    pub cq_entries: u32,
 }
 
 /// The ring, its submission backlog, and the in-flight operations.
@@ -138,6 +199,16 @@ pub(crate) struct Driver {
     /// The timespec of the next wait timeout. The kernel copies it when it
     /// takes the SQE; boxed so its address is stable until then.
     wait_ts: Box<Timespec>,
+    /// Provided-buffer group ids given back by unregistered buffer rings,
+    /// and the next never-used one.
+    free_bgids: Vec<u16>,
+    next_bgid: u16,
+    /// A kernel thread polls the SQ (`IORING_SETUP_SQPOLL`).
+    sqpoll: bool,
+    /// Slots of the registered direct descriptor table (0: none yet).
+    file_table: u32,
+    /// The ring has a set of registered buffers.
+    buffers_registered: bool,
 }
 
 /// What a CQE reap turned up besides op completions.
@@ -169,24 +240,92 @@ impl Driver {
         // together; a one-entry SQ could never take it, and the backlog
         // (and every SQE queued behind it) would wait forever.
         let entries = entries.max(2);
-        // SINGLE_ISSUER | DEFER_TASKRUN (6.1+) spares the kernel's task-work
-        // interrupts: 10-19% less CPU per request on this project's machine.
-        let (ring, defer_taskrun) = match IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_cqsize(entries.saturating_mul(4).min(MAX_RING_ENTRIES * 2))
-            .build(entries)
-        {
-            Ok(ring) => (ring, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
-                IoUring::builder()
-                    .build(entries)
-                    .map_err(|e| setup_error(e, entries))?,
-                false,
-            ),
-            Err(e) => return Err(setup_error(e, entries)),
+        let setup = RING_SETUP.with(|c| c.get());
+        let cq_entries = match setup.cq_entries {
+            None => entries.saturating_mul(4).min(MAX_RING_ENTRIES * 2),
+            Some(n) if n < entries || n > MAX_RING_ENTRIES * 2 => {
+                return Err(Error::InvalidArgument(format!(
+                    "cq_entries {n} must be at least the ring's {entries} submission entries \
+                     and at most {}",
+                    MAX_RING_ENTRIES * 2
+                )));
+            }
+            Some(n) => n,
         };
-        let support = OpcodeSupport::read(&ring.submitter());
+        if setup.sqpoll_idle_ms.is_some() && setup.coop_taskrun {
+            return Err(Error::InvalidArgument(
+                "sqpoll and coop_taskrun cannot be combined: the kernel refuses \
+                 IORING_SETUP_COOP_TASKRUN on an SQPOLL ring (its thread runs the task work)"
+                    .into(),
+            ));
+        }
+        if setup.sqpoll_cpu.is_some() && setup.sqpoll_idle_ms.is_none() {
+            return Err(Error::InvalidArgument(
+                "sqpoll_cpu needs sqpoll: it pins the SQPOLL kernel thread".into(),
+            ));
+        }
+        let (ring, defer_taskrun) = if let Some(idle) = setup.sqpoll_idle_ms {
+            let mut b = IoUring::builder();
+            b.setup_sqpoll(idle).setup_cqsize(cq_entries);
+            if let Some(cpu) = setup.sqpoll_cpu {
+                b.setup_sqpoll_cpu(cpu);
+            }
+            let ring = b.build(entries).map_err(|e| match e.raw_os_error() {
+                Some(libc::EPERM) => Error::Unsupported(
+                    "IORING_SETUP_SQPOLL was refused (EPERM): before Linux 5.11 it needs \
+                     CAP_SYS_ADMIN, and a seccomp or io_uring_disabled policy may forbid it"
+                        .into(),
+                ),
+                Some(libc::EINVAL) => Error::Unsupported(format!(
+                    "IORING_SETUP_SQPOLL (Linux 5.1; unprivileged since 5.11) was refused \
+                     (EINVAL){}",
+                    if setup.sqpoll_cpu.is_some() {
+                        ": is the sqpoll_cpu online and allowed?"
+                    } else {
+                        ""
+                    }
+                )),
+                _ => setup_error(e, entries),
+            })?;
+            (ring, false)
+        } else if setup.coop_taskrun {
+            let ring = IoUring::builder()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .setup_cqsize(cq_entries)
+                .build(entries)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::EINVAL) => Error::Unsupported(
+                        "IORING_SETUP_COOP_TASKRUN is not supported by this kernel's io_uring; \
+                         it needs Linux 5.19 or later"
+                            .into(),
+                    ),
+                    _ => setup_error(e, entries),
+                })?;
+            (ring, false)
+        } else {
+            // SINGLE_ISSUER | DEFER_TASKRUN (6.1+) spares the kernel's task-work
+            // interrupts: 10-19% less CPU per request on this project's machine.
+            match IoUring::builder()
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_cqsize(cq_entries)
+                .build(entries)
+            {
+                Ok(ring) => (ring, true),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+                    IoUring::builder()
+                        .setup_cqsize(cq_entries)
+                        .build(entries)
+                        .map_err(|e| setup_error(e, entries))?,
+                    false,
+                ),
+                Err(e) => return Err(setup_error(e, entries)),
+            }
+        };
+        let sqpoll = ring.params().is_setup_sqpoll();
+        let cq_entries = ring.params().cq_entries();
+        let support = OpcodeSupport::read(&ring.submitter(), setup.hidden_opcodes);
         let msg_ring = support.supports(opcode::MsgRingData::CODE);
         let ext_arg = ring.params().is_feature_ext_arg() && USE_EXT_ARG.with(|c| c.get());
         if !ext_arg && !support.supports(opcode::Timeout::CODE) {
@@ -204,6 +343,9 @@ impl Driver {
             stats: DriverStats {
                 defer_taskrun,
                 ext_arg,
+                sqpoll,
+                coop_taskrun: setup.coop_taskrun,
+                cq_entries,
                 ..DriverStats::default()
             },
             eventfd,
@@ -219,7 +361,121 @@ impl Driver {
             wait_timeout: None,
             wait_timeout_seq: 0,
             wait_ts: Box::new(Timespec::new()),
+            free_bgids: Vec::new(),
+            next_bgid: 0,
+            sqpoll,
+            file_table: 0,
+            buffers_registered: false,
         })
+    }
+
+    /// Whether the ring supports `code` (probed at start).
+    pub(crate) fn supports(&self, code: u8) -> bool {
+        self.support.supports(code)
+    }
+
+    /// Registers a provided-buffer ring (`IORING_REGISTER_PBUF_RING`,
+    /// Linux 5.19) of `entries` entries at `addr` under a fresh buffer
+    /// group id, which it returns.
+    ///
+    /// # Safety
+    ///
+    /// `addr` must be page-aligned memory of `entries` `io_uring_buf`
+    /// entries that stays valid (with every buffer its entries name) until
+    /// [`Driver::unregister_buf_ring`] is called with the returned id, or
+    /// the ring is gone.
+    pub(crate) unsafe fn register_buf_ring(&mut self, addr: u64, entries: u16) -> io::Result<u16> {
+        let bgid = match self.free_bgids.pop() {
+            Some(id) => id,
+            None => {
+                let id = self.next_bgid;
+                self.next_bgid = self.next_bgid.checked_add(1).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        "every provided-buffer group id of this ring is in use",
+                    )
+                })?;
+                id
+            }
+        };
+        // SAFETY: forwarded from the caller.
+        match unsafe {
+            self.ring
+                .submitter()
+                .register_buf_ring_with_flags(addr, entries, bgid, 0)
+        } {
+            Ok(()) => Ok(bgid),
+            Err(e) => {
+                self.free_bgids.push(bgid);
+                Err(e)
+            }
+        }
+    }
+
+    /// Registers `bufs` as the ring's fixed buffers (`IORING_REGISTER_BUFFERS`).
+    /// One set per ring: `InvalidState` if it has one.
+    ///
+    /// # Safety
+    ///
+    /// The memory the iovecs name must stay valid until
+    /// [`Driver::unregister_buffers`] has returned.
+    pub(crate) unsafe fn register_buffers(&mut self, bufs: &[libc::iovec]) -> Result<()> {
+        if self.buffers_registered {
+            return Err(Error::InvalidState(
+                "this loop's ring already has registered buffers (one FixedBufs set per ring; \
+                 drop it first)"
+                    .into(),
+            ));
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.ring.submitter().register_buffers(bufs) }.map_err(|e| {
+            Error::from(io::Error::new(
+                e.kind(),
+                format!(
+                    "IORING_REGISTER_BUFFERS failed: {e} (ENOMEM: RLIMIT_MEMLOCK too low for \
+                     the buffers on kernels before 5.12)"
+                ),
+            ))
+        })?;
+        self.buffers_registered = true;
+        Ok(())
+    }
+
+    /// Unregisters the ring's fixed buffers.
+    pub(crate) fn unregister_buffers(&mut self) -> io::Result<()> {
+        self.ring.submitter().unregister_buffers()?;
+        self.buffers_registered = false;
+        Ok(())
+    }
+
+    /// The direct descriptor table's size, registering a sparse one of
+    /// `size` slots (`IORING_REGISTER_FILES2` sparse, Linux 5.19) if the
+    /// ring has none yet.
+    pub(crate) fn file_table(&mut self, size: u32) -> io::Result<u32> {
+        if self.file_table == 0 {
+            self.ring.submitter().register_files_sparse(size)?;
+            self.file_table = size;
+        }
+        Ok(self.file_table)
+    }
+
+    /// Closes direct descriptor `slot` through the ring, after every SQE
+    /// queued so far (which resolved or will resolve it first).
+    pub(crate) fn close_fixed(&mut self, slot: u32) {
+        self.push(
+            opcode::Close::new(types::Fixed(slot))
+                .build()
+                .user_data(UD_IGNORED),
+        );
+    }
+
+    /// Unregisters the provided-buffer ring of group `bgid`: the kernel no
+    /// longer reads its entries. Only once no op that selects from it is
+    /// in flight.
+    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) -> io::Result<()> {
+        self.ring.submitter().unregister_buf_ring(bgid)?;
+        self.free_bgids.push(bgid);
+        Ok(())
     }
 
     /// Whether this ring can send `IORING_OP_MSG_RING` (probed at start).
@@ -402,7 +658,8 @@ impl Driver {
         let Some(slot) = self.ops.get_mut(key) else {
             return data;
         };
-        slot.release_unread();
+        let mut data = data;
+        slot.release_unread(data.as_deref_mut());
         if slot.finished {
             self.ops.remove(key);
             return data;
@@ -491,12 +748,37 @@ impl Driver {
                 break;
             }
             self.flush();
+            if self.sqpoll {
+                self.wait_sq_thread();
+            }
             if self.ring.submission().len() == queued {
                 // The kernel took none (EBUSY/EAGAIN): try again later.
                 break;
             }
         }
         !self.has_pending_submissions()
+    }
+
+    /// With SQPOLL, the kernel thread takes SQEs on its own time: wait
+    /// (briefly, yielding the CPU) until it has taken what is queued, so
+    /// that "issued" still means "resolved by the kernel" (descriptor
+    /// numbers are looked up then). Bounded: a thread that does not come
+    /// leaves the entries queued, and the caller falls back as for a full
+    /// SQ (a close goes through the ring behind them).
+    fn wait_sq_thread(&mut self) {
+        for i in 0..10_000 {
+            if self.ring.submission().is_empty() {
+                return;
+            }
+            if self.ring.submission().need_wakeup() {
+                self.enter_nonblocking(0);
+            }
+            if i < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// Hands every queued SQE to the kernel before returning, reaping
@@ -547,6 +829,12 @@ impl Driver {
     /// `Some(ZERO)`: do not block). Completions are reaped into the op
     /// table; wakers to wake are pushed onto `wake`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>, wake: &mut Vec<Waker>) -> Reaped {
+        let orphans = FIXED_TO_CLOSE.with(|v| std::mem::take(&mut *v.borrow_mut()));
+        for slot in orphans {
+            if self.file_table > 0 {
+                self.close_fixed(slot);
+            }
+        }
         self.refill_from_backlog();
         let mut reaped = Reaped::default();
         // Completions reaped while a dropped op was pushed to the kernel:
@@ -631,14 +919,19 @@ impl Driver {
     /// flushes the CQ overflow list, so what is complete becomes visible.
     fn enter_nonblocking(&mut self, to_submit: u32) {
         self.stats.enters += 1;
+        let mut flags = io_uring::EnterFlags::GETEVENTS;
+        if self.sqpoll {
+            // The SQPOLL thread submits; wake it if it went to sleep.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            if self.ring.submission().need_wakeup() {
+                flags |= io_uring::EnterFlags::SQ_WAKEUP;
+            }
+        }
         // SAFETY: a plain io_uring_enter with no argument struct.
         let result = unsafe {
-            self.ring.submitter().enter::<libc::sigset_t>(
-                to_submit,
-                0,
-                io_uring::EnterFlags::GETEVENTS.bits(),
-                None,
-            )
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, 0, flags.bits(), None)
         };
         check_enter(result);
         self.note_enter();
@@ -723,7 +1016,7 @@ impl Driver {
         let Some(slot) = self.ops.get_mut(key) else {
             return;
         };
-        slot.release_unread();
+        slot.release_unread(None);
         if slot.finished {
             self.ops.remove(key);
         } else {

@@ -13,10 +13,13 @@ use std::task::Waker;
 
 use slab::Slab;
 
-/// Called with the result of an operation nobody awaits any more, so that a
-/// resource the kernel created for it (an accepted or opened fd) is released
-/// instead of leaked.
-pub(crate) type OrphanCleanup = fn(result: i32);
+/// Called with each completion of an operation nobody awaits any more (its
+/// result, its CQE flags, and the op's data when the op table holds it), so
+/// that a resource the kernel created or handed over for it (an accepted or
+/// opened fd, a provided buffer with its bytes) is released or kept
+/// instead of leaked. The op's data, when given, is the `D` of its `Op<D>`
+/// boxed as `Any`.
+pub(crate) type OrphanCleanup = fn(result: i32, flags: u32, data: Option<&mut dyn Any>);
 
 /// Names one operation: its slab index (the SQE's `user_data`) and a
 /// sequence number, so a stale key never reaches a later op in a reused slot.
@@ -38,37 +41,48 @@ impl OpKey {
 ///
 /// A plain op has exactly one; keeping it inline spares an allocation per
 /// op (a `VecDeque` allocates on its first push). Only multishot ops spill
-/// into `rest`.
+/// into `rest`, boxed so that the slot of every op in flight (10,000 idle
+/// connections each have one) stays small.
 #[derive(Default)]
 pub(crate) struct Completions {
     first: Option<(i32, u32)>,
-    rest: VecDeque<(i32, u32)>,
+    // One word instead of a VecDeque's four, in every slot.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<(i32, u32)>>>,
 }
 
 impl Completions {
+    fn rest_is_empty(&self) -> bool {
+        self.rest.as_ref().is_none_or(|r| r.is_empty())
+    }
+
     pub(crate) fn push_back(&mut self, c: (i32, u32)) {
-        if self.first.is_none() && self.rest.is_empty() {
+        if self.first.is_none() && self.rest_is_empty() {
             self.first = Some(c);
         } else {
-            self.rest.push_back(c);
+            self.rest.get_or_insert_default().push_back(c);
         }
     }
 
     pub(crate) fn pop_front(&mut self) -> Option<(i32, u32)> {
-        self.first.take().or_else(|| self.rest.pop_front())
+        self.first
+            .take()
+            .or_else(|| self.rest.as_mut().and_then(|r| r.pop_front()))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.first.is_none() && self.rest.is_empty()
+        self.first.is_none() && self.rest_is_empty()
     }
 
     pub(crate) fn clear(&mut self) {
         self.first = None;
-        self.rest.clear();
+        self.rest = None;
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &(i32, u32)> {
-        self.first.iter().chain(self.rest.iter())
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 }
 
@@ -100,12 +114,16 @@ pub(crate) struct OpSlot {
 impl OpSlot {
     /// Drops the completions nobody will read, running the orphan cleanup
     /// on the successful ones (closing an accepted or opened fd).
-    pub(crate) fn release_unread(&mut self) {
+    /// `data` is the op's data if the caller has it at hand (else the
+    /// parked data, if any).
+    pub(crate) fn release_unread(&mut self, mut data: Option<&mut dyn Any>) {
         if let Some(cleanup) = self.cleanup {
-            for &(res, _) in self.results.iter() {
-                if res >= 0 {
-                    cleanup(res);
-                }
+            for &(res, flags) in self.results.iter() {
+                let d = match data.as_deref_mut() {
+                    Some(d) => Some(d),
+                    None => self.parked.as_deref_mut(),
+                };
+                cleanup(res, flags, d);
             }
         }
         self.results.clear();
@@ -174,10 +192,8 @@ impl OpTable {
         let more = io_uring::cqueue::more(flags);
         let slot = self.slots.get_mut(index)?;
         if slot.orphaned {
-            if res >= 0 {
-                if let Some(cleanup) = slot.cleanup {
-                    cleanup(res);
-                }
+            if let Some(cleanup) = slot.cleanup {
+                cleanup(res, flags, slot.parked.as_deref_mut());
             }
             if !more {
                 // The kernel is done with the parked buffers: free them soon.

@@ -12,6 +12,8 @@ const KNOWN: &[(u8, &str, &str)] = &[
     (opcode::Readv::CODE, "IORING_OP_READV", "5.1"),
     (opcode::Writev::CODE, "IORING_OP_WRITEV", "5.1"),
     (opcode::Fsync::CODE, "IORING_OP_FSYNC", "5.1"),
+    (opcode::ReadFixed::CODE, "IORING_OP_READ_FIXED", "5.1"),
+    (opcode::WriteFixed::CODE, "IORING_OP_WRITE_FIXED", "5.1"),
     (opcode::Timeout::CODE, "IORING_OP_TIMEOUT", "5.4"),
     (opcode::Accept::CODE, "IORING_OP_ACCEPT", "5.5"),
     (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL", "5.5"),
@@ -32,24 +34,32 @@ const KNOWN: &[(u8, &str, &str)] = &[
     (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN", "5.11"),
     (opcode::MsgRingData::CODE, "IORING_OP_MSG_RING", "5.18"),
     (opcode::Socket::CODE, "IORING_OP_SOCKET", "5.19"),
+    (opcode::SendZc::CODE, "IORING_OP_SEND_ZC", "6.0"),
+    (opcode::Splice::CODE, "IORING_OP_SPLICE", "5.7"),
 ];
 
 /// The ring's opcode support, read once at start.
 pub(crate) struct OpcodeSupport {
     probe: Option<Probe>,
+    /// Opcodes treated as missing (bit `code`), to run the fallbacks of
+    /// older kernels on a new one (`Builder::without_opcodes`).
+    hidden: u128,
 }
 
 impl OpcodeSupport {
-    pub(crate) fn read(submitter: &io_uring::Submitter<'_>) -> OpcodeSupport {
+    pub(crate) fn read(submitter: &io_uring::Submitter<'_>, hidden: u128) -> OpcodeSupport {
         let mut probe = Probe::new();
         // A kernel older than 5.6 has no probe: treat every opcode as present
         // and let the op's own -EINVAL speak.
         let probe = submitter.register_probe(&mut probe).ok().map(|_| probe);
-        OpcodeSupport { probe }
+        OpcodeSupport { probe, hidden }
     }
 
     /// Whether the ring supports `code`.
     pub(crate) fn supports(&self, code: u8) -> bool {
+        if code < 128 && self.hidden & (1u128 << code) != 0 {
+            return false;
+        }
         self.probe.as_ref().is_none_or(|p| p.is_supported(code))
     }
 

@@ -49,6 +49,64 @@ impl File {
         OpenOptions::new()
     }
 
+    /// Sends `len` bytes of the file from byte `offset` to the socket
+    /// `sock` (a `TcpStream`, `UnixStream`, ...) without copying them
+    /// through user space: `IORING_OP_SPLICE` (Linux 5.7) from the file
+    /// into a pipe and from the pipe into the socket, 64 KiB at a time.
+    /// Returns the result and how many bytes reached the socket, also on
+    /// error, timeout or cancellation; fewer than `len` with `Ok` if the
+    /// file ends first. On a kernel without the opcode it is
+    /// `Error::Unsupported` naming it.
+    #[track_caller]
+    pub fn send_to<'a, S: std::os::fd::AsRawFd>(
+        &'a self,
+        sock: &'a S,
+        offset: u64,
+        len: u64,
+    ) -> Io<impl Future<Output = (Result<()>, u64)> + 'a> {
+        let fd = self.fd.raw();
+        let out = sock.as_raw_fd();
+        Io::new(async move {
+            let _keep = (self, sock);
+            ops::splice_to_socket(fd, out, offset, len).await
+        })
+    }
+
+    /// Reads into registered buffer `buf` (its whole size, from its
+    /// start; its length becomes the count) from byte `offset`, with
+    /// `IORING_OP_READ_FIXED`: the kernel does not map the buffer for each
+    /// read. With `O_DIRECT` the offset must be aligned as the device
+    /// requires (4 KiB is safe). Gives the count and the buffer back, also
+    /// on error. A buffer of another loop's ring is `InvalidArgument`.
+    #[track_caller]
+    pub fn read_fixed_at(
+        &self,
+        buf: crate::io::FixedBuf,
+        offset: u64,
+    ) -> Io<impl Future<Output = BufResult<usize, crate::io::FixedBuf>> + '_> {
+        let fd = self.fd.raw();
+        Io::new(async move {
+            let _me = self;
+            ops::read_fixed_at(fd, buf, offset).await
+        })
+    }
+
+    /// Writes the first `len()` bytes of registered buffer `buf` at byte
+    /// `offset`, once, with `IORING_OP_WRITE_FIXED`. Gives the count and
+    /// the buffer back.
+    #[track_caller]
+    pub fn write_fixed_at(
+        &self,
+        buf: crate::io::FixedBuf,
+        offset: u64,
+    ) -> Io<impl Future<Output = BufResult<usize, crate::io::FixedBuf>> + '_> {
+        let fd = self.fd.raw();
+        Io::new(async move {
+            let _me = self;
+            ops::write_fixed_at(fd, buf, offset).await
+        })
+    }
+
     /// Reads into `buf` (its whole capacity, from its start; a `Vec`'s
     /// length becomes the count read) from byte `offset` of the file. Gives
     /// the count and the buffer back, also on error, timeout or

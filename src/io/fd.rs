@@ -88,8 +88,11 @@ pub(crate) fn close_fd(fd: RawFd) {
 
 /// Closes a descriptor the kernel created for an operation nobody awaits
 /// any more (an accepted connection or an opened file): the orphan cleanup
-/// of those ops.
-pub(crate) fn close_orphan(res: i32) {
+/// of those ops. Errors (negative results) created nothing.
+pub(crate) fn close_orphan(res: i32, _flags: u32, _data: Option<&mut dyn std::any::Any>) {
+    if res < 0 {
+        return;
+    }
     // SAFETY: `res` is a descriptor the kernel just created for us and that
     // nobody else has seen, so nothing else owns or uses it.
     unsafe { libc::close(res) };

@@ -13,11 +13,15 @@
 //! ([`BufResult`]); see [`IoBuf`] and [`IoBufMut`]. Calls return an [`Io`]
 //! future, whose [`Io::timeout`] puts an `IORING_OP_LINK_TIMEOUT` on the
 //! call's ring operations. [`Compat`] adapts a stream to the
-//! `futures-util` `AsyncRead`/`AsyncWrite` traits.
+//! `futures-util` `AsyncRead`/`AsyncWrite` traits. [`BufRing`] is a pool of
+//! receive buffers the kernel fills as data arrives (provided-buffer ring,
+//! multishot receive), handed out as [`RingBuf`]s.
 
 mod buf;
+pub(crate) mod buf_ring;
 mod compat;
 pub(crate) mod fd;
+mod fixed_buf;
 pub(crate) mod ops;
 mod timeout;
 
@@ -26,7 +30,9 @@ use std::os::fd::AsRawFd;
 use io_uring::opcode;
 
 pub use buf::{AlignedBuf, BufResult, IoBuf, IoBufMut, Slice};
+pub use buf_ring::{BufRing, BufRingMode, BufRingOptions, RingBuf};
 pub use compat::Compat;
+pub use fixed_buf::{FixedBuf, FixedBufs};
 pub use timeout::{Io, with_timeout};
 
 use crate::error::Result;

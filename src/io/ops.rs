@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::runtime::Op;
 
 /// The largest length one SQE can carry.
-const MAX_LEN: usize = u32::MAX as usize;
+pub(crate) const MAX_LEN: usize = u32::MAX as usize;
 
 /// Heap memory the kernel reads or writes while an operation runs (an
 /// address, a `msghdr`, a `statx`, a path, a timespec), owned through the
@@ -206,7 +206,58 @@ pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufR
     (res.map(|n| n as usize), buf)
 }
 
-fn finish_read<B: IoBufMut>(res: &Result<u32>, buf: &mut B) {
+/// Receives until `buf`'s whole capacity is filled (from its start), one
+/// `IORING_OP_RECV` after another, taking bytes stashed by a dropped
+/// receive stream first. End of stream before that is an
+/// `UnexpectedEof` error saying how many bytes came; the buffer comes back
+/// holding them (a `Vec`'s length is that count), as on any other error.
+pub(crate) async fn recv_exact<B: IoBufMut>(
+    fd: RawFd,
+    mut buf: B,
+    stash: &super::buf_ring::StashCell,
+) -> BufResult<(), B> {
+    use super::buf::IoBuf as _;
+    if let Some(e) = no_room(&buf) {
+        return (Err(e), buf);
+    }
+    let total = buf.bytes_total();
+    let mut done = 0;
+    while done < total {
+        let mut slice = buf.slice(done..);
+        let res = match stash.read_into(&mut slice) {
+            Some(n) => Ok(n as u32),
+            None => {
+                let len = slice.bytes_total().min(MAX_LEN) as u32;
+                let sqe = opcode::Recv::new(Fd(fd), slice.stable_mut_ptr(), len).build();
+                // SAFETY: the SQE points into the slice's part of `buf`'s
+                // stable heap memory, owned by the op.
+                let (res, _, s) = unsafe { submit(sqe, slice, None) }.await;
+                slice = s;
+                finish_read(&res, &mut slice);
+                res
+            }
+        };
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "end of stream after {done} of {total} bytes: the peer closed before \
+                         read_exact was done (the buffer holds the {done} bytes read)"
+                    ),
+                );
+                return (Err(e.into()), buf);
+            }
+            Ok(n) => done += n as usize,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+pub(crate) fn finish_read<B: IoBufMut>(res: &Result<u32>, buf: &mut B) {
     if let Ok(n) = *res {
         // SAFETY: the kernel wrote `n <= bytes_total` bytes from the start.
         unsafe { buf.set_init(n as usize) };
@@ -276,6 +327,182 @@ pub(crate) async fn write_all<B: IoBuf>(fd: RawFd, mut buf: B, to: WriteTo) -> B
         }
     }
     (Ok(()), buf)
+}
+
+/// Sends the initialised bytes of `buf` once with `IORING_OP_SEND_ZC`
+/// (Linux 6.0): the kernel sends from the buffer itself instead of copying
+/// it. The op has two completions: the send's result, then (if it sent)
+/// a notification that the kernel no longer reads the buffer; the buffer
+/// comes back only after that one. Where the ring lacks the opcode it is
+/// a plain `IORING_OP_SEND`.
+pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    if Op::<()>::require(opcode::SendZc::CODE).is_err() {
+        return write(fd, buf, WriteTo::Socket(0)).await;
+    }
+    let len = buf.bytes_init().min(MAX_LEN) as u32;
+    let sqe = opcode::SendZc::new(Fd(fd), buf.stable_ptr(), len)
+        .flags(libc::MSG_NOSIGNAL)
+        .build();
+    // The buffer lives in a cell shared by this future and the op: the op's
+    // copy keeps it alive if this future is dropped before the
+    // notification (the op table parks it until the final completion); at
+    // the notification this future takes it back.
+    let cell: Rc<Cell<Option<B>>> = Rc::new(Cell::new(Some(buf)));
+    // SAFETY: the SQE points into the buffer's stable heap memory; the
+    // buffer is owned through `cell`, a clone of which the op holds until
+    // its final completion (the notification), also when orphaned.
+    let op = unsafe { Op::try_submit(sqe, None, cell.clone(), None) };
+    let mut op = match op {
+        Ok(op) => op,
+        Err((e, c)) => {
+            drop(c);
+            let buf = cell.take().expect("the buffer is in its cell");
+            return (Err(e), buf);
+        }
+    };
+    if let Some(loc) = current_caller() {
+        op.set_location(loc);
+    }
+    let mut result: Option<Result<u32>> = None;
+    loop {
+        match std::future::poll_fn(|cx| op.poll_next(cx)).await {
+            None => break,
+            Some((res, flags)) => {
+                if io_uring::cqueue::notif(flags) {
+                    // The kernel is done with the buffer.
+                } else {
+                    result = Some(res);
+                }
+                if !io_uring::cqueue::more(flags) {
+                    break;
+                }
+            }
+        }
+    }
+    drop(op);
+    let buf = cell.take().expect("the buffer is in its cell");
+    let res = result.unwrap_or_else(|| {
+        Err(Error::from(std::io::Error::other(
+            "IORING_OP_SEND_ZC ended without a result",
+        )))
+    });
+    (res.map(|n| n as usize), buf)
+}
+
+fn fixed_on_this_loop(buf: &super::FixedBuf) -> Result<()> {
+    match crate::runtime::context::with_loop(|lp| buf.belongs_to(lp.id)) {
+        Some(true) => Ok(()),
+        Some(false) => Err(Error::InvalidArgument(
+            "this FixedBuf is registered with another loop's ring".into(),
+        )),
+        None => Err(Error::no_running_loop()),
+    }
+}
+
+/// `IORING_OP_READ_FIXED` into registered buffer `buf` at `offset`.
+pub(crate) async fn read_fixed_at(
+    fd: RawFd,
+    mut buf: super::FixedBuf,
+    offset: u64,
+) -> BufResult<usize, super::FixedBuf> {
+    if let Err(e) = fixed_on_this_loop(&buf) {
+        return (Err(e), buf);
+    }
+    let len = buf.bytes_total().min(MAX_LEN) as u32;
+    let sqe = opcode::ReadFixed::new(Fd(fd), buf.stable_mut_ptr(), len, buf.buf_index())
+        .offset(offset)
+        .build();
+    // SAFETY: the SQE points into the registered buffer, owned by the op.
+    let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
+    finish_read(&res, &mut buf);
+    (res.map(|n| n as usize), buf)
+}
+
+/// `IORING_OP_WRITE_FIXED` of registered buffer `buf`'s bytes at `offset`.
+pub(crate) async fn write_fixed_at(
+    fd: RawFd,
+    buf: super::FixedBuf,
+    offset: u64,
+) -> BufResult<usize, super::FixedBuf> {
+    if let Err(e) = fixed_on_this_loop(&buf) {
+        return (Err(e), buf);
+    }
+    let len = buf.bytes_init().min(MAX_LEN) as u32;
+    let sqe = opcode::WriteFixed::new(Fd(fd), buf.stable_ptr(), len, buf.buf_index())
+        .offset(offset)
+        .build();
+    // SAFETY: the SQE points into the registered buffer, owned by the op.
+    let (res, _, buf) = unsafe { submit(sqe, buf, None) }.await;
+    (res.map(|n| n as usize), buf)
+}
+
+/// Bytes per splice into the pipe: a pipe holds 64 KiB by default.
+const SPLICE_CHUNK: u32 = 64 * 1024;
+
+/// Moves `len` bytes of file `file` from `offset` to socket `sock` with
+/// `IORING_OP_SPLICE` (Linux 5.7), through a pipe: file → pipe, then
+/// pipe → socket, until done or the file ends. The bytes never enter user
+/// space. Returns the result and how many bytes reached the socket (also
+/// on error or cancellation).
+pub(crate) async fn splice_to_socket(
+    file: RawFd,
+    sock: RawFd,
+    offset: u64,
+    len: u64,
+) -> (Result<()>, u64) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`; the result is checked.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return (Err(std::io::Error::last_os_error().into()), 0);
+    }
+    // SAFETY: fresh descriptors nobody else owns. RingFd closes them after
+    // the loop's queued SQEs (which may name them) went to the kernel.
+    let (rd, wr) = unsafe {
+        (
+            super::fd::RingFd::from_raw(fds[0]),
+            super::fd::RingFd::from_raw(fds[1]),
+        )
+    };
+    let mut sent = 0u64;
+    while sent < len {
+        let chunk = (len - sent).min(u64::from(SPLICE_CHUNK)) as u32;
+        let Ok(off) = i64::try_from(offset + sent) else {
+            return (
+                Err(Error::InvalidArgument("splice offset past i64::MAX".into())),
+                sent,
+            );
+        };
+        let sqe = opcode::Splice::new(Fd(file), off, Fd(wr.raw()), -1, chunk).build();
+        // SAFETY: the SQE points to no memory.
+        let (res, _, ()) = unsafe { submit(sqe, (), None) }.await;
+        let mut in_pipe = match res {
+            Ok(0) => break, // end of file
+            Ok(n) => n,
+            Err(e) => return (Err(e), sent),
+        };
+        while in_pipe > 0 {
+            let sqe = opcode::Splice::new(Fd(rd.raw()), -1, Fd(sock), -1, in_pipe).build();
+            // SAFETY: the SQE points to no memory.
+            let (res, _, ()) = unsafe { submit(sqe, (), None) }.await;
+            match res {
+                Ok(0) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        "the socket took 0 bytes of a splice: the peer takes no more",
+                    );
+                    return (Err(e.into()), sent);
+                }
+                Ok(n) => {
+                    in_pipe -= n;
+                    sent += u64::from(n);
+                }
+                Err(e) => return (Err(e), sent),
+            }
+        }
+    }
+    (Ok(()), sent)
 }
 
 /// A socket address the kernel reads or writes, boxed with its length.

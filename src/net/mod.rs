@@ -30,11 +30,15 @@
 //! ```
 
 mod addr;
+mod direct;
+mod recv_multi;
 mod socket;
 mod tcp;
 mod udp;
 mod unix;
 
+pub use direct::{DEFAULT_DIRECT_TABLE, DirectStream};
+pub use recv_multi::RecvStream;
 pub use tcp::{Incoming, ListenOptions, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream};
@@ -52,10 +56,13 @@ macro_rules! stream_io {
         /// A buffer with no capacity (`Vec::new()`, an empty slice) is
         /// `Error::InvalidArgument`, not `Ok(0)`, which would read as the
         /// peer closing: pass `Vec::with_capacity(n)`.
+        ///
+        /// Bytes a dropped [`RecvStream`](crate::net::RecvStream) had
+        /// already received are returned first, without a ring operation.
         #[track_caller]
         pub fn read<B: $crate::io::IoBufMut>(
             &self,
-            buf: B,
+            mut buf: B,
         ) -> $crate::io::Io<
             impl ::std::future::Future<Output = $crate::io::BufResult<usize, B>> + '_,
         > {
@@ -63,8 +70,46 @@ macro_rules! stream_io {
             $crate::io::Io::new(async move {
                 // The borrow keeps the socket open until the op is submitted.
                 let _me = self;
+                if $crate::io::IoBuf::bytes_total(&buf) > 0 {
+                    if let Some(n) = self.rx.read_into(&mut buf) {
+                        return (Ok(n), buf);
+                    }
+                }
                 $crate::io::ops::recv(fd, buf, 0).await
             })
+        }
+
+        /// Receives until `buf`'s whole capacity is filled (from its start;
+        /// a `Vec`'s length becomes the count received), as many
+        /// `IORING_OP_RECV`s as it takes.
+        ///
+        /// If the peer closes first, the error is `UnexpectedEof`, saying
+        /// how many bytes came, and the buffer comes back holding them. On
+        /// any error, timeout or cancellation the buffer comes back with
+        /// the bytes received so far. A buffer with no capacity is
+        /// `Error::InvalidArgument`.
+        #[track_caller]
+        pub fn read_exact<B: $crate::io::IoBufMut>(
+            &self,
+            buf: B,
+        ) -> $crate::io::Io<
+            impl ::std::future::Future<Output = $crate::io::BufResult<(), B>> + '_,
+        > {
+            let fd = self.fd.raw();
+            $crate::io::Io::new(async move {
+                $crate::io::ops::recv_exact(fd, buf, &self.rx).await
+            })
+        }
+
+        /// Receives into buffers of `ring` as they arrive: a stream of
+        /// [`RingBuf`](crate::io::RingBuf)s, one multishot `IORING_OP_RECV`
+        /// on Linux 6.0+ with a kernel-registered pool (see
+        /// [`BufRing`](crate::io::BufRing) and
+        /// [`RecvStream`](crate::net::RecvStream)). An idle connection
+        /// waiting here holds no buffer. Bytes received but not yet handed
+        /// out when the stream is dropped stay with the socket.
+        pub fn recv_multishot(&self, ring: &$crate::io::BufRing) -> $crate::net::RecvStream<'_> {
+            $crate::net::RecvStream::new(self.fd.raw(), ring, self.rx.get())
         }
 
         /// Sends the initialised bytes of `buf` once with `IORING_OP_SEND`
@@ -123,6 +168,12 @@ macro_rules! stream_io {
 /// `AsRawFd`, `IntoRawFd` and `FromRawFd` for a type with an `fd: RingFd`.
 macro_rules! fd_traits {
     ($t:ty) => {
+        $crate::net::fd_traits!($t, fd,);
+    };
+    ($t:ty, rx) => {
+        $crate::net::fd_traits!($t, fd, rx: ::std::default::Default::default());
+    };
+    ($t:ty, fd, $($extra:tt)*) => {
         impl ::std::os::fd::AsRawFd for $t {
             fn as_raw_fd(&self) -> ::std::os::fd::RawFd {
                 self.fd.raw()
@@ -142,6 +193,7 @@ macro_rules! fd_traits {
                 Self {
                     // SAFETY: forwarded from the caller.
                     fd: unsafe { $crate::io::fd::RingFd::from_raw(fd) },
+                    $($extra)*
                 }
             }
         }

@@ -16,6 +16,7 @@ use super::socket::{bind, get_int_opt, listen, set_int_opt, socket, with_std};
 use super::{fd_traits, stream_io};
 use crate::driver::OrphanCleanup;
 use crate::error::{Error, Result};
+use crate::io::buf_ring::StashCell;
 use crate::io::fd::{RingFd, close_orphan};
 use crate::io::{Io, ops};
 use crate::runtime::Op;
@@ -118,9 +119,7 @@ impl TcpListener {
             let _me = self;
             let (raw, addr) = ops::accept(fd).await?;
             // SAFETY: a fresh descriptor the kernel created for us.
-            let stream = TcpStream {
-                fd: unsafe { RingFd::from_raw(raw) },
-            };
+            let stream = TcpStream::from_fd(unsafe { RingFd::from_raw(raw) });
             let peer = from_raw(&addr.storage, addr.len)?;
             Ok((stream, peer))
         })
@@ -229,10 +228,8 @@ impl Stream for Incoming<'_> {
                     this.op = None;
                 }
                 Poll::Ready(Some(match res {
-                    Ok(fd) => Ok(TcpStream {
-                        // SAFETY: a fresh descriptor the kernel created for us.
-                        fd: unsafe { RingFd::from_raw(fd as RawFd) },
-                    }),
+                    // SAFETY: a fresh descriptor the kernel created for us.
+                    Ok(fd) => Ok(TcpStream::from_fd(unsafe { RingFd::from_raw(fd as RawFd) })),
                     Err(e) => Err(e),
                 }))
             }
@@ -259,9 +256,18 @@ impl fmt::Debug for Incoming<'_> {
 /// when `SO_LINGER` is set (see [`TcpStream::set_linger`]).
 pub struct TcpStream {
     fd: RingFd,
+    /// Bytes a dropped receive stream left behind.
+    rx: StashCell,
 }
 
 impl TcpStream {
+    fn from_fd(fd: RingFd) -> TcpStream {
+        TcpStream {
+            fd,
+            rx: StashCell::default(),
+        }
+    }
+
     /// Connects to `addr` (`IORING_OP_CONNECT`), trying each resolved
     /// address in turn; the last error is returned if none accepts
     /// (`ECONNREFUSED` "Connection refused" for a closed port). Name lookup,
@@ -274,7 +280,7 @@ impl TcpStream {
             for a in addrs? {
                 let fd = socket(domain_of(&a), libc::SOCK_STREAM)?;
                 match ops::connect(fd.raw(), to_boxed(&a)).await {
-                    Ok(()) => return Ok(TcpStream { fd }),
+                    Ok(()) => return Ok(TcpStream::from_fd(fd)),
                     // A cancel or a deadline ends the whole call.
                     Err(e @ (Error::Cancelled { .. } | Error::Timeout)) => return Err(e),
                     Err(e) => last = Some(e),
@@ -285,6 +291,31 @@ impl TcpStream {
     }
 
     stream_io!();
+
+    /// Sends the initialised bytes of `buf` once, without copying them
+    /// (`IORING_OP_SEND_ZC`, Linux 6.0): the kernel reads the buffer while
+    /// the data goes out, and the call returns (with the count sent and the
+    /// buffer) only when the kernel's second completion says it no longer
+    /// reads it. Worth it for large sends (tens of KiB and up) to a real
+    /// network device; on loopback, or for small buffers, the kernel copies
+    /// anyway and a plain [`write`](TcpStream::write) is cheaper. Where
+    /// the ring lacks the opcode it is a plain send. Cancelling or dropping
+    /// it follows the guide's rules: the buffer stays with the runtime
+    /// until the kernel's last completion. That notification comes only
+    /// once the network stack has let go of the data, so a send the peer
+    /// has not taken (a slow or stalled reader) holds its buffer, and this
+    /// call, until it does.
+    #[track_caller]
+    pub fn send_zc<B: crate::io::IoBuf>(
+        &self,
+        buf: B,
+    ) -> Io<impl Future<Output = crate::io::BufResult<usize, B>> + '_> {
+        let fd = self.fd.raw();
+        Io::new(async move {
+            let _me = self;
+            ops::send_zc(fd, buf).await
+        })
+    }
 
     /// The address of the other end.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
@@ -343,14 +374,12 @@ impl TcpStream {
     /// Takes over a `std` stream (blocking or not: the ring does not care).
     pub fn from_std(stream: std::net::TcpStream) -> TcpStream {
         use std::os::fd::IntoRawFd;
-        TcpStream {
-            // SAFETY: the std stream gave up its descriptor to us.
-            fd: unsafe { RingFd::from_raw(stream.into_raw_fd()) },
-        }
+        // SAFETY: the std stream gave up its descriptor to us.
+        TcpStream::from_fd(unsafe { RingFd::from_raw(stream.into_raw_fd()) })
     }
 }
 
-fd_traits!(TcpStream);
+fd_traits!(TcpStream, rx);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -10,6 +10,7 @@ use super::socket::{bind, listen, socket, with_std};
 use super::{fd_traits, stream_io};
 use crate::error::Result;
 use crate::io::Io;
+use crate::io::buf_ring::StashCell;
 use crate::io::fd::RingFd;
 use crate::io::ops::{self, SockAddrBuf};
 
@@ -42,9 +43,7 @@ impl UnixListener {
             let _me = self;
             let (raw, _) = ops::accept(fd).await?;
             // SAFETY: a fresh descriptor the kernel created for us.
-            let stream = UnixStream {
-                fd: unsafe { RingFd::from_raw(raw) },
-            };
+            let stream = UnixStream::from_fd(unsafe { RingFd::from_raw(raw) });
             let peer = stream.peer_addr()?;
             Ok((stream, peer))
         })
@@ -72,9 +71,18 @@ impl fmt::Debug for UnixListener {
 /// A Unix-domain stream connection.
 pub struct UnixStream {
     fd: RingFd,
+    /// Bytes a dropped receive stream left behind.
+    rx: StashCell,
 }
 
 impl UnixStream {
+    fn from_fd(fd: RingFd) -> UnixStream {
+        UnixStream {
+            fd,
+            rx: StashCell::default(),
+        }
+    }
+
     /// Connects to the socket file `path` (`IORING_OP_CONNECT`).
     #[track_caller]
     pub fn connect(path: impl AsRef<Path>) -> Io<impl Future<Output = Result<UnixStream>>> {
@@ -83,7 +91,7 @@ impl UnixStream {
             let (storage, len) = addr?;
             let fd = socket(libc::AF_UNIX, libc::SOCK_STREAM)?;
             ops::connect(fd.raw(), Box::new(SockAddrBuf { storage, len })).await?;
-            Ok(UnixStream { fd })
+            Ok(UnixStream::from_fd(fd))
         })
     }
 
@@ -104,7 +112,7 @@ impl UnixStream {
         }
         // SAFETY: two fresh descriptors nothing else owns.
         let (a, b) = unsafe { (RingFd::from_raw(fds[0]), RingFd::from_raw(fds[1])) };
-        Ok((UnixStream { fd: a }, UnixStream { fd: b }))
+        Ok((UnixStream::from_fd(a), UnixStream::from_fd(b)))
     }
 
     stream_io!();
@@ -124,7 +132,7 @@ impl UnixStream {
     }
 }
 
-fd_traits!(UnixStream);
+fd_traits!(UnixStream, rx);
 
 impl fmt::Debug for UnixStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

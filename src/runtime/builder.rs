@@ -30,6 +30,8 @@ pub struct Builder {
     /// Other loops may wake this one with `IORING_OP_MSG_RING`.
     msg_ring: bool,
     ext_arg: bool,
+    /// SQPOLL, COOP_TASKRUN, CQ size (issue 14).
+    ring_setup: crate::driver::RingSetup,
 }
 
 impl Default for Builder {
@@ -44,6 +46,7 @@ impl Default for Builder {
             cpus: None,
             msg_ring: true,
             ext_arg: true,
+            ring_setup: crate::driver::RingSetup::default(),
         }
     }
 }
@@ -126,6 +129,12 @@ impl Builder {
                     .into(),
             ));
         }
+        if self.ring_setup != crate::driver::RingSetup::default() {
+            return Err(Error::InvalidArgument(
+                "sqpoll, coop_taskrun, cq_entries and without_opcodes apply to build() (one loop) only for now"
+                    .into(),
+            ));
+        }
         crate::threads::multi::MultiRuntime::start(crate::threads::multi::MultiConfig {
             cores: self.cores,
             cpus: self.cpus,
@@ -156,6 +165,70 @@ impl Builder {
         self
     }
 
+    /// `IORING_SETUP_SQPOLL`: a kernel thread polls the submission queue,
+    /// so submitting costs no system call while it is awake; it sleeps
+    /// after `idle` without submissions (rounded to milliseconds) and the
+    /// next submission wakes it with one. Use it when a core can be given
+    /// to the kernel thread and latency or syscall count matters more than
+    /// CPU: the thread spins for `idle` after each burst, on its own CPU
+    /// (see [`sqpoll_cpu`](Builder::sqpoll_cpu)). Not with
+    /// [`coop_taskrun`](Builder::coop_taskrun); replaces the default
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`. Unprivileged since Linux 5.11;
+    /// refused, it is `Error::Unsupported` saying why. Applies to
+    /// [`build`](Builder::build).
+    pub fn sqpoll(mut self, idle: Duration) -> Self {
+        self.ring_setup.sqpoll_idle_ms = Some(idle.as_millis().min(u32::MAX as u128) as u32);
+        self
+    }
+
+    /// Pins the [`sqpoll`](Builder::sqpoll) kernel thread to `cpu`
+    /// (`IORING_SETUP_SQ_AFF`): give it a CPU the loop's thread does not
+    /// use, or the two take turns on one.
+    pub fn sqpoll_cpu(mut self, cpu: u32) -> Self {
+        self.ring_setup.sqpoll_cpu = Some(cpu);
+        self
+    }
+
+    /// `IORING_SETUP_COOP_TASKRUN | TASKRUN_FLAG` (Linux 5.19) instead of
+    /// the default `SINGLE_ISSUER | DEFER_TASKRUN` (6.1): completions still
+    /// run their task work without interrupting the loop's thread, but
+    /// at any system call rather than only when the loop reaps. Use it to
+    /// compare, or on 5.19–6.0 kernels where `DEFER_TASKRUN` is missing; the
+    /// default is as cheap or cheaper on newer ones. A kernel without it
+    /// gives `Error::Unsupported`. Applies to [`build`](Builder::build).
+    pub fn coop_taskrun(mut self, on: bool) -> Self {
+        self.ring_setup.coop_taskrun = on;
+        self
+    }
+
+    /// Completion-queue entries (default: four times
+    /// [`ring_entries`](Builder::ring_entries); from `ring_entries` to
+    /// 65536, the kernel rounds up to a power of two). Raise it when many
+    /// multishot operations (receives, accepts) post completions faster
+    /// than a loop turn reaps them: completions that do not fit wait in the
+    /// kernel's overflow list (none is lost, but each overflow costs an
+    /// extra trip into the kernel, counted in `DriverStats::cq_overflows`).
+    /// Applies to [`build`](Builder::build).
+    pub fn cq_entries(mut self, n: u32) -> Self {
+        self.ring_setup.cq_entries = Some(n);
+        self
+    }
+
+    /// Treats these opcodes (`io_uring::opcode::*::CODE`) as missing from
+    /// the kernel's probe, so that what ringio does on a kernel without
+    /// them runs on this one: a fallback (plain send for
+    /// `TcpStream::send_zc` without `IORING_OP_SEND_ZC`; a user-space
+    /// `io::BufRing` without it, which marks Linux 6.0) or
+    /// `Error::Unsupported` naming the opcode. For tests.
+    pub fn without_opcodes(mut self, codes: impl IntoIterator<Item = u8>) -> Self {
+        for c in codes {
+            if c < 128 {
+                self.ring_setup.hidden_opcodes |= 1u128 << c;
+            }
+        }
+        self
+    }
+
     /// Creates the loop and its ring on the calling thread (one loop; see
     /// [`build_multi`](Builder::build_multi) for thread-per-core). Errors
     /// say what to change: a ring size of 0 or above 32768, `RLIMIT_MEMLOCK` too low,
@@ -174,7 +247,10 @@ impl Builder {
             logger: self.logger,
             msg_ring: self.msg_ring,
         };
-        let inner = crate::driver::with_ext_arg(self.ext_arg, || LoopInner::new(&config))?;
+        let setup = self.ring_setup;
+        let inner = crate::driver::with_ext_arg(self.ext_arg, || {
+            crate::driver::with_setup(setup, || LoopInner::new(&config))
+        })?;
         Ok(Runtime { inner })
     }
 }
