@@ -1206,3 +1206,31 @@ fn a_graceful_shutdown_lets_short_work_finish_and_cancels_the_rest() {
     // The next run starts with no shutdown asked.
     assert!(!rt.shutdown_handle().is_requested());
 }
+
+#[test]
+fn a_busy_loop_reaps_its_own_msg_ring_sends() {
+    let mut rt = Runtime::builder().cores(2).build_multi().unwrap();
+    let outs = rt
+        .run_on_each(|core| async move {
+            if core.id() != 0 {
+                return None;
+            }
+            // Core 0 always has ready work (sleep(ZERO)) and no I/O of its
+            // own, and wakes core 1 through its ring again and again.
+            for _ in 0..200 {
+                core.next().call_soon_threadsafe(|| {}).unwrap();
+                ringio::sleep(Duration::ZERO).await.unwrap();
+            }
+            for _ in 0..20 {
+                ringio::sleep(Duration::ZERO).await.unwrap();
+            }
+            Some(ringio::get_running_loop().unwrap().stats().driver)
+        })
+        .unwrap();
+    let stats = outs[0].clone().unwrap();
+    assert!(stats.cqes_reaped > 0, "{stats:?}");
+    assert_eq!(
+        stats.msg_ring_sends_in_flight, 0,
+        "the sends' completions were reaped while the loop stayed busy: {stats:?}"
+    );
+}

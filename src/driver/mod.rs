@@ -120,6 +120,9 @@ pub const MAX_RING_ENTRIES: u32 = 32768;
 pub struct DriverStats {
     /// Operations whose final completion has not been reaped yet.
     pub ops_in_flight: usize,
+    /// Wake-ups this loop sent to other loops (`IORING_OP_MSG_RING`) whose
+    /// own completion has not been reaped yet.
+    pub msg_ring_sends_in_flight: usize,
     /// Operations submitted for callers since the loop started.
     pub ops_submitted: u64,
     /// Completion-queue entries reaped (all kinds).
@@ -521,13 +524,16 @@ impl Driver {
     pub(crate) fn stats(&self) -> DriverStats {
         DriverStats {
             ops_in_flight: self.ops.len(),
+            msg_ring_sends_in_flight: self.internal.len(),
             ..self.stats
         }
     }
 
-    /// Whether any caller operation is still owned by the kernel.
+    /// Whether any operation is still owned by the kernel: a caller's, or
+    /// a wake-up this loop sent to another (so that a loop that always has
+    /// ready work still enters the kernel to reap its sends' completions).
     pub(crate) fn has_ops_in_flight(&self) -> bool {
-        self.ops.len() > 0
+        self.ops.len() > 0 || !self.internal.is_empty()
     }
 
     /// Queues `sqe` for a caller and returns the key its CQE will carry.
