@@ -1227,7 +1227,7 @@ fn a_busy_loop_reaps_its_own_msg_ring_sends() {
             Some(ringio::get_running_loop().unwrap().stats().driver)
         })
         .unwrap();
-    let stats = outs[0].clone().unwrap();
+    let stats = outs[0].unwrap();
     assert!(stats.cqes_reaped > 0, "{stats:?}");
     assert_eq!(
         stats.msg_ring_sends_in_flight, 0,
