@@ -946,3 +946,66 @@ fn a_socket_dropped_in_a_thread_local_destructor_is_closed() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
 }
+
+#[test]
+fn an_unread_multishot_accept_stops_at_its_bound_and_loses_no_connection() {
+    const CLIENTS: usize = 600;
+    let _g = serial();
+    let fds_before = open_fds();
+    ringio::run(async {
+        let listener =
+            TcpListener::bind_with("127.0.0.1:0", ListenOptions::new().backlog(4096)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = listener.incoming();
+        // One poll arms the multishot accept; then nobody reads it.
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(futures_util::Stream::poll_next(
+                std::pin::Pin::new(&mut incoming),
+                cx,
+            ))
+        })
+        .await;
+        assert!(first.is_pending());
+        let base = open_fds();
+        // Clients arrive in small batches while the loop keeps turning (the
+        // kernel accepts a whole batch in one go, so the bound holds to
+        // within one batch).
+        const BATCH: usize = 20;
+        let clients = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            for _ in 0..CLIENTS / BATCH {
+                v.extend((0..BATCH).map(|_| std::net::TcpStream::connect(addr).unwrap()));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            v
+        });
+        while !clients.is_finished() {
+            ringio::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+        let clients = clients.join().unwrap();
+        for _ in 0..20 {
+            ringio::sleep(Duration::from_millis(2)).await.unwrap();
+        }
+        let held = open_fds() - base - CLIENTS;
+        assert!(
+            held <= ringio::net::INCOMING_QUEUE_MAX as usize + 5 * BATCH,
+            "{held} accepted connections pile up unread (bound {})",
+            ringio::net::INCOMING_QUEUE_MAX
+        );
+        // Read again: every connection arrives, the held ones first, the
+        // rest from the listen backlog.
+        let mut peers = std::collections::HashSet::new();
+        while peers.len() < CLIENTS {
+            let s = incoming.next().await.unwrap().unwrap();
+            assert!(
+                peers.insert(s.peer_addr().unwrap()),
+                "a connection came twice"
+            );
+        }
+        for c in &clients {
+            assert!(peers.contains(&c.local_addr().unwrap()));
+        }
+        drop(clients);
+    });
+    assert_eq!(open_fds(), fds_before, "file descriptors leaked");
+}

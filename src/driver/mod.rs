@@ -606,6 +606,14 @@ impl Driver {
         );
     }
 
+    /// Bounds how many unread completions multishot op `key` may queue
+    /// before it is cancelled (see `OpSlot::max_queued`).
+    pub(crate) fn limit_queued(&mut self, key: OpKey, max: u32) {
+        if let Some(slot) = self.ops.get_mut(key) {
+            slot.max_queued = max;
+        }
+    }
+
     /// Registers the waker to wake when op `key` completes: `make` gives
     /// it, unless the one registered already wakes the same as `waker`
     /// (`same`).
@@ -945,6 +953,9 @@ impl Driver {
 
     /// Drains the completion queue.
     fn reap(&mut self, wake: &mut Vec<Waker>, reaped: &mut Reaped) {
+        // Multishot ops past their bound of unread completions, cancelled
+        // once the completion queue is let go (rare: no allocation else).
+        let mut over_bound = Vec::new();
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -980,8 +991,17 @@ impl Driver {
                     {
                         wake.push(w);
                     }
+                    if let Some(full) = self.ops.over_bound(key as usize) {
+                        over_bound.push(full);
+                    }
                 }
             }
+        }
+        drop(cq);
+        for full in over_bound {
+            // Nobody reads it fast enough: stop it (its owner re-arms once
+            // it has read what is queued).
+            self.cancel(full);
         }
     }
 

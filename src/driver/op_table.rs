@@ -74,6 +74,10 @@ impl Completions {
         self.first.is_none() && self.rest_is_empty()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
     pub(crate) fn clear(&mut self) {
         self.first = None;
         self.rest = None;
@@ -109,6 +113,11 @@ pub(crate) struct OpSlot {
     /// The driver's submission generation when the SQE was queued: while
     /// it is still the current one, the SQE may not have reached the kernel.
     pub(crate) queued_gen: u64,
+    /// For a multishot op: how many unread completions it may pile up
+    /// before it is cancelled (0: no bound). The kernel then keeps the
+    /// rest where they come from (a listen backlog), and the op's owner
+    /// arms a new one once it has read what is here.
+    pub(crate) max_queued: u32,
 }
 
 impl OpSlot {
@@ -151,6 +160,7 @@ impl OpTable {
             parked: None,
             cleanup,
             queued_gen,
+            max_queued: 0,
         });
         OpKey { index, seq }
     }
@@ -176,6 +186,21 @@ impl OpTable {
             .iter()
             .map(|(index, s)| OpKey { index, seq: s.seq })
             .collect()
+    }
+
+    /// The key of the op at `index` if it holds as many unread completions
+    /// as its bound allows and is still running: it should be cancelled.
+    pub(crate) fn over_bound(&self, index: usize) -> Option<OpKey> {
+        let slot = self.slots.get(index)?;
+        let over = slot.max_queued > 0
+            && !slot.finished
+            && !slot.cancel_sent
+            && !slot.orphaned
+            && slot.results.len() >= slot.max_queued as usize;
+        over.then_some(OpKey {
+            index,
+            seq: slot.seq,
+        })
     }
 
     /// Records a CQE. Returns the waker to wake, if any. An orphaned slot is

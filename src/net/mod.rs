@@ -39,7 +39,7 @@ mod unix;
 
 pub use direct::{DEFAULT_DIRECT_TABLE, DirectStream};
 pub use recv_multi::RecvStream;
-pub use tcp::{Incoming, ListenOptions, TcpListener, TcpStream};
+pub use tcp::{INCOMING_QUEUE_MAX, Incoming, ListenOptions, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream};
 

@@ -194,11 +194,18 @@ impl Incoming<'_> {
             .flags(libc::SOCK_CLOEXEC)
             .build();
         // SAFETY: a multishot accept points to no memory (no address out).
-        let op = unsafe { Op::submit_with(sqe, None, (), Some(close_orphan as OrphanCleanup)) }?;
+        let mut op =
+            unsafe { Op::submit_with(sqe, None, (), Some(close_orphan as OrphanCleanup)) }?;
+        op.limit_queued(INCOMING_QUEUE_MAX);
         self.op = Some(op);
         Ok(())
     }
 }
+
+/// How many accepted connections a multishot accept may hold unread before
+/// it is stopped: past that, new connections wait in the listen backlog
+/// (the kernel's own pushback) until the stream is read again.
+pub const INCOMING_QUEUE_MAX: u32 = 256;
 
 impl Stream for Incoming<'_> {
     type Item = Result<TcpStream>;
@@ -226,6 +233,13 @@ impl Stream for Incoming<'_> {
                 if !io_uring::cqueue::more(flags) {
                     // The kernel ended this multishot: arm a new one next time.
                     this.op = None;
+                    if matches!(&res, Err(e) if e.raw_os_error() == Some(libc::ECANCELED)) {
+                        // Stopped because `INCOMING_QUEUE_MAX` connections
+                        // waited unread (not the task's cancel, which comes
+                        // as `Error::Cancelled`): everything queued has been
+                        // read now, so accept again.
+                        return Pin::new(this).poll_next(cx);
+                    }
                 }
                 Poll::Ready(Some(match res {
                     // SAFETY: a fresh descriptor the kernel created for us.

@@ -253,6 +253,15 @@ impl<D: 'static> Op<D> {
         }
     }
 
+    /// Bounds how many unread completions this multishot op may queue: past
+    /// `max` the ring cancels it (its final completion is `ECANCELED`), and
+    /// the owner arms a new one when it has read the rest.
+    pub(crate) fn limit_queued(&mut self, max: u32) {
+        if self.key != OpKey::DONE {
+            self.lp.driver.borrow_mut().limit_queued(self.key, max);
+        }
+    }
+
     /// For a deferred op: `true` if the pending cancellation was taken
     /// here (its message is left in `cancelled_for_task`; the op never
     /// started), else submits it now. `false` for an op already started.
