@@ -1007,5 +1007,11 @@ fn an_unread_multishot_accept_stops_at_its_bound_and_loses_no_connection() {
         }
         drop(clients);
     });
-    assert_eq!(open_fds(), fds_before, "file descriptors leaked");
+    // Other tests of this file may hold a few descriptors for a moment
+    // (only the fd-counting ones take `serial()`): wait for them to go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds() > fds_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(open_fds() <= fds_before, "file descriptors leaked");
 }

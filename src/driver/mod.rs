@@ -33,7 +33,8 @@ const UD_EVENTFD: u64 = u64::MAX - 1;
 pub(crate) const UD_MSG_RING: u64 = u64::MAX - 2;
 /// Tag of this ring's own internal operations (the MSG_RING it sends):
 /// `user_data` is `UD_INTERNAL | index` into `Driver::internal`. Op-table
-/// keys are slab indices, far below this bit.
+/// keys (`OpKey::user_data`: a slab index and a generation) stay below
+/// bit 61.
 const UD_INTERNAL: u64 = 1 << 62;
 
 /// Tag of the `IORING_OP_TIMEOUT` the loop arms for its timed waits on a
@@ -551,7 +552,7 @@ impl Driver {
     ) -> OpKey {
         let key = self.ops.insert(cleanup, self.sub_gen);
         self.stats.ops_submitted += 1;
-        self.push(sqe.user_data(key.index as u64));
+        self.push(sqe.user_data(key.user_data()));
         key
     }
 
@@ -575,9 +576,7 @@ impl Driver {
         if self.sq_room() < 2 {
             self.flush();
         }
-        let head = sqe
-            .user_data(key.index as u64)
-            .flags(squeue::Flags::IO_LINK);
+        let head = sqe.user_data(key.user_data()).flags(squeue::Flags::IO_LINK);
         let tail = timeout.user_data(UD_IGNORED);
         if self.sq_room() < 2 || !self.backlog.is_empty() {
             self.backlog.push_back((head, true));
@@ -600,7 +599,7 @@ impl Driver {
         slot.cancel_sent = true;
         self.stats.cancel_requests += 1;
         self.push(
-            opcode::AsyncCancel::new(key.index as u64)
+            opcode::AsyncCancel::new(key.user_data())
                 .build()
                 .user_data(UD_IGNORED),
         );
@@ -985,13 +984,19 @@ impl Driver {
                         self.stats.ops_canceled_by_kernel += 1;
                     }
                     let (res, flags) = (cqe.result(), cqe.flags());
-                    if let Some(w) = self
-                        .ops
-                        .complete(key as usize, res, flags, &mut reaped.dead)
-                    {
+                    let Some(index) = self.ops.index_of(key) else {
+                        // A completion for an op whose slot is gone or
+                        // reused: the ordering rule (a slot is freed only
+                        // after its final CQE, and a cancel reaches the
+                        // kernel before its target's slot can be freed)
+                        // says this never happens.
+                        debug_assert!(false, "a stale completion (user_data {key:#x})");
+                        continue;
+                    };
+                    if let Some(w) = self.ops.complete(index, res, flags, &mut reaped.dead) {
                         wake.push(w);
                     }
-                    if let Some(full) = self.ops.over_bound(key as usize) {
+                    if let Some(full) = self.ops.over_bound(index) {
                         over_bound.push(full);
                     }
                 }

@@ -21,13 +21,20 @@ use slab::Slab;
 /// boxed as `Any`.
 pub(crate) type OrphanCleanup = fn(result: i32, flags: u32, data: Option<&mut dyn Any>);
 
-/// Names one operation: its slab index (the SQE's `user_data`) and a
-/// sequence number, so a stale key never reaches a later op in a reused slot.
+/// Names one operation: its slab index and a sequence number, so a stale
+/// key never reaches a later op in a reused slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OpKey {
     pub(crate) index: usize,
     seq: u64,
 }
+
+/// Bits of `user_data` that hold the slot index.
+const INDEX_BITS: u32 = 32;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+/// The generation's bits above them: 29, up to bit 60 (bits 61 and up tag
+/// the driver's own entries).
+const GEN_MASK: u64 = (1 << 29) - 1;
 
 impl OpKey {
     /// A key that names no operation (seq 0 is never issued).
@@ -35,6 +42,14 @@ impl OpKey {
         index: usize::MAX,
         seq: 0,
     };
+
+    /// The SQE's `user_data`: the slot index, and the low bits of the
+    /// sequence number as a generation, so that a completion or a cancel
+    /// can only ever meet the op it was meant for.
+    pub(crate) fn user_data(self) -> u64 {
+        debug_assert!((self.index as u64) <= INDEX_MASK);
+        (self.index as u64 & INDEX_MASK) | ((self.seq & GEN_MASK) << INDEX_BITS)
+    }
 }
 
 /// The completions of one op not yet taken by its future, oldest first.
@@ -186,6 +201,14 @@ impl OpTable {
             .iter()
             .map(|(index, s)| OpKey { index, seq: s.seq })
             .collect()
+    }
+
+    /// The slot index a caller op's `user_data` names, if that slot still
+    /// holds the op of the generation it carries.
+    pub(crate) fn index_of(&self, user_data: u64) -> Option<usize> {
+        let index = (user_data & INDEX_MASK) as usize;
+        let slot = self.slots.get(index)?;
+        ((slot.seq & GEN_MASK) == (user_data >> INDEX_BITS) & GEN_MASK).then_some(index)
     }
 
     /// The key of the op at `index` if it holds as many unread completions
