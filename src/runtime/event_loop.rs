@@ -45,6 +45,12 @@ const STUCK_TASK_GRACE: Duration = Duration::from_secs(1);
 /// after everything that was ready when the turn began).
 const LONG_TURN: usize = 1024;
 
+/// The longest a loop that other loops wake with `IORING_OP_MSG_RING`
+/// blocks in the kernel with nothing else to wake it: there are reports of
+/// MSG_RING wake-ups lost on some 6.1 stable kernels, and a lost one must
+/// delay the work it announced by this much at most, never hang the loop.
+const MSG_RING_WAIT_BOUND: Duration = Duration::from_secs(1);
+
 /// How many runnables a long turn runs between two looks at the timers.
 const TIMER_CHECK_INTERVAL: usize = 32;
 
@@ -252,6 +258,11 @@ impl LoopInner {
                 .borrow_mut()
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
+            let max_wait = match (max_wait, self.shared.accepts_msg_ring()) {
+                (Some(m), true) => Some(m.min(MSG_RING_WAIT_BOUND)),
+                (None, true) => Some(MSG_RING_WAIT_BOUND),
+                (m, false) => m,
+            };
             match (timer, max_wait) {
                 (Some(t), Some(m)) => Some(t.min(m)),
                 (t, m) => t.or(m),
@@ -511,5 +522,56 @@ impl LoopInner {
         self.ready.borrow_mut().clear();
         let dead = self.driver.borrow_mut().drain();
         drop(dead);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Poll, Waker};
+    use std::time::{Duration, Instant};
+
+    use super::MSG_RING_WAIT_BOUND;
+    use crate::runtime::shared::Remote;
+
+    #[test]
+    fn a_lost_msg_ring_wakeup_delays_remote_work_by_the_bound_at_most() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rt = crate::Runtime::new().unwrap();
+            let shared = rt.event_loop().inner.shared.clone();
+            let accepts = shared.accepts_msg_ring();
+            let done = Arc::new(AtomicBool::new(false));
+            let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
+            let (d, w) = (done.clone(), waker.clone());
+            let pusher = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                // Work announced by a wake-up that never arrives.
+                shared.push_without_wakeup(Remote::Call(Box::new(move || {
+                    d.store(true, Ordering::SeqCst);
+                    if let Some(w) = w.lock().unwrap().take() {
+                        w.wake();
+                    }
+                })));
+            });
+            let start = Instant::now();
+            // Nothing of the loop's own can wake it: no timer, no I/O.
+            rt.run(std::future::poll_fn(move |cx| {
+                if done.load(Ordering::SeqCst) {
+                    return Poll::Ready(());
+                }
+                *waker.lock().unwrap() = Some(cx.waker().clone());
+                Poll::Pending
+            }))
+            .unwrap();
+            pusher.join().unwrap();
+            let _ = tx.send((accepts, start.elapsed()));
+        });
+        let (accepts, took) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the loop hung on a lost wake-up");
+        assert!(accepts, "this kernel has MSG_RING: the loop accepts it");
+        assert!(took < MSG_RING_WAIT_BOUND * 5, "{took:?}");
     }
 }

@@ -60,6 +60,20 @@ impl LoopShared {
         }
     }
 
+    /// Whether other loops wake this one with MSG_RING.
+    pub(crate) fn accepts_msg_ring(&self) -> bool {
+        self.ring_fd.get().is_some()
+    }
+
+    /// Queues `item` without waking the loop: a wake-up lost on the way
+    /// (for tests of the bounded wait).
+    #[cfg(test)]
+    pub(crate) fn push_without_wakeup(&self, item: Remote) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.push(item);
+        self.pending.store(true, Ordering::Release);
+    }
+
     /// Records the ring descriptor other loops may send MSG_RING to.
     pub(crate) fn set_ring_fd(&self, fd: OwnedFd) {
         let _ = self.ring_fd.set(fd);
