@@ -72,6 +72,9 @@ pub(crate) struct RingSetup {
     pub(crate) coop_taskrun: bool,
     /// Completion-queue entries (default: four times the SQ's).
     pub(crate) cq_entries: Option<u32>,
+    /// A plain ring, without `SINGLE_ISSUER | DEFER_TASKRUN`: what a
+    /// kernel before 6.1 gets, to test that path on a new one.
+    pub(crate) plain: bool,
     /// Opcodes to treat as missing (bit `code`): the fallbacks of older
     /// kernels, tested on a new one.
     pub(crate) hidden_opcodes: u128,
@@ -84,6 +87,7 @@ thread_local! {
             sqpoll_cpu: None,
             coop_taskrun: false,
             cq_entries: None,
+            plain: false,
             hidden_opcodes: 0,
         })
     };
@@ -306,6 +310,12 @@ impl Driver {
                     ),
                     _ => setup_error(e, entries),
                 })?;
+            (ring, false)
+        } else if setup.plain {
+            let ring = IoUring::builder()
+                .setup_cqsize(cq_entries)
+                .build(entries)
+                .map_err(|e| setup_error(e, entries))?;
             (ring, false)
         } else {
             // SINGLE_ISSUER | DEFER_TASKRUN (6.1+) spares the kernel's task-work

@@ -165,6 +165,17 @@ impl Builder {
         self
     }
 
+    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (Linux 6.1),
+    /// on by default where the kernel has them: the kernel runs completion
+    /// work only when the loop enters it, sparing interrupts (10–19 % less
+    /// CPU per request measured here). Off, the ring is set up as on an
+    /// older kernel — a way to test that path. Applies to
+    /// [`build`](Builder::build).
+    pub fn defer_taskrun(mut self, on: bool) -> Self {
+        self.ring_setup.plain = !on;
+        self
+    }
+
     /// `IORING_SETUP_SQPOLL`: a kernel thread polls the submission queue,
     /// so submitting costs no system call while it is awake; it sleeps
     /// after `idle` without submissions (rounded to milliseconds) and the
