@@ -994,20 +994,20 @@ impl Driver {
                         self.stats.ops_canceled_by_kernel += 1;
                     }
                     let (res, flags) = (cqe.result(), cqe.flags());
-                    let Some(index) = self.ops.index_of(key) else {
+                    match self
+                        .ops
+                        .complete(key, res, flags, &mut reaped.dead, &mut over_bound)
+                    {
+                        Ok(Some(w)) => wake.push(w),
+                        Ok(None) => {}
                         // A completion for an op whose slot is gone or
                         // reused: the ordering rule (a slot is freed only
                         // after its final CQE, and a cancel reaches the
                         // kernel before its target's slot can be freed)
                         // says this never happens.
-                        debug_assert!(false, "a stale completion (user_data {key:#x})");
-                        continue;
-                    };
-                    if let Some(w) = self.ops.complete(index, res, flags, &mut reaped.dead) {
-                        wake.push(w);
-                    }
-                    if let Some(full) = self.ops.over_bound(index) {
-                        over_bound.push(full);
+                        Err(()) => {
+                            debug_assert!(false, "a stale completion (user_data {key:#x})")
+                        }
                     }
                 }
             }

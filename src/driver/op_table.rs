@@ -203,42 +203,27 @@ impl OpTable {
             .collect()
     }
 
-    /// The slot index a caller op's `user_data` names, if that slot still
-    /// holds the op of the generation it carries.
-    pub(crate) fn index_of(&self, user_data: u64) -> Option<usize> {
-        let index = (user_data & INDEX_MASK) as usize;
-        let slot = self.slots.get(index)?;
-        ((slot.seq & GEN_MASK) == (user_data >> INDEX_BITS) & GEN_MASK).then_some(index)
-    }
-
-    /// The key of the op at `index` if it holds as many unread completions
-    /// as its bound allows and is still running: it should be cancelled.
-    pub(crate) fn over_bound(&self, index: usize) -> Option<OpKey> {
-        let slot = self.slots.get(index)?;
-        let over = slot.max_queued > 0
-            && !slot.finished
-            && !slot.cancel_sent
-            && !slot.orphaned
-            && slot.results.len() >= slot.max_queued as usize;
-        over.then_some(OpKey {
-            index,
-            seq: slot.seq,
-        })
-    }
-
-    /// Records a CQE. Returns the waker to wake, if any. An orphaned slot is
-    /// freed on its final CQE; its parked data goes to `dead`, for the loop
-    /// to drop once it no longer borrows the driver (the data's own `Drop`
-    /// may use the loop).
+    /// Records the CQE of the op `user_data` names (`Err` if no slot holds
+    /// that op: a stale completion). Returns the waker to wake, if any. An
+    /// orphaned slot is freed on its final CQE; its parked data goes to
+    /// `dead`, for the loop to drop once it no longer borrows the driver
+    /// (the data's own `Drop` may use the loop). A multishot op that now
+    /// holds as many unread completions as its bound allows goes to
+    /// `over_bound`, to be cancelled.
     pub(crate) fn complete(
         &mut self,
-        index: usize,
+        user_data: u64,
         res: i32,
         flags: u32,
         dead: &mut Vec<Box<dyn Any>>,
-    ) -> Option<Waker> {
+        over_bound: &mut Vec<OpKey>,
+    ) -> Result<Option<Waker>, ()> {
         let more = io_uring::cqueue::more(flags);
-        let slot = self.slots.get_mut(index)?;
+        let index = (user_data & INDEX_MASK) as usize;
+        let slot = match self.slots.get_mut(index) {
+            Some(slot) if (slot.seq & GEN_MASK) == (user_data >> INDEX_BITS) & GEN_MASK => slot,
+            _ => return Err(()),
+        };
         if slot.orphaned {
             if let Some(cleanup) = slot.cleanup {
                 cleanup(res, flags, slot.parked.as_deref_mut());
@@ -249,12 +234,20 @@ impl OpTable {
                     dead.push(data);
                 }
             }
-            return None;
+            return Ok(None);
         }
         slot.results.push_back((res, flags));
         if !more {
             slot.finished = true;
+        } else if slot.max_queued > 0
+            && !slot.cancel_sent
+            && slot.results.len() >= slot.max_queued as usize
+        {
+            over_bound.push(OpKey {
+                index,
+                seq: slot.seq,
+            });
         }
-        slot.waker.take()
+        Ok(slot.waker.take())
     }
 }
