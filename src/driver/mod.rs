@@ -603,10 +603,10 @@ impl Driver {
         let Some(slot) = self.ops.get_mut(key) else {
             return;
         };
-        if slot.cancel_sent || slot.finished {
+        if slot.cancel_sent() || slot.finished() {
             return;
         }
-        slot.cancel_sent = true;
+        slot.set_cancel_sent();
         self.stats.cancel_requests += 1;
         self.push(
             opcode::AsyncCancel::new(key.user_data())
@@ -619,7 +619,7 @@ impl Driver {
     /// before it is cancelled (see `OpSlot::max_queued`).
     pub(crate) fn limit_queued(&mut self, key: OpKey, max: u32) {
         if let Some(slot) = self.ops.get_mut(key) {
-            slot.max_queued = max;
+            slot.set_max_queued(max);
         }
     }
 
@@ -634,18 +634,15 @@ impl Driver {
         make: impl FnOnce(&Waker) -> Waker,
     ) {
         if let Some(slot) = self.ops.get_mut(key) {
-            match &slot.waker {
-                Some(w) if same(w, waker) => {}
-                _ => slot.waker = Some(make(waker)),
-            }
+            slot.set_waker(waker, same, make);
         }
     }
 
     /// Takes the next completion of op `key`: `(res, flags, final)`.
     pub(crate) fn take_result(&mut self, key: OpKey) -> Option<(i32, u32, bool)> {
         let slot = self.ops.get_mut(key)?;
-        let (res, flags) = slot.results.pop_front()?;
-        let last = slot.finished && slot.results.is_empty();
+        let (res, flags) = slot.pop_result()?;
+        let last = slot.finished() && slot.results_empty();
         if last {
             self.ops.remove(key);
         }
@@ -666,7 +663,7 @@ impl Driver {
         let Some(slot) = self.ops.get_mut(key) else {
             return data;
         };
-        if slot.queued_gen == self.sub_gen {
+        if slot.queued_in(self.sub_gen) {
             // The op's SQE may still sit in the SQ (or the backlog). It names
             // its descriptor by number, and the kernel looks the number up
             // only when it issues the entry: once the caller's future is
@@ -683,13 +680,11 @@ impl Driver {
         };
         let mut data = data;
         slot.release_unread(data.as_deref_mut());
-        if slot.finished {
+        if slot.finished() {
             self.ops.remove(key);
             return data;
         }
-        slot.orphaned = true;
-        slot.waker = None;
-        slot.parked = data;
+        slot.set_orphaned(data);
         self.cancel(key);
         None
     }
@@ -1058,11 +1053,10 @@ impl Driver {
             return;
         };
         slot.release_unread(None);
-        if slot.finished {
+        if slot.finished() {
             self.ops.remove(key);
         } else {
-            slot.orphaned = true;
-            slot.waker = None;
+            slot.set_orphaned(None);
             self.cancel(key);
         }
     }
