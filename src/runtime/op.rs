@@ -53,12 +53,19 @@ pub struct Op<D: 'static> {
     lp: Rc<LoopInner>,
     key: OpKey,
     data: Option<D>,
-    /// The task-cancel message, once this op was cancelled for its task.
-    cancelled_for_task: Option<Option<String>>,
     location: &'static Location<'static>,
-    /// Set when the op was created while its task had a cancellation
-    /// pending: the SQEs were not submitted (see [`Deferred`]).
-    deferred: Option<Box<Deferred>>,
+    /// What only a cancelled op needs, boxed: every parked task holds an
+    /// `Op`, and few of them are ever cancelled.
+    rare: Option<Box<Rare>>,
+}
+
+/// The rare states of an [`Op`].
+enum Rare {
+    /// Created while its task had a cancellation pending: the SQEs were
+    /// not submitted (see [`Deferred`]).
+    Deferred(Deferred),
+    /// Cancelled for its task: the task-cancel message.
+    CancelledForTask(Option<String>),
 }
 
 /// The SQEs of an op created while its task had a cancellation pending.
@@ -155,32 +162,35 @@ impl<D: 'static> Op<D> {
                 return Err((e, data));
             }
         }
-        let deferred = Deferred {
-            sqe,
-            link_timeout,
-            cleanup,
-        };
         if AwaitPoint::current().is_pending() {
             return Ok(Op {
                 lp,
                 key: OpKey::DONE,
                 data: Some(data),
-                cancelled_for_task: None,
                 location,
-                deferred: Some(Box::new(deferred)),
+                rare: Some(Box::new(Rare::Deferred(Deferred {
+                    sqe,
+                    link_timeout,
+                    cleanup,
+                }))),
             });
         }
         // SAFETY: the caller promises the SQE points into `data`'s heap
         // memory, which this `Op` (or, once dropped, the op table) owns
         // until the final CQE.
-        let key = unsafe { deferred.submit(&lp) };
+        let key = unsafe {
+            let mut driver = lp.driver.borrow_mut();
+            match link_timeout {
+                Some(t) => driver.submit_linked(sqe, t, cleanup),
+                None => driver.submit(sqe, cleanup),
+            }
+        };
         Ok(Op {
             lp,
             key,
             data: Some(data),
-            cancelled_for_task: None,
             location,
-            deferred: None,
+            rare: None,
         })
     }
 
@@ -203,7 +213,7 @@ impl<D: 'static> Op<D> {
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Result<u32>, u32)>> {
         // A deferred op (key still DONE) starts or delivers its cancel first.
         if self.data.is_some() && self.start_deferred() {
-            let msg = self.cancelled_for_task.take().flatten();
+            let msg = self.take_cancelled_for_task().flatten();
             return Poll::Ready(Some((Err(Error::Cancelled { msg }), 0)));
         }
         if self.data.is_none() || self.key == OpKey::DONE {
@@ -216,7 +226,7 @@ impl<D: 'static> Op<D> {
             if last {
                 // The kernel is done with the data; keep it until drop.
                 self.finished_multishot();
-                if res == -libc::ECANCELED && self.cancelled_for_task.is_some() {
+                if res == -libc::ECANCELED && self.cancelled_for_task().is_some() {
                     // This completion delivers the task's cancellation, as
                     // `poll` does for a one-shot op: take it so that it is
                     // not delivered twice.
@@ -224,13 +234,13 @@ impl<D: 'static> Op<D> {
                 }
             }
             return Poll::Ready(Some((
-                to_result(res, self.cancelled_for_task.clone()),
+                to_result(res, self.cancelled_for_task().cloned()),
                 flags,
             )));
         }
-        if self.cancelled_for_task.is_none() {
+        if self.cancelled_for_task().is_none() {
             if let Some(msg) = AwaitPoint::current().pending() {
-                self.cancelled_for_task = Some(msg);
+                self.rare = Some(Box::new(Rare::CancelledForTask(msg)));
                 d.cancel(self.key);
             }
         }
@@ -246,7 +256,7 @@ impl<D: 'static> Op<D> {
     /// cancellation stays pending for the task's next await point (or this
     /// op's own CQE, if the kernel cancels it).
     pub(crate) fn start_now(&mut self) {
-        if let Some(deferred) = self.deferred.take() {
+        if let Some(deferred) = self.take_deferred() {
             // SAFETY: the SQEs point into `self.data`'s heap memory, as
             // promised to `submit`.
             self.key = unsafe { deferred.submit(&self.lp) };
@@ -263,20 +273,46 @@ impl<D: 'static> Op<D> {
     }
 
     /// For a deferred op: `true` if the pending cancellation was taken
-    /// here (its message is left in `cancelled_for_task`; the op never
-    /// started), else submits it now. `false` for an op already started.
+    /// here (its message is left in `rare`; the op never started), else
+    /// submits it now. `false` for an op already started.
     fn start_deferred(&mut self) -> bool {
-        let Some(deferred) = self.deferred.take() else {
+        let Some(deferred) = self.take_deferred() else {
             return false;
         };
         if let Some(msg) = AwaitPoint::current().take() {
-            self.cancelled_for_task = Some(msg);
+            self.rare = Some(Box::new(Rare::CancelledForTask(msg)));
             return true;
         }
         // SAFETY: the SQEs point into `self.data`'s heap memory, as
         // promised to `submit`.
         self.key = unsafe { deferred.submit(&self.lp) };
         false
+    }
+
+    fn take_deferred(&mut self) -> Option<Deferred> {
+        if !matches!(self.rare.as_deref(), Some(Rare::Deferred(_))) {
+            return None;
+        }
+        match self.rare.take().map(|r| *r) {
+            Some(Rare::Deferred(d)) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The task-cancel message, if this op was cancelled for its task.
+    fn cancelled_for_task(&self) -> Option<&Option<String>> {
+        match self.rare.as_deref() {
+            Some(Rare::CancelledForTask(msg)) => Some(msg),
+            _ => None,
+        }
+    }
+
+    fn take_cancelled_for_task(&mut self) -> Option<Option<String>> {
+        self.cancelled_for_task()?;
+        match self.rare.take().map(|r| *r) {
+            Some(Rare::CancelledForTask(msg)) => Some(msg),
+            _ => None,
+        }
     }
 
     fn finished_multishot(&mut self) {
@@ -320,8 +356,8 @@ impl<D: 'static> Future for Op<D> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpOutput<D>> {
         let this = &mut *self;
-        if this.deferred.is_some() && this.start_deferred() {
-            let msg = this.cancelled_for_task.take().flatten();
+        if this.rare.is_some() && this.start_deferred() {
+            let msg = this.take_cancelled_for_task().flatten();
             let data = this.data.take().expect("Op data present until completion");
             return Poll::Ready(OpOutput {
                 result: Err(Error::Cancelled { msg }),
@@ -340,9 +376,9 @@ impl<D: 'static> Future for Op<D> {
             let point = AwaitPoint::current();
             point.park(this.location);
             let pending = point.pending();
-            if this.cancelled_for_task.is_none() {
+            if this.cancelled_for_task().is_none() {
                 if let Some(msg) = pending {
-                    this.cancelled_for_task = Some(msg);
+                    this.rare = Some(Box::new(Rare::CancelledForTask(msg)));
                     d.cancel(this.key);
                 }
             }
@@ -351,7 +387,7 @@ impl<D: 'static> Future for Op<D> {
         };
         drop(d);
         this.key = OpKey::DONE;
-        let cancelled = this.cancelled_for_task.take();
+        let cancelled = this.take_cancelled_for_task();
         if res == -libc::ECANCELED && cancelled.is_some() {
             // This await point delivers the cancellation. A successful
             // result instead leaves it pending for the next await (rule 5).
@@ -369,7 +405,7 @@ impl<D: 'static> Future for Op<D> {
 
 impl<D: 'static> Drop for Op<D> {
     fn drop(&mut self) {
-        if let Some(deferred) = self.deferred.take() {
+        if let Some(deferred) = self.take_deferred() {
             // Dropped before its first poll: it goes to the kernel as any
             // dropped op does (submitted when created, before deferral
             // existed), so a fire-and-forget op (a close) still happens.
