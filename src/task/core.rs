@@ -37,6 +37,10 @@ fn next_task_id() -> u64 {
     })
 }
 
+// The flags below share one word with the task's id and state (see
+// `TaskCore::word`): the low 56 bits are the id, then these six flags,
+// then the state in the top two bits.
+
 /// On the loop's run queue: further local wakes are no-ops.
 const QUEUED: u8 = 1;
 /// Polled at least once (a cancel before the first poll ends the task
@@ -52,6 +56,22 @@ const CANCEL_FROM_SELF: u8 = 1 << 3;
 const PARKED_IN_RINGIO: u8 = 1 << 4;
 /// Someone read the exception (for "exception was never retrieved").
 const RETRIEVED: u8 = 1 << 5;
+
+/// Bits of `TaskCore::word` that hold the id, and where the flags and the
+/// state start.
+const ID_MASK: u64 = (1 << 56) - 1;
+const FLAGS_SHIFT: u32 = 56;
+const STATE_SHIFT: u32 = 62;
+
+fn state_bits(state: State) -> u64 {
+    let n: u64 = match state {
+        State::Pending => 0,
+        State::Done => 1,
+        State::Failed => 2,
+        State::Cancelled => 3,
+    };
+    n << STATE_SHIFT
+}
 
 /// A done callback of a task.
 pub(crate) type DoneCallback = Box<dyn FnOnce(&TaskRef)>;
@@ -89,20 +109,20 @@ struct ColdFields {
     cancel_msg: Option<String>,
     next_callback: u64,
     fut_waiter: Option<FutWaiter>,
+    /// asyncio's `_num_cancels_requested` (rarely above zero).
+    num_cancels_requested: u32,
 }
 
 /// The part of a task every handle can see, whatever its result type.
 pub(crate) struct TaskCore {
     /// References held on the loop's thread (see `raw`'s invariants).
     pub(super) local: Cell<u32>,
-    /// The `FLAG_*` bits (one byte: a small task is most of what a spawn
-    /// costs when thousands are alive).
-    flags: Cell<u8>,
-    state: Cell<State>,
-    num_cancels_requested: Cell<u32>,
     /// Slot in the loop's task table while the task is live.
     key: Cell<u32>,
-    id: u64,
+    /// The task's id (56 bits: unique for centuries of spawning), its
+    /// flags and its state, in one word: a small task is most of what a
+    /// spawn costs when thousands are alive.
+    word: Cell<u64>,
     /// Where the task last parked (for `get_stack`).
     location: Cell<Option<&'static Location<'static>>>,
     /// The task's context-variable values, swapped in while it is polled.
@@ -117,11 +137,8 @@ impl TaskCore {
     pub(crate) fn new(name: Option<String>, context: Context) -> TaskCore {
         TaskCore {
             local: Cell::new(0),
-            flags: Cell::new(0),
-            state: Cell::new(State::Pending),
-            num_cancels_requested: Cell::new(0),
             key: Cell::new(0),
-            id: next_task_id(),
+            word: Cell::new(next_task_id() & ID_MASK | state_bits(State::Pending)),
             location: Cell::new(None),
             context: Cell::new(context),
             cold: Cell::new(name.map(|name| {
@@ -135,18 +152,19 @@ impl TaskCore {
     }
 
     pub(crate) fn id(&self) -> u64 {
-        self.id
+        self.word.get() & ID_MASK
     }
 
     fn flag(&self, f: u8) -> bool {
-        self.flags.get() & f != 0
+        self.word.get() & (u64::from(f) << FLAGS_SHIFT) != 0
     }
 
     /// Sets or clears `f`; returns whether it was set.
     fn set_flag(&self, f: u8, on: bool) -> bool {
-        let old = self.flags.get();
-        self.flags.set(if on { old | f } else { old & !f });
-        old & f != 0
+        let old = self.word.get();
+        let bit = u64::from(f) << FLAGS_SHIFT;
+        self.word.set(if on { old | bit } else { old & !bit });
+        old & bit != 0
     }
 
     pub(super) fn is_queued(&self) -> bool {
@@ -187,7 +205,7 @@ impl TaskCore {
     pub(crate) fn name(&self) -> String {
         match self.cold(|c| c.name.clone()).flatten() {
             Some(n) => n,
-            None => format!("Task-{}", self.id),
+            None => format!("Task-{}", self.id()),
         }
     }
 
@@ -211,15 +229,21 @@ impl TaskCore {
     }
 
     pub(crate) fn state(&self) -> State {
-        self.state.get()
+        match self.word.get() >> STATE_SHIFT {
+            0 => State::Pending,
+            1 => State::Done,
+            2 => State::Failed,
+            _ => State::Cancelled,
+        }
     }
 
     pub(super) fn set_state(&self, state: State) {
-        self.state.set(state);
+        self.word
+            .set(self.word.get() & !(3 << STATE_SHIFT) | state_bits(state));
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        self.state.get() != State::Pending
+        self.state() != State::Pending
     }
 
     /// Marks the task started; `true` if it already was.
@@ -244,7 +268,7 @@ impl TaskCore {
     }
 
     pub(crate) fn num_cancels_requested(&self) -> u32 {
-        self.num_cancels_requested.get()
+        self.cold(|c| c.num_cancels_requested).unwrap_or(0)
     }
 
     /// Records a `cancel()` request. With a `Task`/`Promise` awaited right
@@ -253,8 +277,7 @@ impl TaskCore {
     /// next await point. `true` if the request must wake the task.
     /// `from_self`: the task asks while it runs.
     pub(super) fn record_cancel(&self, msg: Option<String>, from_self: bool) -> bool {
-        self.num_cancels_requested
-            .set(self.num_cancels_requested.get() + 1);
+        self.cold_mut(|c| c.num_cancels_requested += 1);
         let waiter = self.cold(|c| c.fut_waiter.take()).flatten();
         if let Some(w) = waiter {
             let forwarded = w.cancel(msg.clone());
@@ -265,9 +288,7 @@ impl TaskCore {
         }
         self.set_flag(MUST_CANCEL, true);
         self.set_flag(CANCEL_FROM_SELF, from_self);
-        if msg.is_some() || self.cold(|_| ()).is_some() {
-            self.cold_mut(|c| c.cancel_msg = msg);
-        }
+        self.cold_mut(|c| c.cancel_msg = msg);
         true
     }
 
@@ -335,15 +356,15 @@ impl TaskCore {
         error: Option<Error>,
         result: Option<String>,
     ) -> String {
-        let state = match self.state.get() {
-            State::Pending if self.num_cancels_requested.get() > 0 => "cancelling",
+        let state = match self.state() {
+            State::Pending if self.num_cancels_requested() > 0 => "cancelling",
             s => s.word(),
         };
         let mut s = format!("<Task {state} name='{}' coro=<{coro}>", self.name());
         if let Some(loc) = self.location.get().filter(|_| !self.is_done()) {
             s.push_str(&format!(" at {}:{}", loc.file(), loc.line()));
         }
-        match self.state.get() {
+        match self.state() {
             State::Failed => {
                 if let Some(e) = error {
                     s.push_str(&format!(" exception={e}"));

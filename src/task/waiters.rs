@@ -21,13 +21,21 @@ pub(crate) enum Waiter<C> {
 }
 
 /// The list itself. Most tasks have exactly one awaiter and no callback,
-/// so one waker is kept without an allocation.
-#[derive(Default)]
+/// so one waker is kept without an allocation; anything more goes to the
+/// heap. Two variants, so the whole list is the size of one `Waker`: the
+/// tag lives in the waker's never-null vtable pointer (it is in every
+/// task's header).
 enum List<C> {
-    #[default]
-    Empty,
     One(Waker),
-    Many(Vec<Waiter<C>>),
+    /// `None` when empty.
+    #[allow(clippy::box_collection)]
+    Many(Option<Box<Vec<Waiter<C>>>>),
+}
+
+impl<C> Default for List<C> {
+    fn default() -> Self {
+        List::Many(None)
+    }
 }
 
 /// Awaiters and done callbacks, in the order they were registered.
@@ -40,7 +48,7 @@ pub(crate) struct Waiters<C> {
 impl<C> Default for Waiters<C> {
     fn default() -> Self {
         Waiters {
-            list: Cell::new(List::Empty),
+            list: Cell::new(List::Many(None)),
         }
     }
 }
@@ -50,17 +58,20 @@ impl<C> Waiters<C> {
     /// one already listed is not added again).
     pub(crate) fn add_waker(&self, waker: &Waker) {
         let list = match self.list.take() {
-            List::Empty => List::One(waker.clone()),
+            List::Many(None) => List::One(waker.clone()),
             List::One(w) if w.will_wake(waker) => List::One(w),
-            List::One(first) => List::Many(vec![Waiter::Wake(first), Waiter::Wake(waker.clone())]),
-            List::Many(mut all) => {
+            List::One(first) => List::Many(Some(Box::new(vec![
+                Waiter::Wake(first),
+                Waiter::Wake(waker.clone()),
+            ]))),
+            List::Many(Some(mut all)) => {
                 let listed = all
                     .iter()
                     .any(|e| matches!(e, Waiter::Wake(w) if w.will_wake(waker)));
                 if !listed {
                     all.push(Waiter::Wake(waker.clone()));
                 }
-                List::Many(all)
+                List::Many(Some(all))
             }
         };
         self.list.set(list);
@@ -69,23 +80,23 @@ impl<C> Waiters<C> {
     /// Registers a done callback after everything listed so far.
     pub(crate) fn add_callback(&self, id: CallbackId, callback: C) {
         let mut all = match self.list.take() {
-            List::Empty => Vec::with_capacity(1),
-            List::One(w) => vec![Waiter::Wake(w)],
-            List::Many(all) => all,
+            List::Many(None) => Box::new(Vec::with_capacity(1)),
+            List::One(w) => Box::new(vec![Waiter::Wake(w)]),
+            List::Many(Some(all)) => all,
         };
         all.push(Waiter::Call(id, callback));
-        self.list.set(List::Many(all));
+        self.list.set(List::Many(Some(all)));
     }
 
     /// Removes every callback registered under `id`; how many there were.
     pub(crate) fn remove_callback(&self, id: CallbackId) -> usize {
         let list = self.list.take();
         let (list, removed) = match list {
-            List::Many(mut all) => {
+            List::Many(Some(mut all)) => {
                 let before = all.len();
                 all.retain(|e| !matches!(e, Waiter::Call(i, _) if *i == id));
                 let removed = before - all.len();
-                (List::Many(all), removed)
+                (List::Many(Some(all)), removed)
             }
             other => (other, 0),
         };
@@ -97,9 +108,9 @@ impl<C> Waiters<C> {
     /// order (the task or promise has ended: each entry is told once).
     pub(crate) fn drain(&self, mut f: impl FnMut(Waiter<C>)) {
         match self.list.take() {
-            List::Empty => {}
+            List::Many(None) => {}
             List::One(w) => f(Waiter::Wake(w)),
-            List::Many(all) => all.into_iter().for_each(f),
+            List::Many(Some(all)) => all.into_iter().for_each(f),
         }
     }
 }
@@ -125,6 +136,14 @@ mod tests {
             Waiter::Call(_, name) => names.push(name.to_string()),
         });
         names
+    }
+
+    #[test]
+    fn the_list_is_one_waker_wide() {
+        assert_eq!(
+            std::mem::size_of::<Waiters<Box<dyn FnOnce()>>>(),
+            std::mem::size_of::<Waker>()
+        );
     }
 
     #[test]

@@ -310,3 +310,30 @@ fn a_loop_local_waker_counts_on_the_loop_side_and_clones_to_an_ordinary_one() {
     std::thread::spawn(move || cloned.wake()).join().unwrap();
     assert_eq!(woken(&q).len(), 1);
 }
+
+/// The header is what every task pays before its future: a guard against
+/// a field that quietly grows it (issue 12's memory target is met by
+/// 8 bytes).
+#[test]
+fn the_header_stays_at_88_bytes() {
+    assert_eq!(std::mem::size_of::<super::Header>(), 88);
+}
+
+#[test]
+fn the_id_flags_and_state_share_a_word_without_clobbering_each_other() {
+    use crate::task::outcome::State;
+    let q = queue();
+    let (task, _waker, _open) = gated(&q);
+    let core = task.core();
+    let id = core.id();
+    for state in [State::Done, State::Failed, State::Cancelled, State::Pending] {
+        core.set_state(state);
+        core.set_queued(true);
+        assert_eq!(core.state(), state);
+        assert!(core.is_queued());
+        core.set_queued(false);
+        assert!(!core.is_queued());
+        assert_eq!(core.state(), state);
+        assert_eq!(core.id(), id);
+    }
+}
