@@ -54,6 +54,11 @@ const MSG_RING_WAIT_BOUND: Duration = Duration::from_secs(1);
 /// How many runnables a long turn runs between two looks at the timers.
 const TIMER_CHECK_INTERVAL: usize = 32;
 
+/// Capacity the run queue and the wake buffer shrink back to after a
+/// burst (see `shrink_queues`): enough for ordinary turns without
+/// reallocating.
+const IDLE_QUEUE_CAPACITY: usize = 1024;
+
 /// Something on the run queue.
 pub(crate) enum Runnable {
     /// Poll a task.
@@ -316,6 +321,8 @@ impl LoopInner {
             self.fire_timers(Instant::now());
         }
 
+        self.shrink_queues();
+
         // 5. Run what is ready now; what these schedule runs next turn. A
         // long turn (more than `LONG_TURN` runnables: thousands of tasks
         // made at once) looks at the clock every `TIMER_CHECK_INTERVAL`
@@ -337,6 +344,25 @@ impl LoopInner {
                 Runnable::Task(task) => task.run(self),
                 Runnable::Call(cell) => self.run_callback(&cell),
             }
+        }
+    }
+
+    /// Gives back what a burst (10,000 tasks made in one turn) left in the
+    /// run queue's and the wake buffer's capacity once it has passed, so a
+    /// loop holds memory for its live tasks, not for its busiest turn.
+    /// Shrinking only below a quarter of the capacity keeps a steady load
+    /// from reallocating every turn.
+    fn shrink_queues(&self) {
+        let mut ready = self.ready.borrow_mut();
+        let (len, cap) = (ready.len(), ready.capacity());
+        if cap > IDLE_QUEUE_CAPACITY && len < cap / 4 {
+            ready.shrink_to((len * 2).max(IDLE_QUEUE_CAPACITY));
+        }
+        drop(ready);
+        let mut wake = self.wake_buf.borrow_mut();
+        if wake.capacity() > IDLE_QUEUE_CAPACITY {
+            // Empty between turns.
+            wake.shrink_to(IDLE_QUEUE_CAPACITY);
         }
     }
 
@@ -532,7 +558,7 @@ mod tests {
     use std::task::{Poll, Waker};
     use std::time::{Duration, Instant};
 
-    use super::MSG_RING_WAIT_BOUND;
+    use super::{IDLE_QUEUE_CAPACITY, MSG_RING_WAIT_BOUND};
     use crate::runtime::shared::Remote;
 
     #[test]
@@ -573,5 +599,37 @@ mod tests {
             .expect("the loop hung on a lost wake-up");
         assert!(accepts, "this kernel has MSG_RING: the loop accepts it");
         assert!(took < MSG_RING_WAIT_BOUND * 5, "{took:?}");
+    }
+
+    #[test]
+    fn a_burst_of_spawns_leaves_no_queue_capacity_behind() {
+        let mut rt = crate::Runtime::new().unwrap();
+        let inner = rt.event_loop().inner.clone();
+        let capacity = move || inner.ready.borrow().capacity();
+        let cap = capacity.clone();
+        let (during, after) = rt
+            .run(async move {
+                // 10,000 tasks made in one turn, all ready at once.
+                let tasks: Vec<_> = (0..10_000)
+                    .map(|_| crate::create_task(async { Ok::<(), crate::Error>(()) }))
+                    .collect();
+                crate::sleep(Duration::ZERO).await.unwrap();
+                let during = cap();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                // The burst has passed: a turn or two later the queue is
+                // back to its ordinary size.
+                crate::sleep(Duration::ZERO).await.unwrap();
+                crate::sleep(Duration::ZERO).await.unwrap();
+                (during, cap())
+            })
+            .unwrap();
+        assert!(during >= 10_000, "the burst grew the queue: {during}");
+        assert!(
+            after <= IDLE_QUEUE_CAPACITY,
+            "{after} slots kept after the burst"
+        );
+        assert!(capacity() <= IDLE_QUEUE_CAPACITY);
     }
 }
