@@ -519,7 +519,25 @@ unsafe impl IoBuf for RingBuf {
 /// Received bytes a receive stream took from the kernel but did not hand
 /// out before it was dropped: kept with the socket, for its next read or
 /// stream. Shared by the socket, its streams and their operations in flight.
-pub(crate) type Stash = Rc<RefCell<VecDeque<RingBuf>>>;
+pub(crate) type Stash = Rc<StashQueue>;
+
+/// The queue behind a [`Stash`]: empty (one word, no allocation) on the
+/// many sockets that never stash anything, a boxed `VecDeque` once
+/// something is stashed. Every connection on a multishot receive has one.
+#[derive(Default)]
+// Boxed: one word instead of a `VecDeque`'s four, on every socket.
+#[allow(clippy::box_collection)]
+pub(crate) struct StashQueue(RefCell<Option<Box<VecDeque<RingBuf>>>>);
+
+impl StashQueue {
+    pub(crate) fn push_back(&self, buf: RingBuf) {
+        self.0.borrow_mut().get_or_insert_default().push_back(buf);
+    }
+
+    pub(crate) fn pop_front(&self) -> Option<RingBuf> {
+        self.0.borrow_mut().as_mut()?.pop_front()
+    }
+}
 
 /// A socket's [`Stash`], made on first use (a `Cell`, so one word per socket).
 #[derive(Default)]
@@ -537,8 +555,8 @@ impl StashCell {
     pub(crate) fn read_into<B: super::IoBufMut>(&self, buf: &mut B) -> Option<usize> {
         let s = self.0.take()?;
         let out = {
-            let mut q = s.borrow_mut();
-            match q.front_mut() {
+            let mut q = s.0.borrow_mut();
+            match q.as_mut().and_then(|q| q.front_mut()) {
                 None => None,
                 Some(front) => {
                     let n = front.len().min(buf.bytes_total());
@@ -552,7 +570,7 @@ impl StashCell {
                     }
                     front.advance(n);
                     let used = if front.is_empty() {
-                        q.pop_front()
+                        q.as_mut().and_then(|q| q.pop_front())
                     } else {
                         None
                     };

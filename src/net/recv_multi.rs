@@ -55,7 +55,6 @@ fn stash_orphan(res: i32, flags: u32, data: Option<&mut dyn std::any::Any>) {
     let Some(bid) = bid else { return };
     if res > 0 {
         d.stash
-            .borrow_mut()
             .push_back(RingBuf::new(d.ring.clone(), bid, res as u32));
     } else {
         // Called while the loop reaps: no waking from here. A receive
@@ -167,7 +166,7 @@ impl Stream for RecvStream<'_> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            let stashed = this.stash.borrow_mut().pop_front();
+            let stashed = this.stash.pop_front();
             if let Some(buf) = stashed {
                 return Poll::Ready(Some(Ok(buf)));
             }
