@@ -1110,14 +1110,14 @@ fn setup_error(e: io::Error, entries: u32) -> Error {
 }
 
 /// What an `io_uring_enter` may fail with and still be fine: ETIME (the wait
-/// timed out), EINTR (a signal), EBUSY/EAGAIN (the CQ is full or the kernel
-/// is short of memory: reap and enter again).
+/// timed out), EINTR (a signal), EBUSY/EAGAIN/ENOMEM (the CQ is full or the
+/// kernel is short of memory: it took no SQE, so reap and enter again).
 /// Anything else means the ring is broken.
 fn check_enter(result: io::Result<usize>) {
     if let Err(e) = result {
         if !matches!(
             e.raw_os_error(),
-            Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+            Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
         ) {
             panic_ring(e);
         }
