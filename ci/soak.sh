@@ -12,4 +12,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export RINGIO_SOAK_OPS="${RINGIO_SOAK_OPS:-1000000}"
-nice -n 10 cargo test --release --test soak -- --nocapture --test-threads=1
+# With fault-injection: the same soak again under seeded random faults.
+nice -n 10 cargo test --release --features fault-injection --test soak -- --nocapture --test-threads=1
