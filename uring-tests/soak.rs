@@ -213,18 +213,22 @@ fn cancel<T: 'static>(task: &Task<T>, t: &Totals) {
     }
 }
 
+/// The file every worker reads, with the pattern from offset 0.
+struct PatternFile {
+    file: Rc<ringio::fs::File>,
+    len: u64,
+    /// Reads may come back short (faults are injected).
+    short_ok: bool,
+}
+
 /// One worker: its own connection (one direction), listener and moves,
 /// until the ops target is reached; then it drains its stream to the end.
-async fn worker(
-    id: u64,
-    seed: u64,
-    target: u64,
-    t: Rc<Totals>,
-    ring: BufRing,
-    file: Rc<ringio::fs::File>,
-    file_len: u64,
-    short_ok: bool,
-) {
+async fn worker(id: u64, seed: u64, target: u64, t: Rc<Totals>, ring: BufRing, pf: PatternFile) {
+    let PatternFile {
+        file,
+        len: file_len,
+        short_ok,
+    } = pf;
     let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let listener = Rc::new(TcpListener::bind("127.0.0.1:0").unwrap());
     let addr = listener.local_addr().unwrap();
@@ -502,7 +506,12 @@ fn soak(faults: bool) {
                     ringio::create_task({
                         let (t, ring, file) = (t2.clone(), ring.clone(), file.clone());
                         async move {
-                            worker(id, seed, target, t, ring, file, file_len, faults).await;
+                            let pf = PatternFile {
+                                file,
+                                len: file_len,
+                                short_ok: faults,
+                            };
+                            worker(id, seed, target, t, ring, pf).await;
                             Ok::<_, Error>(())
                         }
                     })
