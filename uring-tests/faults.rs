@@ -84,8 +84,18 @@ fn transient_submit_errors_are_retried_and_the_ops_complete() {
     let _g = serial();
     let fds = open_fds();
     watchdog(LIMIT, || {
-        for err in [libc::EBUSY, libc::EAGAIN, libc::ENOMEM, libc::EINTR] {
-            block_on(async move {
+        // On the default ring, on a ring without DEFER_TASKRUN, and with
+        // timed waits through an IORING_OP_TIMEOUT (no EXT_ARG).
+        let rings: [fn() -> ringio::Builder; 3] = [
+            Runtime::builder,
+            || Runtime::builder().defer_taskrun(false),
+            || Runtime::builder().ext_arg(false),
+        ];
+        for (builder, err) in rings.into_iter().flat_map(|b| {
+            [libc::EBUSY, libc::EAGAIN, libc::ENOMEM, libc::EINTR].map(move |e| (b, e))
+        }) {
+            let mut rt = builder().build().unwrap();
+            rt.run(async move {
                 let (r, w) = pipe();
                 let before = fault::injected().enters;
                 // The next 8 enters fail: the write's, the read's and the
@@ -102,7 +112,8 @@ fn transient_submit_errors_are_retried_and_the_ops_complete() {
                 assert_eq!(fault::injected().enters - before, 8, "errno {err}");
                 fault::clear();
                 nothing_left().await;
-            });
+            })
+            .unwrap();
         }
     });
     assert_eq!(open_fds(), fds);
@@ -438,11 +449,16 @@ fn round_trips(fault: Option<Fault>, n: usize) -> (Duration, u64, ringio::LoopSt
                 // is done.
                 return None;
             }
-            if let Some(f) = fault {
-                fault::inject(f, 1).unwrap();
-            }
-            let begin = Instant::now();
-            for round in 0..n {
+            let mut begin = Instant::now();
+            for round in 0..n + 3 {
+                // After three warm-up round trips, core 1 is parked in its
+                // ring between them: the next wake-up is the one to fail.
+                if round == 3 {
+                    if let Some(f) = fault {
+                        fault::inject(f, 1).unwrap();
+                    }
+                    begin = Instant::now();
+                }
                 let v = core
                     .next()
                     .spawn(async move {
@@ -473,6 +489,7 @@ fn a_failed_msg_ring_wakeup_falls_back_to_the_eventfd() {
     let (took, injected, last) = watchdog(LIMIT, || {
         round_trips(Some(Fault::MsgRing(libc::EOVERFLOW)), 20)
     });
+    println!("20 round trips with a failed MSG_RING: {took:?}; core 1: {last:?}");
     assert_eq!(injected, 1, "the fault was injected");
     // The failed send was retried through core 1's eventfd.
     assert!(last.wakeups_eventfd >= 1, "{last:?}");
@@ -488,6 +505,7 @@ fn a_lost_msg_ring_wakeup_delays_one_round_trip_at_most_by_the_bound() {
     let _g = serial();
     let fds = open_fds();
     let (took, injected, last) = watchdog(LIMIT, || round_trips(Some(Fault::MsgRing(0)), 20));
+    println!("20 round trips with a lost MSG_RING: {took:?}; core 1: {last:?}");
     assert_eq!(injected, 1, "the fault was injected");
     // The lost wake-up costs at most core 1's bounded wait (1 s) once;
     // the 19 round trips after it must not each wait for the bound.
@@ -599,6 +617,92 @@ fn random_faults_on_a_busy_stream_lose_and_duplicate_nothing() {
                 "{n:?}"
             );
             drop((a, b));
+            nothing_left().await;
+        })
+    });
+    assert_eq!(open_fds(), fds);
+}
+
+#[test]
+fn faults_that_cannot_be_injected_are_invalid_arguments() {
+    let bad = [
+        Fault::Enter(libc::EBADF),
+        Fault::Short {
+            opcode: opcode::Nop::CODE,
+            max: 10,
+        },
+        Fault::Short {
+            opcode: opcode::Read::CODE,
+            max: 0,
+        },
+        Fault::Complete {
+            opcode: opcode::Read::CODE,
+            errno: 0,
+        },
+        Fault::MsgRing(-1),
+    ];
+    for f in bad {
+        let e = fault::inject(f, 1).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{f:?}: {e:?}");
+    }
+    let e = fault::inject_randomly(Fault::Enter(libc::EAGAIN), 0, 1).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    assert_eq!(
+        fault::injected(),
+        fault::Injected::default(),
+        "nothing was armed"
+    );
+}
+
+#[test]
+fn an_op_with_a_linked_timeout_takes_its_injected_result_at_once() {
+    let _g = serial();
+    let fds = open_fds();
+    watchdog(LIMIT, || {
+        block_on(async {
+            let (r, w) = pipe();
+            // The NOP that replaces the read keeps the link: its
+            // LINK_TIMEOUT is cancelled with it, not left to fire.
+            fault::inject(
+                Fault::Complete {
+                    opcode: opcode::Read::CODE,
+                    errno: libc::EINTR,
+                },
+                1,
+            )
+            .unwrap();
+            let begin = Instant::now();
+            let (res, _) = ringio::io::read(&r, Vec::with_capacity(16))
+                .timeout(Duration::from_secs(20))
+                .await;
+            assert_eq!(errno(&res.unwrap_err()), Some(libc::EINTR));
+            assert!(begin.elapsed() < Duration::from_secs(10));
+            // A shortened read with a deadline reads what it may.
+            let (res, _) = ringio::io::write_all(&w, b"0123456789".to_vec()).await;
+            res.unwrap();
+            fault::inject(
+                Fault::Short {
+                    opcode: opcode::Read::CODE,
+                    max: 4,
+                },
+                1,
+            )
+            .unwrap();
+            let (res, buf) = ringio::io::read(&r, Vec::with_capacity(16))
+                .timeout(Duration::from_secs(20))
+                .await;
+            assert_eq!(res.unwrap(), 4);
+            assert_eq!(buf, b"0123");
+            // And one that times out still times out.
+            let (res, _) = ringio::io::read(&r, Vec::with_capacity(16))
+                .timeout(Duration::from_millis(20))
+                .await;
+            assert_eq!(res.unwrap(), 6, "the rest was still there");
+            let (res, _) = ringio::io::read(&r, Vec::with_capacity(16))
+                .timeout(Duration::from_millis(20))
+                .await;
+            assert!(res.unwrap_err().is_timeout());
+            drop((r, w));
             nothing_left().await;
         })
     });
