@@ -62,6 +62,11 @@ pub use combinators::{
     AsCompleted, Awaitable, Child, Gather, ReturnWhen, WaitFor, as_completed, gather,
     gather_settled, shield, wait, wait_for,
 };
+/// Fault injection for tests (feature `fault-injection`, test-only): make
+/// the real ring's submissions fail, completions come back as errors or
+/// short, and cross-loop wake-ups fail or get lost.
+#[cfg(feature = "fault-injection")]
+pub use driver::fault;
 pub use driver::{DriverStats, MAX_RING_ENTRIES};
 pub use error::{Error, Result};
 pub use runtime::{

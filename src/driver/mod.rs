@@ -6,6 +6,7 @@
 //! loop. The loop decides when to enter the kernel (once per turn) and for how
 //! long (its earliest timer deadline).
 
+pub mod fault;
 mod op_table;
 mod probe;
 
@@ -521,7 +522,7 @@ impl Driver {
         let sqe = opcode::MsgRingData::new(types::Fd(target), 0, UD_MSG_RING, None)
             .build()
             .user_data(UD_INTERNAL | index as u64);
-        self.push(sqe);
+        self.push(fault::on_msg_ring(sqe));
         self.refill_from_backlog();
         self.flush();
     }
@@ -562,7 +563,7 @@ impl Driver {
     ) -> OpKey {
         let key = self.ops.insert(cleanup, self.sub_gen);
         self.stats.ops_submitted += 1;
-        self.push(sqe.user_data(key.user_data()));
+        self.push(fault::on_submit(sqe.user_data(key.user_data())));
         key
     }
 
@@ -586,7 +587,7 @@ impl Driver {
         if self.sq_room() < 2 {
             self.flush();
         }
-        let head = sqe.user_data(key.user_data()).flags(squeue::Flags::IO_LINK);
+        let head = fault::on_submit(sqe.user_data(key.user_data()).flags(squeue::Flags::IO_LINK));
         let tail = timeout.user_data(UD_IGNORED);
         if self.sq_room() < 2 || !self.backlog.is_empty() {
             self.backlog.push_back((head, true));
@@ -741,7 +742,7 @@ impl Driver {
         self.stats.enters += 1;
         // If the kernel cannot take them now (CQ overflow, memory), they stay
         // in the SQ and go in on the next enter, after a reap.
-        check_enter(self.ring.submit());
+        check_enter(fault::enter(|| self.ring.submit()));
         self.note_enter();
     }
 
@@ -877,7 +878,7 @@ impl Driver {
                 self.arm_wait_timeout(t);
             }
             self.stats.enters += 1;
-            let result = match timeout {
+            let result = fault::enter(|| match timeout {
                 Some(t) if self.ext_arg => {
                     let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
                     let args = SubmitArgs::new().timespec(&ts);
@@ -885,7 +886,7 @@ impl Driver {
                 }
                 // Without EXT_ARG the armed IORING_OP_TIMEOUT ends the wait.
                 _ => self.ring.submitter().submit_and_wait(1),
-            };
+            });
             check_enter(result);
             self.note_enter();
         }
@@ -946,11 +947,11 @@ impl Driver {
             }
         }
         // SAFETY: a plain io_uring_enter with no argument struct.
-        let result = unsafe {
+        let result = fault::enter(|| unsafe {
             self.ring
                 .submitter()
                 .enter::<libc::sigset_t>(to_submit, 0, flags.bits(), None)
-        };
+        });
         check_enter(result);
         self.note_enter();
     }
@@ -1103,14 +1104,14 @@ fn setup_error(e: io::Error, entries: u32) -> Error {
 }
 
 /// What an `io_uring_enter` may fail with and still be fine: ETIME (the wait
-/// timed out), EINTR (a signal), EBUSY/EAGAIN (the CQ is full or the kernel
-/// is short of memory: reap and enter again). Anything else means the ring
-/// is broken.
+/// timed out), EINTR (a signal), EBUSY/EAGAIN/ENOMEM (the CQ is full or the
+/// kernel is short of memory: it took no SQE, so reap and enter again).
+/// Anything else means the ring is broken.
 fn check_enter(result: io::Result<usize>) {
     if let Err(e) = result {
         if !matches!(
             e.raw_os_error(),
-            Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+            Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
         ) {
             panic_ring(e);
         }

@@ -165,6 +165,14 @@ impl LoopShared {
     /// Takes everything queued.
     pub(crate) fn take(&self) -> Vec<Remote> {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        // What was pushed is taken now, so the next push must wake the loop
+        // again, even if the wake-up that announced these items never
+        // arrived (a MSG_RING lost on the way, or one not reaped yet): else
+        // a lost wake-up would leave `notified` set for good, and every
+        // later push would wait for the loop's bounded wait. Cleared under
+        // the lock: a push after it sees it clear and wakes; a push before
+        // it is taken here. At worst a wake-up more than needed.
+        self.notified.store(false, Ordering::Release);
         self.pending.store(false, Ordering::Release);
         std::mem::take(&mut *q)
     }
