@@ -624,22 +624,31 @@ impl Driver {
         }
     }
 
-    /// Registers the waker to wake when op `key` completes: `make` gives
-    /// it, unless the one registered already wakes the same as `waker`
-    /// (`same`).
-    pub(crate) fn set_waker(
+    /// Takes the next completion of op `key`, `(res, flags, final)`, or,
+    /// if none is there yet, registers the waker to wake when one comes
+    /// (`make` gives it, unless the one registered already wakes the same
+    /// as `waker`: `same`). One slot lookup, on the path of every op.
+    pub(crate) fn poll_op(
         &mut self,
         key: OpKey,
         waker: &Waker,
         same: impl Fn(&Waker, &Waker) -> bool,
         make: impl FnOnce(&Waker) -> Waker,
-    ) {
-        if let Some(slot) = self.ops.get_mut(key) {
+    ) -> Option<(i32, u32, bool)> {
+        let slot = self.ops.get_mut(key)?;
+        let Some((res, flags)) = slot.pop_result() else {
             slot.set_waker(waker, same, make);
+            return None;
+        };
+        let last = slot.finished() && slot.results_empty();
+        if last {
+            self.ops.remove(key);
         }
+        Some((res, flags, last))
     }
 
     /// Takes the next completion of op `key`: `(res, flags, final)`.
+    #[cfg(test)]
     pub(crate) fn take_result(&mut self, key: OpKey) -> Option<(i32, u32, bool)> {
         let slot = self.ops.get_mut(key)?;
         let (res, flags) = slot.pop_result()?;

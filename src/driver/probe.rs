@@ -40,35 +40,55 @@ const KNOWN: &[(u8, &str, &str)] = &[
 
 /// The ring's opcode support, read once at start.
 pub(crate) struct OpcodeSupport {
-    probe: Option<Probe>,
-    /// Opcodes treated as missing (bit `code`), to run the fallbacks of
-    /// older kernels on a new one (`Builder::without_opcodes`).
-    hidden: u128,
+    /// Bit `code` set: the ring supports opcode `code` and it is not
+    /// hidden. Read once from the kernel's probe, so the check every
+    /// submission makes is one bit test.
+    supported: u128,
+    /// Whether the kernel had a probe; without one (before 5.6) every
+    /// opcode is taken as present and the op's own -EINVAL speaks.
+    probed: bool,
 }
 
 impl OpcodeSupport {
+    /// `hidden`: opcodes treated as missing (bit `code`), to run the
+    /// fallbacks of older kernels on a new one (`Builder::without_opcodes`).
     pub(crate) fn read(submitter: &io_uring::Submitter<'_>, hidden: u128) -> OpcodeSupport {
         let mut probe = Probe::new();
-        // A kernel older than 5.6 has no probe: treat every opcode as present
-        // and let the op's own -EINVAL speak.
         let probe = submitter.register_probe(&mut probe).ok().map(|_| probe);
-        OpcodeSupport { probe, hidden }
+        let mut supported = 0u128;
+        for code in 0..128u8 {
+            if probe.as_ref().is_none_or(|p| p.is_supported(code)) {
+                supported |= 1 << code;
+            }
+        }
+        OpcodeSupport {
+            supported: supported & !hidden,
+            probed: probe.is_some(),
+        }
     }
 
     /// Whether the ring supports `code`.
+    #[inline]
     pub(crate) fn supports(&self, code: u8) -> bool {
-        if code < 128 && self.hidden & (1u128 << code) != 0 {
-            return false;
+        match 1u128.checked_shl(u32::from(code)) {
+            Some(bit) => self.supported & bit != 0,
+            // No opcode this high exists today; the kernel judges it.
+            None => !self.probed,
         }
-        self.probe.as_ref().is_none_or(|p| p.is_supported(code))
     }
 
     /// `Ok` if `code` is supported, else an `Unsupported` error naming the
     /// opcode and the kernel version that brings it.
+    #[inline]
     pub(crate) fn require(&self, code: u8) -> Result<(), Error> {
         if self.supports(code) {
             return Ok(());
         }
+        self.unsupported(code)
+    }
+
+    #[cold]
+    fn unsupported(&self, code: u8) -> Result<(), Error> {
         let (name, since) = KNOWN
             .iter()
             .find(|(c, _, _)| *c == code)

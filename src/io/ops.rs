@@ -17,7 +17,7 @@ use io_uring::{opcode, squeue, types};
 
 use super::buf::{BufResult, IoBuf, IoBufMut};
 use super::fd::close_orphan;
-use super::timeout::{current_caller, current_deadline};
+use super::timeout::current_deadline;
 use crate::driver::OrphanCleanup;
 use crate::error::{Error, Result};
 use crate::runtime::Op;
@@ -109,13 +109,10 @@ pub(crate) async unsafe fn submit<D: 'static>(
             // No running loop or an opcode the ring lacks: the error, with
             // the data handed back.
             // SAFETY: forwarded from the caller.
-            let mut op = match unsafe { Op::try_submit(sqe, None, data, cleanup) } {
+            let op = match unsafe { Op::try_submit(sqe, None, data, cleanup) } {
                 Ok(op) => op,
                 Err((e, data)) => return (Err(e), 0, data),
             };
-            if let Some(loc) = current_caller() {
-                op.set_location(loc);
-            }
             let out = op.await;
             (out.result, out.flags, out.data)
         }
@@ -135,13 +132,10 @@ pub(crate) async unsafe fn submit<D: 'static>(
             let link = opcode::LinkTimeout::new(ts.as_ptr().cast_const()).build();
             // SAFETY: `sqe` points into `data` (caller), the link timeout into
             // the boxed timespec; both are owned by the op's data.
-            let mut op = match unsafe { Op::try_submit(sqe, Some(link), (data, ts), cleanup) } {
+            let op = match unsafe { Op::try_submit(sqe, Some(link), (data, ts), cleanup) } {
                 Ok(op) => op,
                 Err((e, (data, _))) => return (Err(e), 0, data),
             };
-            if let Some(loc) = current_caller() {
-                op.set_location(loc);
-            }
             let out = op.await;
             let result = match out.result {
                 // Not the task's cancel (that is `Cancelled`), so the linked
@@ -362,9 +356,6 @@ pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> 
             return (Err(e), buf);
         }
     };
-    if let Some(loc) = current_caller() {
-        op.set_location(loc);
-    }
     let mut result: Option<Result<u32>> = None;
     loop {
         match std::future::poll_fn(|cx| op.poll_next(cx)).await {
@@ -572,9 +563,6 @@ pub(crate) async fn close(fd: RawFd) -> Result<()> {
         Err(_) => return close_now(fd),
     };
     op.start_now();
-    if let Some(loc) = current_caller() {
-        op.set_location(loc);
-    }
     match op.await.result {
         Ok(_) => Ok(()),
         Err(e) if e.is_cancelled() || e.raw_os_error() == Some(libc::ECANCELED) => {

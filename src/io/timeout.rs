@@ -15,41 +15,26 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// The ambient state of the I/O call being polled: its deadline and the
-/// user's call site. One thread-local cell, read and restored once per poll.
-#[derive(Clone, Copy, Default)]
-struct Ambient {
-    deadline: Option<Instant>,
-    /// Where the outermost I/O call being polled was made: the await point
-    /// `Task::get_stack` shows for the ring operations it submits.
-    caller: Option<&'static Location<'static>>,
-}
+use crate::task::await_point::AwaitPoint;
 
 thread_local! {
-    static AMBIENT: Cell<Ambient> = const {
-        Cell::new(Ambient {
-            deadline: None,
-            caller: None,
-        })
-    };
+    /// The deadline of the I/O call being polled, if it or a call around
+    /// it has one: ring operations submitted now carry a linked timeout
+    /// for the time left.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// The deadline for ring operations submitted now, if any.
 pub(crate) fn current_deadline() -> Option<Instant> {
-    AMBIENT.with(|a| a.get().deadline)
+    DEADLINE.with(Cell::get)
 }
 
-/// The user's call site of the I/O call being polled, if any.
-pub(crate) fn current_caller() -> Option<&'static Location<'static>> {
-    AMBIENT.with(|a| a.get().caller)
-}
-
-/// Restores the previous ambient state, also if the poll panics.
-struct Restore(Ambient);
+/// Restores the previous deadline, also if the poll panics.
+struct Restore(Option<Instant>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        AMBIENT.with(|a| a.set(self.0));
+        DEADLINE.with(|d| d.set(self.0));
     }
 }
 
@@ -107,17 +92,24 @@ impl<F: Future> Future for Io<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let outer = AMBIENT.with(|a| a.get());
-        let deadline = match (outer.deadline, *this.deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        // A call without a deadline of its own leaves the ambient one (an
+        // outer call's) as it is: nothing to set or restore.
+        let poll = match *this.deadline {
+            None => this.fut.poll(cx),
+            Some(own) => {
+                let outer = current_deadline();
+                DEADLINE.with(|d| d.set(Some(outer.map_or(own, |o| o.min(own)))));
+                let _restore = Restore(outer);
+                this.fut.poll(cx)
+            }
         };
-        // The outermost call is the one the user wrote (`fs::read`, not the
-        // `File::open` inside it).
-        let caller = Some(outer.caller.unwrap_or(*this.location));
-        AMBIENT.with(|a| a.set(Ambient { deadline, caller }));
-        let _restore = Restore(outer);
-        this.fut.poll(cx)
+        if poll.is_pending() {
+            // The await point `Task::get_stack` shows is the call the user
+            // wrote (`fs::read`, not the `File::open` inside it): each
+            // `Io` on the way out names itself, and the outermost is last.
+            AwaitPoint::current().relocate(this.location);
+        }
+        poll
     }
 }
 

@@ -149,20 +149,18 @@ impl<D: 'static> Op<D> {
         let Some(lp) = context::current_loop() else {
             return Err((Error::no_running_loop(), data));
         };
-        {
-            let driver = lp.driver.borrow();
-            let supported =
-                driver
-                    .require(sqe.get_opcode() as u8)
-                    .and_then(|()| match link_timeout {
-                        Some(_) => driver.require(io_uring::opcode::LinkTimeout::CODE),
-                        None => Ok(()),
-                    });
-            if let Err(e) = supported {
-                return Err((e, data));
-            }
+        let mut driver = lp.driver.borrow_mut();
+        let supported = driver
+            .require(sqe.get_opcode() as u8)
+            .and_then(|()| match link_timeout {
+                Some(_) => driver.require(io_uring::opcode::LinkTimeout::CODE),
+                None => Ok(()),
+            });
+        if let Err(e) = supported {
+            return Err((e, data));
         }
         if AwaitPoint::current().is_pending() {
+            drop(driver);
             return Ok(Op {
                 lp,
                 key: OpKey::DONE,
@@ -179,12 +177,12 @@ impl<D: 'static> Op<D> {
         // memory, which this `Op` (or, once dropped, the op table) owns
         // until the final CQE.
         let key = unsafe {
-            let mut driver = lp.driver.borrow_mut();
             match link_timeout {
                 Some(t) => driver.submit_linked(sqe, t, cleanup),
                 None => driver.submit(sqe, cleanup),
             }
         };
+        drop(driver);
         Ok(Op {
             lp,
             key,
@@ -192,13 +190,6 @@ impl<D: 'static> Op<D> {
             location,
             rare: None,
         })
-    }
-
-    /// Sets the source location this op reports as its task's await point
-    /// (`Task::get_stack`): the user's call of the I/O API rather than the
-    /// line inside ringio that submitted it.
-    pub(crate) fn set_location(&mut self, location: &'static Location<'static>) {
-        self.location = location;
     }
 
     /// `Ok` if the running loop's ring supports `opcode`, else
@@ -221,7 +212,7 @@ impl<D: 'static> Op<D> {
             return Poll::Ready(None);
         }
         let mut d = self.lp.driver.borrow_mut();
-        if let Some((res, flags, last)) = d.take_result(self.key) {
+        if let Some((res, flags, last)) = poll_op(&mut d, self.key, self.lp.id, cx.waker()) {
             drop(d);
             if last {
                 // The kernel is done with the data; keep it until drop.
@@ -238,15 +229,13 @@ impl<D: 'static> Op<D> {
                 flags,
             )));
         }
-        if self.cancelled_for_task().is_none() {
-            if let Some(msg) = AwaitPoint::current().pending() {
-                self.rare = Some(Box::new(Rare::CancelledForTask(msg)));
-                d.cancel(self.key);
-            }
+        let point = AwaitPoint::current();
+        if self.cancelled_for_task().is_none() && point.is_pending() {
+            self.rare = Some(Box::new(Rare::CancelledForTask(point.pending().flatten())));
+            d.cancel(self.key);
         }
-        register_waker(&mut d, self.key, self.lp.id, cx.waker());
         drop(d);
-        AwaitPoint::current().park(self.location);
+        point.park(self.location);
         Poll::Pending
     }
 
@@ -325,17 +314,17 @@ impl<D: 'static> Op<D> {
 // does not move when the `Op` does.
 impl<D: 'static> Unpin for Op<D> {}
 
-/// Registers `waker` to be woken when op `key` of loop `loop_id` completes.
-/// A ringio task's waker is kept counted on the loop's side: no atomic
-/// operation to register, wake or drop it, on the path every completion
-/// takes.
-fn register_waker(d: &mut Driver, key: OpKey, loop_id: u64, waker: &Waker) {
-    d.set_waker(key, waker, raw::same_task, |w| {
+/// Takes the next completion of op `key` of loop `loop_id`, or registers
+/// `waker` to be woken when it comes. A ringio task's waker is kept
+/// counted on the loop's side: no atomic operation to register, wake or
+/// drop it, on the path every completion takes.
+fn poll_op(d: &mut Driver, key: OpKey, loop_id: u64, waker: &Waker) -> Option<(i32, u32, bool)> {
+    d.poll_op(key, waker, raw::same_task, |w| {
         // SAFETY: an `Op` is polled on its loop's thread (it is `!Send`,
         // made on the running loop), and the driver keeps the waker on
         // that thread until it wakes or drops it.
         unsafe { raw::loop_local_waker(w, loop_id) }
-    });
+    })
 }
 
 fn to_result(res: i32, cancelled: Option<Option<String>>) -> Result<u32> {
@@ -366,7 +355,7 @@ impl<D: 'static> Future for Op<D> {
             });
         }
         let mut d = this.lp.driver.borrow_mut();
-        let Some((res, flags, _)) = d.take_result(this.key) else {
+        let Some((res, flags, _)) = poll_op(&mut d, this.key, this.lp.id, cx.waker()) else {
             if this.data.is_none() {
                 drop(d);
                 panic!("ringio: Op polled after completion");
@@ -375,14 +364,10 @@ impl<D: 'static> Future for Op<D> {
             // stay here until its CQE says how it ended (cancellation rule 2).
             let point = AwaitPoint::current();
             point.park(this.location);
-            let pending = point.pending();
-            if this.cancelled_for_task().is_none() {
-                if let Some(msg) = pending {
-                    this.rare = Some(Box::new(Rare::CancelledForTask(msg)));
-                    d.cancel(this.key);
-                }
+            if this.cancelled_for_task().is_none() && point.is_pending() {
+                this.rare = Some(Box::new(Rare::CancelledForTask(point.pending().flatten())));
+                d.cancel(this.key);
             }
-            register_waker(&mut d, this.key, this.lp.id, cx.waker());
             return Poll::Pending;
         };
         drop(d);

@@ -88,6 +88,16 @@ impl AwaitPoint {
         self.park_on(location, None)
     }
 
+    /// The task, parked in a ringio await point during this poll, shows
+    /// `location` as that await point instead (the user's call of an I/O
+    /// function that the op was submitted for).
+    #[inline]
+    pub(crate) fn relocate(&self, location: &'static Location<'static>) {
+        if let Some(t) = &self.task {
+            t.core().relocate(location);
+        }
+    }
+
     /// The task suspends here, awaiting `waiter`: a `cancel()` of the task
     /// cancels that one at once (asyncio cancels its `_fut_waiter`).
     pub(crate) fn park_on(&self, location: &'static Location<'static>, waiter: Option<FutWaiter>) {

@@ -327,6 +327,14 @@ impl TaskCore {
         }
     }
 
+    /// Shows `location` as the await point the task parked in during this
+    /// poll, if it parked in a ringio one.
+    pub(crate) fn relocate(&self, location: &'static Location<'static>) {
+        if self.flag(PARKED_IN_RINGIO) {
+            self.location.set(Some(location));
+        }
+    }
+
     /// A poll begins: nothing is awaited until an await point parks again.
     pub(super) fn unpark(&self) {
         self.set_flag(PARKED_IN_RINGIO, false);

@@ -298,6 +298,7 @@ impl RawTask {
 }
 
 impl Clone for RawTask {
+    #[inline]
     fn clone(&self) -> Self {
         increment_local(self.core());
         RawTask {
@@ -308,6 +309,7 @@ impl Clone for RawTask {
 }
 
 impl Drop for RawTask {
+    #[inline]
     fn drop(&mut self) {
         let core = self.core();
         if core.local.get() == 1 {
@@ -324,6 +326,7 @@ impl Drop for RawTask {
     }
 }
 
+#[inline]
 fn increment_local(core: &TaskCore) {
     let n = core.local.get();
     if n == u32::MAX {
