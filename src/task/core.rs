@@ -302,19 +302,36 @@ impl TaskCore {
     }
 
     /// The pending cancellation's message, without taking it.
+    #[inline]
     pub(crate) fn peek_cancel(&self) -> Option<Option<String>> {
         if !self.flag(MUST_CANCEL) {
             return None;
         }
-        Some(self.cold(|c| c.cancel_msg.clone()).flatten())
+        Some(self.cancel_msg(false))
     }
 
     /// Takes the pending cancellation: the caller delivers it.
+    #[inline]
     pub(crate) fn take_cancel(&self) -> Option<Option<String>> {
-        if !self.set_flag(MUST_CANCEL, false) {
+        if !self.flag(MUST_CANCEL) {
             return None;
         }
-        Some(self.cold(|c| c.cancel_msg.take()).flatten())
+        self.set_flag(MUST_CANCEL, false);
+        Some(self.cancel_msg(true))
+    }
+
+    /// The pending cancellation's message, taken or cloned. Out of line:
+    /// every await point checks for a cancel, few find one.
+    #[cold]
+    fn cancel_msg(&self, take: bool) -> Option<String> {
+        self.cold(|c| {
+            if take {
+                c.cancel_msg.take()
+            } else {
+                c.cancel_msg.clone()
+            }
+        })
+        .flatten()
     }
 
     /// Records that the task parks in a ringio await point at `location`,
