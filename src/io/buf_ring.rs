@@ -429,6 +429,9 @@ pub struct RingBuf {
     bid: u16,
     start: u32,
     len: u32,
+    /// Go back to the pool without waking receives (dropped while the
+    /// loop reaps, from an orphan cleanup).
+    quiet: bool,
 }
 
 impl RingBuf {
@@ -440,7 +443,15 @@ impl RingBuf {
             bid,
             start: 0,
             len,
+            quiet: false,
         }
+    }
+
+    /// Drops the buffer back into its pool without waking the receives
+    /// waiting for one (for code that runs while the loop reaps; the next
+    /// buffer to come back wakes them).
+    pub(crate) fn drop_quietly(mut self) {
+        self.quiet = true;
     }
 
     /// Records that the kernel wrote `len` bytes (at most the buffer size).
@@ -485,7 +496,7 @@ impl AsRef<[u8]> for RingBuf {
 
 impl Drop for RingBuf {
     fn drop(&mut self) {
-        self.ring.recycle(self.bid, true);
+        self.ring.recycle(self.bid, !self.quiet);
     }
 }
 
