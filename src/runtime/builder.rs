@@ -119,11 +119,20 @@ impl Builder {
     /// `sched_setaffinity`, each with its own loop and ring, all idle until
     /// [`MultiRuntime::run_on_each`](crate::MultiRuntime::run_on_each).
     ///
+    /// Every core's ring is set up with this builder's ring options
+    /// ([`ring_entries`](Builder::ring_entries), [`sqpoll`](Builder::sqpoll)
+    /// — one SQPOLL kernel thread per core —,
+    /// [`coop_taskrun`](Builder::coop_taskrun),
+    /// [`cq_entries`](Builder::cq_entries),
+    /// [`defer_taskrun`](Builder::defer_taskrun),
+    /// [`ext_arg`](Builder::ext_arg),
+    /// [`without_opcodes`](Builder::without_opcodes)).
+    ///
     /// Errors say what to change: a CPU the kernel refuses to pin to (not
     /// online, not in the process's allowed set), a ring that cannot be set
-    /// up, `cores(0)`, or a [`logger`](Builder::logger) (an `Rc`, bound to
-    /// one thread: install an exception handler in each core's future
-    /// instead).
+    /// up (the first core's error), `cores(0)`, or a
+    /// [`logger`](Builder::logger) (an `Rc`, bound to one thread: install
+    /// an exception handler in each core's future instead).
     pub fn build_multi(self) -> Result<crate::MultiRuntime> {
         if self.custom_logger {
             return Err(Error::InvalidArgument(
