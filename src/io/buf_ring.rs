@@ -97,7 +97,8 @@ const MAX_ENTRIES: u32 = 32768;
 /// A pool of receive buffers the kernel fills as data arrives (see the
 /// guide's section 3). Made on a running loop, used by that loop's
 /// sockets ([`TcpStream::recv_multishot`](crate::net::TcpStream::recv_multishot),
-/// [`UnixStream::recv_multishot`](crate::net::UnixStream::recv_multishot));
+/// [`UnixStream::recv_multishot`](crate::net::UnixStream::recv_multishot),
+/// [`UdpSocket::recv_from_multishot`](crate::net::UdpSocket::recv_from_multishot));
 /// cloning it is cheap and shares the pool.
 ///
 /// When the pool runs dry, receives wait (their data stays in the socket,
