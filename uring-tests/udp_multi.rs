@@ -308,34 +308,41 @@ fn a_datagram_longer_than_the_buffer_is_flagged_truncated() {
     }
 }
 
+/// `payload`, but never empty: the kernel ends a multishot receive after
+/// a zero-length datagram, and this test needs one that keeps going.
+fn payload_nonempty(who: u64, seq: u64) -> Vec<u8> {
+    let p = payload(who, seq);
+    if p.is_empty() { vec![0xAB] } else { p }
+}
+
 #[test]
-fn an_unread_stream_neither_starves_a_shared_pool_nor_loses_datagrams() {
+fn an_unread_stream_holds_a_bounded_number_of_buffers_of_a_shared_pool() {
     let _g = serial();
     ringio::run(async {
         let (a, b, tx) = (bind(), bind(), bind());
         let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
         // 512 buffers, 532 datagrams to socket `a`, whose stream is armed
-        // and not read. (On 6.18 the kernel moves only a first batch of
-        // them into buffers while the stream is unread, so this does not
-        // reach DATAGRAM_QUEUE_MAX; the bound is there for kernels that
-        // move them all.)
+        // and not read: unbounded, it would take every buffer and starve
+        // socket `b`.
         let ring = pool(BufRingMode::Kernel, 512, 512);
         let mut sa = a.recv_from_multishot(&ring);
         assert!(!has_item(&mut sa).await); // armed, then left unread
         let total = 532;
+        let cancels = stats().cancel_requests;
         for seq in 0..total {
-            let (r, _) = tx.send_to(payload(3, seq), to_a).await;
+            let (r, _) = tx.send_to(payload_nonempty(3, seq), to_a).await;
             r.unwrap();
         }
-        // The kernel moves waiting datagrams into buffers as the loop
-        // enters it (deferred task work): give it a few turns.
         for _ in 0..10 {
             ringio::sleep(Duration::from_millis(5)).await.unwrap();
         }
+        // The ring stopped `a`'s receive at DATAGRAM_QUEUE_MAX unread (an
+        // ASYNC_CANCEL, the only one in this test).
+        assert_eq!(stats().cancel_requests, cancels + 1);
         // `b` can still hold 40 buffers at once.
         let mut sb = b.recv_from_multishot(&ring);
         for seq in 0..40 {
-            let (r, _) = tx.send_to(payload(4, seq), to_b).await;
+            let (r, _) = tx.send_to(payload_nonempty(4, seq), to_b).await;
             r.unwrap();
         }
         let mut held = Vec::new();
@@ -348,14 +355,14 @@ fn an_unread_stream_neither_starves_a_shared_pool_nor_loses_datagrams() {
                     panic!("socket b starved at datagram {seq}")
                 }
             };
-            assert!(d[..] == payload(4, seq)[..]);
+            assert!(d[..] == payload_nonempty(4, seq)[..]);
             held.push(d);
         }
         drop(held);
         // And `a` loses nothing: the rest waited in its socket.
         for seq in 0..total {
             let d = sa.next().await.unwrap().unwrap();
-            assert!(d[..] == payload(3, seq)[..], "datagram {seq}");
+            assert!(d[..] == payload_nonempty(3, seq)[..], "datagram {seq}");
         }
     });
 }
@@ -418,4 +425,49 @@ fn loop_shutdown_with_streams_in_flight_leaks_nothing() {
         });
     }
     assert_eq!(open_fds(), fds, "descriptors leaked");
+}
+
+#[test]
+fn an_empty_datagram_does_not_hold_back_the_ones_behind_it() {
+    let _g = serial();
+    for mode in MODES {
+        ringio::run(async move {
+            let rx = bind();
+            let to = rx.local_addr().unwrap();
+            let ring = pool(mode, 16, 256);
+            let mut s = rx.recv_from_multishot(&ring);
+            assert!(!has_item(&mut s).await); // armed
+            // All sent while the loop is blocked here, so that they wait
+            // in the socket together when the kernel gets to them.
+            let from = std::thread::spawn(move || {
+                let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                for p in [&b"first"[..], b"", b"after", b"", b"", b"last"] {
+                    tx.send_to(p, to).unwrap();
+                }
+                tx.local_addr().unwrap()
+            })
+            .join()
+            .unwrap();
+            let mut got = Vec::new();
+            for i in 0..6 {
+                let next = std::pin::pin!(s.next());
+                let limit = std::pin::pin!(ringio::sleep(Duration::from_secs(2)));
+                match futures_util::future::select(next, limit).await {
+                    futures_util::future::Either::Left((d, _)) => {
+                        let d = d.unwrap().unwrap();
+                        assert_eq!(d.source(), from);
+                        got.push(d.to_vec());
+                    }
+                    futures_util::future::Either::Right(_) => {
+                        panic!("{mode:?}: datagram {i} held back ({got:?} so far)")
+                    }
+                }
+            }
+            let want: Vec<Vec<u8>> = [&b"first"[..], b"", b"after", b"", b"", b"last"]
+                .iter()
+                .map(|p| p.to_vec())
+                .collect();
+            assert_eq!(got, want, "{mode:?}");
+        });
+    }
 }

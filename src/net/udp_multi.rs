@@ -506,6 +506,10 @@ impl Stream for RecvFromStream<'_> {
                     Poll::Ready(Some((res, flags))) => {
                         let more = cqueue::more(flags);
                         if !more {
+                            // The kernel ended the receive: a dry pool, the
+                            // bound, or (seen on 6.18) a zero-length
+                            // datagram, after which it stops even with more
+                            // waiting. The next poll arms a new one.
                             this.op = None;
                         }
                         let bid = cqueue::buffer_select(flags).inspect(|_| {
