@@ -9,9 +9,13 @@
 //! against the buffer, so a malformed completion is an error item, never an
 //! out-of-bounds read.
 //!
-//! Invariants of the one `unsafe` block (copying a stashed datagram into a
-//! caller's buffer): the destination is an `IoBufMut`, writable for
-//! `bytes_total()` bytes, and cannot overlap the pool's mapping.
+//! Invariants the `unsafe` blocks rely on: the `msghdr` (and, for a plain
+//! receive, its iovec and address) lives in a `KernelBox` owned by the op's
+//! data, written only before submission and read only after the op's final
+//! completion; the buffers the kernel fills belong to the pool, which the
+//! op's data keeps alive until that completion; and a caller's buffer that
+//! a stashed datagram is copied into is an `IoBufMut`, writable for
+//! `bytes_total()` bytes, which cannot overlap the pool's mapping.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
