@@ -140,6 +140,157 @@ fn combinations_the_kernel_refuses_are_clear_errors() {
         matches!(&r, Err(Error::InvalidArgument(m)) if m.contains("sqpoll")),
         "{r:?}"
     );
-    let r = Runtime::builder().cores(1).cq_entries(1024).build_multi();
+    // Per-core SQPOLL CPUs without SQPOLL, an empty list, or on one loop.
+    let r = Runtime::builder().cores(1).sqpoll_cpus([0]).build_multi();
+    assert!(
+        matches!(&r, Err(Error::InvalidArgument(m)) if m.contains("sqpoll")),
+        "{r:?}"
+    );
+    let r = Runtime::builder()
+        .cores(1)
+        .sqpoll(Duration::from_millis(5))
+        .sqpoll_cpus([])
+        .build_multi();
     assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    let r = Runtime::builder()
+        .sqpoll(Duration::from_millis(5))
+        .sqpoll_cpus([0])
+        .build();
+    assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    // A combination the driver refuses, on every core: the first core's
+    // error comes back.
+    let r = Runtime::builder()
+        .cores(2)
+        .sqpoll(Duration::from_millis(5))
+        .coop_taskrun(true)
+        .build_multi();
+    assert!(
+        matches!(&r, Err(Error::InvalidArgument(m)) if m.contains("sqpoll")),
+        "{r:?}"
+    );
+}
+
+/// What each core's loop reports about its ring: (defer_taskrun, sqpoll,
+/// coop_taskrun, cq_entries, ext_arg, a default BufRing is kernel-registered).
+fn each_core(mut rt: ringio::MultiRuntime) -> Vec<(bool, bool, bool, u32, bool, bool)> {
+    rt.run_on_each(|_core| async {
+        let s = stats();
+        exercise().await.unwrap();
+        let kernel_pool = BufRing::new(4, 256).unwrap().is_kernel();
+        (
+            s.defer_taskrun,
+            s.sqpoll,
+            s.coop_taskrun,
+            s.cq_entries,
+            s.ext_arg,
+            kernel_pool,
+        )
+    })
+    .unwrap()
+}
+
+#[test]
+fn build_multi_sets_up_every_cores_ring_as_asked() {
+    let _g = serial();
+    // The defaults: DEFER_TASKRUN, EXT_ARG, CQ four times the SQ.
+    let rt = Runtime::builder()
+        .cores(2)
+        .ring_entries(64)
+        .build_multi()
+        .unwrap();
+    assert_eq!(
+        each_core(rt),
+        vec![(true, false, false, 256, true, true); 2]
+    );
+    // COOP_TASKRUN, a CQ size, no EXT_ARG, SEND_ZC hidden (so a default
+    // BufRing falls back to user space, as on a kernel before 6.0).
+    let rt = Runtime::builder()
+        .cores(2)
+        .ring_entries(64)
+        .coop_taskrun(true)
+        .cq_entries(2048)
+        .ext_arg(false)
+        .without_opcodes([io_uring::opcode::SendZc::CODE])
+        .build_multi()
+        .unwrap();
+    assert_eq!(
+        each_core(rt),
+        vec![(false, false, true, 2048, false, false); 2]
+    );
+    // A plain ring (as before 6.1).
+    let rt = Runtime::builder()
+        .cores(2)
+        .defer_taskrun(false)
+        .build_multi()
+        .unwrap();
+    assert_eq!(
+        each_core(rt),
+        vec![(false, false, false, 1024, true, true); 2]
+    );
+}
+
+/// The kernel's SQPOLL threads of this process (`iou-sqp-<pid>`), with the
+/// CPUs each may run on.
+fn sqpoll_threads() -> Vec<String> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.starts_with("iou-sqp") {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            let cpus = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            out.push(cpus);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn build_multi_with_sqpoll_runs_one_kernel_thread_per_core() {
+    let _g = serial();
+    assert!(sqpoll_threads().is_empty());
+    let cpus: Vec<u32> = (0..2).map(|i| i % nproc() as u32).collect();
+    let rt = match Runtime::builder()
+        .cores(2)
+        .sqpoll(Duration::from_millis(10))
+        .sqpoll_cpus(cpus.iter().rev().copied())
+        .build_multi()
+    {
+        Ok(rt) => rt,
+        Err(Error::Unsupported(msg)) => {
+            assert!(msg.contains("SQPOLL"), "{msg}");
+            eprintln!("SQPOLL not available here: {msg}");
+            return;
+        }
+        Err(e) => panic!("{e:?}"),
+    };
+    // One SQPOLL thread per core's ring, each pinned as asked.
+    let mut want: Vec<String> = cpus.iter().map(|c| c.to_string()).collect();
+    want.sort();
+    assert_eq!(sqpoll_threads(), want);
+    assert_eq!(
+        each_core(rt),
+        vec![(false, true, false, 1024, true, true); 2]
+    );
+    // The threads go with the rings.
+    for _ in 0..200 {
+        if sqpoll_threads().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        sqpoll_threads().is_empty(),
+        "SQPOLL threads outlived their rings"
+    );
+}
+
+fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

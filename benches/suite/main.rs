@@ -27,6 +27,7 @@ mod nop;
 mod ring_setup;
 mod sched;
 mod send_zc;
+mod splice;
 mod tcp_echo;
 mod timers;
 mod util;
@@ -152,7 +153,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let cfg = util::Config::from_env();
-    let benches: [(&str, BenchFn); 11] = [
+    let benches: [(&str, BenchFn); 12] = [
         ("spawn_join", sched::spawn_join),
         ("switch", sched::switch),
         ("timers", timers::run),
@@ -164,6 +165,7 @@ fn main() {
         ("ring_setup", ring_setup::run),
         ("send_zc", send_zc::run),
         ("fixed_read", fixed_read::run),
+        ("splice", splice::run),
     ];
     let t0 = Instant::now();
     let mut rows = Vec::new();

@@ -18,10 +18,12 @@
 //! .unwrap();
 //! ```
 
+mod direct;
 mod file;
 mod metadata;
 mod open_options;
 
+pub use direct::DirectFile;
 pub use file::File;
 pub use metadata::Metadata;
 pub use open_options::OpenOptions;

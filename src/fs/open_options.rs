@@ -108,6 +108,26 @@ impl OpenOptions {
         })
     }
 
+    /// Opens `path` with these options into the running loop's direct
+    /// descriptor table (`IORING_OP_OPENAT` with `IORING_FILE_INDEX_ALLOC`,
+    /// Linux 5.19): the kernel picks a free slot, and no file descriptor
+    /// is created. The table is registered on first use
+    /// ([`DEFAULT_DIRECT_TABLE`](crate::net::DEFAULT_DIRECT_TABLE) slots,
+    /// or as [`DirectStream::reserve_table`](crate::net::DirectStream::reserve_table)
+    /// set; direct accepts share it). A full table is an error that says
+    /// so; an older kernel gives `Error::Unsupported`. A file opened after
+    /// this future was dropped is closed, not leaked.
+    #[track_caller]
+    pub fn open_direct<P: AsRef<Path>>(
+        &self,
+        path: P,
+    ) -> Io<impl Future<Output = Result<super::DirectFile>> + use<P>> {
+        let flags = self.flags(path.as_ref());
+        let path = c_path(path.as_ref());
+        let mode = self.mode;
+        Io::new(async move { super::direct::open(path?, flags?, mode).await })
+    }
+
     fn flags(&self, path: &Path) -> Result<i32> {
         let access = match (self.read, self.write || self.append) {
             (true, false) => libc::O_RDONLY,

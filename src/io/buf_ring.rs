@@ -97,7 +97,8 @@ const MAX_ENTRIES: u32 = 32768;
 /// A pool of receive buffers the kernel fills as data arrives (see the
 /// guide's section 3). Made on a running loop, used by that loop's
 /// sockets ([`TcpStream::recv_multishot`](crate::net::TcpStream::recv_multishot),
-/// [`UnixStream::recv_multishot`](crate::net::UnixStream::recv_multishot));
+/// [`UnixStream::recv_multishot`](crate::net::UnixStream::recv_multishot),
+/// [`UdpSocket::recv_from_multishot`](crate::net::UdpSocket::recv_from_multishot));
 /// cloning it is cheap and shares the pool.
 ///
 /// When the pool runs dry, receives wait (their data stays in the socket,
@@ -429,6 +430,9 @@ pub struct RingBuf {
     bid: u16,
     start: u32,
     len: u32,
+    /// Go back to the pool without waking receives (dropped while the
+    /// loop reaps, from an orphan cleanup).
+    quiet: bool,
 }
 
 impl RingBuf {
@@ -440,7 +444,15 @@ impl RingBuf {
             bid,
             start: 0,
             len,
+            quiet: false,
         }
+    }
+
+    /// Drops the buffer back into its pool without waking the receives
+    /// waiting for one (for code that runs while the loop reaps; the next
+    /// buffer to come back wakes them).
+    pub(crate) fn drop_quietly(mut self) {
+        self.quiet = true;
     }
 
     /// Records that the kernel wrote `len` bytes (at most the buffer size).
@@ -485,7 +497,7 @@ impl AsRef<[u8]> for RingBuf {
 
 impl Drop for RingBuf {
     fn drop(&mut self) {
-        self.ring.recycle(self.bid, true);
+        self.ring.recycle(self.bid, !self.quiet);
     }
 }
 

@@ -39,8 +39,9 @@ fn unsupported() -> Error {
 }
 
 /// The running loop's direct descriptor table size, registering one of
-/// `size` slots if it has none. Unsupported before 5.19.
-fn table(size: u32) -> Result<u32> {
+/// `size` slots if it has none. Unsupported before 5.19. Shared by direct
+/// accepts and direct opens (`fs::OpenOptions::open_direct`).
+pub(crate) fn table(size: u32) -> Result<u32> {
     context::with_loop(|lp| {
         let mut d = lp.driver.borrow_mut();
         // The probe has no bit for IORING_FILE_INDEX_ALLOC; IORING_OP_SOCKET
@@ -59,7 +60,36 @@ fn table(size: u32) -> Result<u32> {
     .unwrap_or_else(|| Err(Error::no_running_loop()))
 }
 
-fn close_orphan_slot(res: i32, _flags: u32, _data: Option<&mut dyn std::any::Any>) {
+/// The error of an op that found every slot of the table taken (`ENFILE`).
+pub(crate) fn table_full(size: u32) -> Error {
+    Error::from(std::io::Error::new(
+        std::io::ErrorKind::QuotaExceeded,
+        format!(
+            "the ring's direct descriptor table is full (all {size} slots in use): \
+             drop DirectStreams and DirectFiles, or reserve a larger table before the first \
+             direct accept or open (DirectStream::reserve_table)"
+        ),
+    ))
+}
+
+/// Closes direct descriptor `slot` of loop `loop_id` through the ring,
+/// after the SQEs already queued; nothing if that loop is not running here
+/// (with the loop gone, its table is gone too).
+pub(crate) fn release_slot(slot: u32, loop_id: u64) {
+    context::try_with_loop(|lp| {
+        if lp.id != loop_id {
+            return;
+        }
+        match lp.driver.try_borrow_mut() {
+            Ok(mut d) => d.close_fixed(slot),
+            Err(_) => crate::driver::close_fixed_later(slot),
+        }
+    });
+}
+
+/// Orphan cleanup of an op that put a new descriptor into the table: a
+/// slot nobody will read is closed, not leaked.
+pub(crate) fn close_orphan_slot(res: i32, _flags: u32, _data: Option<&mut dyn std::any::Any>) {
     if res >= 0 {
         crate::driver::close_fixed_later(res as u32);
     }
@@ -98,16 +128,7 @@ impl TcpListener {
                     slot,
                     loop_id: context::with_loop(|lp| lp.id).unwrap_or(0),
                 }),
-                Err(e) if e.raw_os_error() == Some(libc::ENFILE) => {
-                    Err(Error::from(std::io::Error::new(
-                        std::io::ErrorKind::QuotaExceeded,
-                        format!(
-                            "the ring's direct descriptor table is full (all {size} slots in use): \
-                             drop DirectStreams, or reserve a larger table before the first \
-                             direct accept (DirectStream::reserve_table)"
-                        ),
-                    )))
-                }
+                Err(e) if e.raw_os_error() == Some(libc::ENFILE) => Err(table_full(size)),
                 Err(e) => Err(e),
             }
         })
@@ -117,7 +138,9 @@ impl TcpListener {
 impl DirectStream {
     /// Registers the running loop's direct descriptor table with `slots`
     /// slots (1 to the process's `RLIMIT_NOFILE`), before its first
-    /// [`TcpListener::accept_direct`]. Returns the table's size: a table
+    /// [`TcpListener::accept_direct`] or
+    /// [`OpenOptions::open_direct`](crate::fs::OpenOptions::open_direct)
+    /// (both share the table). Returns the table's size: a table
     /// registered earlier keeps its size.
     pub fn reserve_table(slots: u32) -> Result<u32> {
         if slots == 0 {
@@ -227,19 +250,7 @@ impl DirectStream {
 
 impl Drop for DirectStream {
     fn drop(&mut self) {
-        let slot = self.slot;
-        let id = self.loop_id;
-        // On its own loop: a close of the slot queued behind every SQE
-        // already queued. With that loop gone, its table is gone too.
-        context::try_with_loop(|lp| {
-            if lp.id != id {
-                return;
-            }
-            match lp.driver.try_borrow_mut() {
-                Ok(mut d) => d.close_fixed(slot),
-                Err(_) => crate::driver::close_fixed_later(slot),
-            }
-        });
+        release_slot(self.slot, self.loop_id);
     }
 }
 

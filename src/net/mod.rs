@@ -30,17 +30,19 @@
 //! ```
 
 mod addr;
-mod direct;
+pub(crate) mod direct;
 mod recv_multi;
 mod socket;
 mod tcp;
 mod udp;
+mod udp_multi;
 mod unix;
 
 pub use direct::{DEFAULT_DIRECT_TABLE, DirectStream};
 pub use recv_multi::RecvStream;
 pub use tcp::{INCOMING_QUEUE_MAX, Incoming, ListenOptions, TcpListener, TcpStream};
 pub use udp::UdpSocket;
+pub use udp_multi::{DATAGRAM_QUEUE_MAX, Datagram, MIN_DATAGRAM_BUF, RecvFromStream};
 pub use unix::{UnixListener, UnixStream};
 
 /// The read, write and shutdown calls of a connected stream socket type

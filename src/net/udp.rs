@@ -9,14 +9,17 @@ use super::addr::{from_raw, resolve, to_raw};
 use super::fd_traits;
 use super::socket::{bind, connect_now, socket, with_std};
 use super::tcp::domain_of;
+use super::udp_multi::{DgramStashCell, RecvFromStream};
 use crate::error::{Error, Result};
 use crate::io::fd::RingFd;
 use crate::io::ops::{self, WriteTo};
-use crate::io::{BufResult, Io, IoBuf, IoBufMut};
+use crate::io::{BufResult, BufRing, Io, IoBuf, IoBufMut};
 
 /// A UDP socket.
 pub struct UdpSocket {
     fd: RingFd,
+    /// Datagrams a dropped [`RecvFromStream`] had received, returned first.
+    rx: DgramStashCell,
 }
 
 impl UdpSocket {
@@ -27,7 +30,10 @@ impl UdpSocket {
         for a in resolve(addr)? {
             let attempt = socket(domain_of(&a), libc::SOCK_DGRAM).and_then(|fd| {
                 bind(fd.raw(), &to_raw(&a))?;
-                Ok(UdpSocket { fd })
+                Ok(UdpSocket {
+                    fd,
+                    rx: DgramStashCell::default(),
+                })
             });
             match attempt {
                 Ok(s) => return Ok(s),
@@ -72,14 +78,21 @@ impl UdpSocket {
     /// Receives one datagram into `buf` (its whole capacity; a longer
     /// datagram is truncated): its length and sender. A buffer with no
     /// capacity is `Error::InvalidArgument` (use `Vec::with_capacity(n)`).
+    /// Datagrams a dropped [`RecvFromStream`] had already received are
+    /// returned first, without a ring operation.
     #[track_caller]
     pub fn recv_from<B: IoBufMut>(
         &self,
-        buf: B,
+        mut buf: B,
     ) -> Io<impl Future<Output = BufResult<(usize, SocketAddr), B>> + '_> {
         let fd = self.fd.raw();
         Io::new(async move {
             let _me = self;
+            if buf.bytes_total() > 0 {
+                if let Some(got) = self.rx.recv_into(&mut buf) {
+                    return (Ok(got), buf);
+                }
+            }
             let (res, buf) = ops::recv_msg(fd, buf).await;
             let res = res.and_then(|(n, storage, len)| Ok((n, from_raw(&storage, len)?)));
             (res, buf)
@@ -98,14 +111,34 @@ impl UdpSocket {
 
     /// Receives one datagram from the connected peer into `buf`. A buffer
     /// with no capacity is `Error::InvalidArgument` (use
-    /// `Vec::with_capacity(n)`).
+    /// `Vec::with_capacity(n)`). Datagrams a dropped [`RecvFromStream`] had
+    /// already received are returned first.
     #[track_caller]
-    pub fn recv<B: IoBufMut>(&self, buf: B) -> Io<impl Future<Output = BufResult<usize, B>> + '_> {
+    pub fn recv<B: IoBufMut>(
+        &self,
+        mut buf: B,
+    ) -> Io<impl Future<Output = BufResult<usize, B>> + '_> {
         let fd = self.fd.raw();
         Io::new(async move {
             let _me = self;
+            if buf.bytes_total() > 0 {
+                if let Some((n, _)) = self.rx.recv_into(&mut buf) {
+                    return (Ok(n), buf);
+                }
+            }
             ops::recv(fd, buf, 0).await
         })
+    }
+
+    /// Receives datagrams into buffers of `ring` as they arrive: a stream
+    /// of [`Datagram`](crate::net::Datagram)s with their sources, one
+    /// multishot `IORING_OP_RECVMSG` on Linux 6.0+ with a kernel-registered
+    /// pool, a `recv_from` per datagram with a user-space one (see
+    /// [`RecvFromStream`]). Datagrams received but not yet handed out when
+    /// the stream is dropped stay with the socket, for its next
+    /// `recv_from`, `recv` or stream.
+    pub fn recv_from_multishot(&self, ring: &BufRing) -> RecvFromStream<'_> {
+        RecvFromStream::new(self.fd.raw(), ring, self.rx.get())
     }
 
     /// The address the socket is bound to.
@@ -129,11 +162,12 @@ impl UdpSocket {
         UdpSocket {
             // SAFETY: the std socket gave up its descriptor to us.
             fd: unsafe { RingFd::from_raw(sock.into_raw_fd()) },
+            rx: DgramStashCell::default(),
         }
     }
 }
 
-fd_traits!(UdpSocket);
+fd_traits!(UdpSocket, rx);
 
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

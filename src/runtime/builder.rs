@@ -32,6 +32,8 @@ pub struct Builder {
     ext_arg: bool,
     /// SQPOLL, COOP_TASKRUN, CQ size (issue 14).
     ring_setup: crate::driver::RingSetup,
+    /// Thread-per-core: the CPU of each core's SQPOLL thread.
+    sqpoll_cpus: Option<Vec<u32>>,
 }
 
 impl Default for Builder {
@@ -47,6 +49,7 @@ impl Default for Builder {
             msg_ring: true,
             ext_arg: true,
             ring_setup: crate::driver::RingSetup::default(),
+            sqpoll_cpus: None,
         }
     }
 }
@@ -116,11 +119,20 @@ impl Builder {
     /// `sched_setaffinity`, each with its own loop and ring, all idle until
     /// [`MultiRuntime::run_on_each`](crate::MultiRuntime::run_on_each).
     ///
+    /// Every core's ring is set up with this builder's ring options
+    /// ([`ring_entries`](Builder::ring_entries), [`sqpoll`](Builder::sqpoll)
+    /// — one SQPOLL kernel thread per core —,
+    /// [`coop_taskrun`](Builder::coop_taskrun),
+    /// [`cq_entries`](Builder::cq_entries),
+    /// [`defer_taskrun`](Builder::defer_taskrun),
+    /// [`ext_arg`](Builder::ext_arg),
+    /// [`without_opcodes`](Builder::without_opcodes)).
+    ///
     /// Errors say what to change: a CPU the kernel refuses to pin to (not
     /// online, not in the process's allowed set), a ring that cannot be set
-    /// up, `cores(0)`, or a [`logger`](Builder::logger) (an `Rc`, bound to
-    /// one thread: install an exception handler in each core's future
-    /// instead).
+    /// up (the first core's error), `cores(0)`, or a
+    /// [`logger`](Builder::logger) (an `Rc`, bound to one thread: install
+    /// an exception handler in each core's future instead).
     pub fn build_multi(self) -> Result<crate::MultiRuntime> {
         if self.custom_logger {
             return Err(Error::InvalidArgument(
@@ -129,10 +141,14 @@ impl Builder {
                     .into(),
             ));
         }
-        if self.ring_setup != crate::driver::RingSetup::default() {
+        if self.sqpoll_cpus.as_ref().is_some_and(|c| c.is_empty()) {
             return Err(Error::InvalidArgument(
-                "sqpoll, coop_taskrun, cq_entries and without_opcodes apply to build() (one loop) only for now"
-                    .into(),
+                "sqpoll_cpus(..) was given no CPU".into(),
+            ));
+        }
+        if self.sqpoll_cpus.is_some() && self.ring_setup.sqpoll_idle_ms.is_none() {
+            return Err(Error::InvalidArgument(
+                "sqpoll_cpus needs sqpoll: it pins the cores' SQPOLL kernel threads".into(),
             ));
         }
         crate::threads::multi::MultiRuntime::start(crate::threads::multi::MultiConfig {
@@ -142,7 +158,16 @@ impl Builder {
             debug: self.debug,
             slow_callback_duration: self.slow_callback_duration,
             msg_ring: self.msg_ring,
+            ext_arg: self.ext_arg,
+            ring_setup: self.ring_setup,
+            sqpoll_cpus: self.sqpoll_cpus,
         })
+    }
+
+    /// The ring options of one core's loop (thread-per-core).
+    pub(crate) fn ring_setup(mut self, setup: crate::driver::RingSetup) -> Self {
+        self.ring_setup = setup;
+        self
     }
 
     /// Whether other loops may wake this one with `IORING_OP_MSG_RING`
@@ -159,7 +184,8 @@ impl Builder {
     /// has it; on by default. Off, the loop waits as it does on older
     /// kernels, with one `IORING_OP_TIMEOUT` armed for its earliest
     /// deadline: a way to test that path on a new kernel. Applies to
-    /// [`build`](Builder::build).
+    /// [`build`](Builder::build) and to every core of
+    /// [`build_multi`](Builder::build_multi).
     pub fn ext_arg(mut self, on: bool) -> Self {
         self.ext_arg = on;
         self
@@ -170,7 +196,8 @@ impl Builder {
     /// work only when the loop enters it, sparing interrupts (10–19 % less
     /// CPU per request measured here). Off, the ring is set up as on an
     /// older kernel — a way to test that path. Applies to
-    /// [`build`](Builder::build).
+    /// [`build`](Builder::build) and to every core of
+    /// [`build_multi`](Builder::build_multi).
     pub fn defer_taskrun(mut self, on: bool) -> Self {
         self.ring_setup.plain = !on;
         self
@@ -194,9 +221,21 @@ impl Builder {
 
     /// Pins the [`sqpoll`](Builder::sqpoll) kernel thread to `cpu`
     /// (`IORING_SETUP_SQ_AFF`): give it a CPU the loop's thread does not
-    /// use, or the two take turns on one.
+    /// use, or the two take turns on one. With
+    /// [`build_multi`](Builder::build_multi) it pins every core's SQPOLL
+    /// thread to that one CPU (see [`sqpoll_cpus`](Builder::sqpoll_cpus)
+    /// for one each).
     pub fn sqpoll_cpu(mut self, cpu: u32) -> Self {
         self.ring_setup.sqpoll_cpu = Some(cpu);
+        self
+    }
+
+    /// Thread-per-core: pins core `i`'s [`sqpoll`](Builder::sqpoll) kernel
+    /// thread to `cpus[i]` (round-robin if there are more cores than CPUs
+    /// listed), instead of one CPU for all. Needs `sqpoll`; applies to
+    /// [`build_multi`](Builder::build_multi) only.
+    pub fn sqpoll_cpus(mut self, cpus: impl IntoIterator<Item = u32>) -> Self {
+        self.sqpoll_cpus = Some(cpus.into_iter().collect());
         self
     }
 
@@ -206,7 +245,8 @@ impl Builder {
     /// at any system call rather than only when the loop reaps. Use it to
     /// compare, or on 5.19–6.0 kernels where `DEFER_TASKRUN` is missing; the
     /// default is as cheap or cheaper on newer ones. A kernel without it
-    /// gives `Error::Unsupported`. Applies to [`build`](Builder::build).
+    /// gives `Error::Unsupported`. Applies to [`build`](Builder::build)
+    /// and to every core of [`build_multi`](Builder::build_multi).
     pub fn coop_taskrun(mut self, on: bool) -> Self {
         self.ring_setup.coop_taskrun = on;
         self
@@ -219,7 +259,8 @@ impl Builder {
     /// than a loop turn reaps them: completions that do not fit wait in the
     /// kernel's overflow list (none is lost, but each overflow costs an
     /// extra trip into the kernel, counted in `DriverStats::cq_overflows`).
-    /// Applies to [`build`](Builder::build).
+    /// Applies to [`build`](Builder::build) and to every core of
+    /// [`build_multi`](Builder::build_multi).
     pub fn cq_entries(mut self, n: u32) -> Self {
         self.ring_setup.cq_entries = Some(n);
         self
@@ -230,7 +271,8 @@ impl Builder {
     /// them runs on this one: a fallback (plain send for
     /// `TcpStream::send_zc` without `IORING_OP_SEND_ZC`; a user-space
     /// `io::BufRing` without it, which marks Linux 6.0) or
-    /// `Error::Unsupported` naming the opcode. For tests.
+    /// `Error::Unsupported` naming the opcode. For tests; applies to
+    /// every core of [`build_multi`](Builder::build_multi) too.
     pub fn without_opcodes(mut self, codes: impl IntoIterator<Item = u8>) -> Self {
         for c in codes {
             if c < 128 {
@@ -248,6 +290,13 @@ impl Builder {
         if self.cores.is_some_and(|n| n != 1) || self.cpus.is_some() {
             return Err(Error::InvalidArgument(
                 "cores(n)/cpus(..) run one loop per core on its own thread: build with build_multi()"
+                    .into(),
+            ));
+        }
+        if self.sqpoll_cpus.is_some() {
+            return Err(Error::InvalidArgument(
+                "sqpoll_cpus(..) pins each core's SQPOLL thread: build with build_multi(), \
+                 or use sqpoll_cpu for one loop"
                     .into(),
             ));
         }

@@ -28,6 +28,12 @@ pub(crate) struct MultiConfig {
     pub(crate) debug: bool,
     pub(crate) slow_callback_duration: Duration,
     pub(crate) msg_ring: bool,
+    pub(crate) ext_arg: bool,
+    /// Each core's ring is set up so (SQPOLL, COOP_TASKRUN, CQ size,
+    /// DEFER_TASKRUN, hidden opcodes).
+    pub(crate) ring_setup: crate::driver::RingSetup,
+    /// Core `i`'s SQPOLL thread goes to `sqpoll_cpus[i % len]`.
+    pub(crate) sqpoll_cpus: Option<Vec<u32>>,
 }
 
 type Job = Box<dyn FnOnce(&mut Runtime) + Send>;
@@ -218,12 +224,17 @@ impl MultiRuntime {
         for (i, &cpu) in cpus.iter().enumerate() {
             let (ready_tx, ready_rx) = mpsc::channel::<Result<LoopHandle>>();
             let (job_tx, job_rx) = mpsc::channel::<Job>();
-            let (entries, debug, slow, msg_ring) = (
+            let (entries, debug, slow, msg_ring, ext_arg) = (
                 config.ring_entries,
                 config.debug,
                 config.slow_callback_duration,
                 config.msg_ring,
+                config.ext_arg,
             );
+            let mut setup = config.ring_setup;
+            if let Some(list) = &config.sqpoll_cpus {
+                setup.sqpoll_cpu = Some(list[i % list.len()]);
+            }
             let spawned = std::thread::Builder::new()
                 .name(format!("ringio-core-{i}"))
                 .spawn(move || {
@@ -233,6 +244,8 @@ impl MultiRuntime {
                             .debug(debug)
                             .slow_callback_duration(slow)
                             .msg_ring(msg_ring)
+                            .ext_arg(ext_arg)
+                            .ring_setup(setup)
                             .build()
                     });
                     let mut rt = match built {
