@@ -77,7 +77,7 @@
 //! ```
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -107,15 +107,29 @@ impl<S: AsRawFd + Unpin> Write for Compat<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        futures_util::io::AsyncWrite::poll_write(self, cx, data)
+        self.get_mut().poll_write_from(cx, &[IoSlice::new(data)])
+    }
+
+    /// Gathers the slices into one ring write (up to the adapter's buffer
+    /// capacity), instead of a write per slice.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_from(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures_util::io::AsyncWrite::poll_flush(self, cx)
+        self.get_mut().poll_write_done(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures_util::io::AsyncWrite::poll_close(self, cx)
+        self.get_mut().poll_close_inner(cx)
     }
 }
 
