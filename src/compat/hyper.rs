@@ -9,7 +9,10 @@
 //!   adapter's buffer and are copied into hyper's; writes are write-behind
 //!   (`poll_write` copies and submits, reports the bytes written, and the
 //!   next write or `poll_flush` waits for the send — hyper flushes after
-//!   every message it writes).
+//!   every message it writes). It reports `is_write_vectored`, so hyper
+//!   hands a message's head and body as separate slices, which the adapter
+//!   gathers into one send instead of hyper copying them into one buffer
+//!   first.
 //! - **Executor**: [`LocalExecutor`] implements `hyper::rt::Executor`; each
 //!   future hyper hands it (HTTP/2 streams and the client's connection
 //!   work) becomes a ringio task on the running loop with

@@ -21,7 +21,9 @@
 //!   The next `poll_write` waits for that send to finish, and an error it
 //!   got shows up there or at `poll_flush`/`poll_shutdown`. So call
 //!   `poll_flush` (`flush().await`) before relying on the peer having the
-//!   bytes; `poll_shutdown` flushes, then shuts the socket's write half.
+//!   bytes; `poll_shutdown` flushes, then shuts the socket's write half. A
+//!   vectored write gathers its slices into the buffer and sends them with
+//!   one ring operation (`is_write_vectored` is `true`).
 //! - **Cancellation**: the operations are ringio await points. Cancelling
 //!   the task that polls the adapter cancels the operation in flight
 //!   (`IORING_OP_ASYNC_CANCEL`) and the poll returns an `io::Error` that

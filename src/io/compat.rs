@@ -4,10 +4,15 @@
 //! Those traits lend the caller's `&mut [u8]` for one poll only, but the
 //! kernel needs a buffer that lives until the completion is reaped. So the
 //! adapter owns a read buffer and a write buffer, hands them to the ring
-//! (through the same operation helpers as the owned-buffer API, so probe
-//! checks, deadlines and cancellation behave the same), and copies between
-//! them and the caller's slices. A read the caller stopped waiting for keeps
-//! going and its bytes are served by the next `poll_read` (nothing lost).
+//! (through the same operations as the owned-buffer API, so probe checks,
+//! deadlines and cancellation behave the same), and copies between them and
+//! the caller's slices. A read the caller stopped waiting for keeps going
+//! and its bytes are served by the next `poll_read` (nothing lost).
+//!
+//! The operations in flight are named futures (`ops::ReadOp`,
+//! `ops::WriteAllOp`) kept in the adapter's fields, not boxed `async fn`
+//! futures: a read or a write costs no allocation, and both buffers are
+//! reused from one operation to the next.
 
 use std::fmt;
 use std::future::Future;
@@ -33,7 +38,8 @@ type OpFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 /// adapter's buffer, starts sending them and reports them written; an error
 /// from the ring shows up at the next `poll_write`, `poll_flush` or
 /// `poll_close`. `poll_close` flushes and shuts down the write half of a
-/// socket.
+/// socket. A vectored write (`poll_write_vectored`) gathers its slices, in
+/// order and up to the buffer's capacity, into one ring write.
 ///
 /// A deadline applies as for the owned-buffer calls: poll the adapter's
 /// futures inside [`with_timeout`](crate::io::with_timeout) and the ring
