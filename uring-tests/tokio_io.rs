@@ -305,3 +305,46 @@ fn dropped_adapter_mid_write_never_sends_to_a_reused_descriptor() {
     let n = std::io::Read::read(&mut old_b, &mut got).unwrap();
     assert_eq!(&got[..n], b"payload", "the send reached its own socket");
 }
+
+/// A write that cannot start reports why at once instead of taking the
+/// bytes: outside a running loop it is the "no running event loop" error,
+/// and in a task with a cancellation pending it delivers the cancellation,
+/// with nothing sent.
+#[test]
+fn a_write_that_cannot_start_reports_it_at_once() {
+    use futures_util::FutureExt;
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    let a = {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the std stream gives up its descriptor to ringio's.
+        unsafe { UnixStream::from_raw_fd(a.into_raw_fd()) }
+    };
+    let mut w = Compat::new(a);
+    let e = w
+        .write(b"x")
+        .now_or_never()
+        .expect("ready at once")
+        .unwrap_err();
+    let e = ringio::Error::from(e);
+    assert!(e.to_string().contains("no running event loop"), "{e}");
+
+    block_on(async move {
+        let task = ringio::create_task(async move {
+            ringio::current_task().unwrap().cancel();
+            let r = w.write(b"lost").await;
+            Ok::<_, ringio::Error>(r.map_err(ringio::Error::from))
+        });
+        let r = task.await?;
+        assert!(r.as_ref().is_err_and(ringio::Error::is_cancelled), "{r:?}");
+        settle().await;
+        Ok::<_, ringio::Error>(())
+    })
+    .unwrap();
+    let mut got = [0u8; 8];
+    let r = std::io::Read::read(&mut b, &mut got);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) || matches!(r, Ok(0)),
+        "a cancelled write sent bytes: {r:?}"
+    );
+}

@@ -25,6 +25,7 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 
 use super::ops::{self, ReadOp, WriteAllOp, WriteTo};
 use crate::error::{Error, Result};
+use crate::task::await_point::AwaitPoint;
 
 /// Default size of each of the adapter's two buffers.
 const DEFAULT_CAPACITY: usize = 64 * 1024;
@@ -223,11 +224,19 @@ impl<S: AsRawFd> Compat<S> {
         } else {
             WriteTo::File(u64::MAX)
         };
-        self.write_op = Some(WriteAllOp::new(self.fd, buf, to));
-        // Polled now, not only at the next write: the bytes are reported
-        // written, so an error the ring gave at once is reported instead.
-        if let Poll::Ready(Err(e)) = self.poll_write_done(cx) {
-            return Poll::Ready(Err(e));
+        let op = WriteAllOp::new(self.fd, buf, to);
+        // An op that never reached the ring, or one held back because the
+        // task has a cancellation pending, ends at its first poll: poll it
+        // now, so that this write reports that error (or delivers the
+        // cancellation) instead of taking the bytes. A submitted op is not
+        // done yet (its SQE reaches the kernel at the loop's next
+        // submission), and the next write or flush polls it anyway.
+        let settle_now = !op.submitted() || AwaitPoint::current().is_pending();
+        self.write_op = Some(op);
+        if settle_now {
+            if let Poll::Ready(Err(e)) = self.poll_write_done(cx) {
+                return Poll::Ready(Err(e));
+            }
         }
         Poll::Ready(Ok(n))
     }

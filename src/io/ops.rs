@@ -970,6 +970,18 @@ impl<B: IoBuf> WriteAllOp<B> {
         }
     }
 
+    /// Whether the first operation went to the ring: `false` when it ends
+    /// at its first poll without touching the kernel (nothing to write, no
+    /// running loop, an opcode the ring lacks, a deadline already past).
+    pub(crate) fn submitted(&self) -> bool {
+        matches!(
+            &self.state,
+            WriteState::Running(SubmitOp {
+                state: SubmitState::Plain(_) | SubmitState::Timed(_)
+            })
+        )
+    }
+
     /// Submits the write of `buf[done..total]`.
     fn start(fd: RawFd, buf: B, to: WriteTo, done: usize, total: usize) -> SubmitOp<B> {
         // In bounds: done < total <= the buffer's length.
