@@ -348,3 +348,38 @@ fn a_write_that_cannot_start_reports_it_at_once() {
         "a cancelled write sent bytes: {r:?}"
     );
 }
+
+/// Writes under a deadline to a peer that reads nothing: once the socket's
+/// buffer is full, a send waits, its linked timeout fires at the deadline,
+/// and the write-behind reports `TimedOut` (`Error::Timeout` through `?`)
+/// at the next write. Nothing is left in flight.
+#[test]
+fn writes_under_a_deadline_time_out_when_the_peer_reads_nothing() {
+    block_on(async {
+        let (a, _b) = UnixStream::pair()?;
+        let mut w = Compat::with_capacity(64 * 1024, a);
+        let chunk = vec![7u8; 64 * 1024];
+        let t0 = std::time::Instant::now();
+        let mut sent = 0usize;
+        let e = ringio::io::with_timeout(ms(100), async {
+            loop {
+                if let Err(e) = w.write_all(&chunk).await {
+                    return Err::<(), _>(e);
+                }
+                sent += chunk.len();
+            }
+        })
+        .await
+        .unwrap_err();
+        let took = t0.elapsed();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e:?}");
+        assert!(matches!(ringio::Error::from(e), ringio::Error::Timeout));
+        assert!(took >= ms(100), "timed out early: {took:?}");
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+        assert!(sent > 0, "the first writes fit in the socket's buffer");
+        drop(w);
+        settle().await;
+        Ok::<_, ringio::Error>(())
+    })
+    .unwrap();
+}
