@@ -361,16 +361,14 @@ fn writes_under_a_deadline_time_out_when_the_peer_reads_nothing() {
         let chunk = vec![7u8; 64 * 1024];
         let t0 = std::time::Instant::now();
         let mut sent = 0usize;
-        let e = ringio::io::with_timeout(ms(100), async {
+        let r: std::io::Result<()> = ringio::io::with_timeout(ms(100), async {
             loop {
-                if let Err(e) = w.write_all(&chunk).await {
-                    return Err::<(), _>(e);
-                }
+                w.write_all(&chunk).await?;
                 sent += chunk.len();
             }
         })
-        .await
-        .unwrap_err();
+        .await;
+        let e = r.unwrap_err();
         let took = t0.elapsed();
         assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e:?}");
         assert!(matches!(ringio::Error::from(e), ringio::Error::Timeout));
