@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # HTTP plaintext benchmark (issue 15): hyper on ringio (examples/http.rs)
-# against hyper on tokio's current_thread runtime (benches/http_tokio.rs),
+# against hyper on tokio's current_thread runtime (benches/http/tokio_server.rs),
 # each server on one core, loaded by wrk on loopback. Not part of CI: the
 # figures need a quiet machine. Needs wrk (Debian: apt-get install wrk).
 # Besides wrk's req/s and p99 it prints the server's CPU time per request
 # (from /proc), which other load on the machine disturbs less.
 # Knobs: HTTP_BENCH_SECS (default 10), HTTP_BENCH_CONNS (default 256),
-# HTTP_BENCH_RUNS (default 1).
+# HTTP_BENCH_RUNS (default 1; with more, the runs alternate ringio, tokio,
+# ringio, ... and the medians and the median per-run ratio are printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +32,9 @@ pid=
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
-# bench NAME PORT CMD...: start the server, wait for it, run wrk, stop it.
+# bench NAME PORT CMD...: start the server, wait for it, warm it up with a
+# 1 s wrk run (connections made, buffers grown), run wrk, stop it.
+results=$(mktemp)
 bench() {
     local name=$1 port=$2
     shift 2
@@ -41,29 +44,49 @@ bench() {
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
         sleep 0.1
     done
-    local out t0 t1
-    t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    "${client_cpu[@]}" wrk -t1 -c"$conns" -d1s "http://127.0.0.1:$port/" >/dev/null
+    local out u0 s0 u1 s1
+    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     out=$("${client_cpu[@]}" wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$port/")
-    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     pid=
-    local rps p99 reqs cpu errors
+    local rps p99 reqs user sys errors
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else v = v * 1000; print v}' <<<"$out")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-    # The server's user+system CPU time over the run, per request.
-    cpu=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="$reqs" \
-        'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-" }')
+    # The server's user and system CPU time over the run, per request.
+    per_req() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$reqs" \
+        'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-" }'; }
+    user=$(per_req "$((u1 - u0))")
+    sys=$(per_req "$((s1 - s0))")
     errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ' || true)
-    printf '%-14s %12s req/s   p99 %10s   server CPU %6s us/req   %s\n' \
-        "$name" "$rps" "$p99" "$cpu" "$errors"
+    printf '%-14s %10s req/s   p99 %8s ms   server CPU %6s user + %6s sys us/req   %s\n' \
+        "$name" "$rps" "$p99" "$user" "$sys" "$errors"
+    echo "$name $rps $p99 $user $sys" >>"$results"
 }
 
 echo "machine: $(nproc) cpus, kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -t1 -c$conns -d${secs}s --latency, server on one core"
+echo "wrk -t1 -c$conns -d${secs}s --latency, server on one core, runs alternating"
 for run in $(seq "$runs"); do
     [ "$runs" -gt 1 ] && echo "-- run $run"
     bench "ringio+hyper" 18080 target/release/examples/http --cores 1
     bench "tokio+hyper" 18081 target/release/examples/http_tokio
 done
+if [ "$runs" -gt 1 ]; then
+    # Medians over the runs, and the median of the per-run req/s ratios
+    # (each ratio from two runs next to each other in time).
+    awk '
+        function median(a, n,   i, j, t) {
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        $1 == "ringio+hyper" { n++; r[n] = $2; rp[n] = $3; ru[n] = $4 + $5 }
+        $1 == "tokio+hyper" { m++; t[m] = $2; tp[m] = $3; tu[m] = $4 + $5; q[m] = r[m] / $2 }
+        END {
+            printf "median of %d runs: ringio %.0f req/s, p99 %.2f ms, %.2f us/req; ", n, median(r, n), median(rp, n), median(ru, n)
+            printf "tokio %.0f req/s, p99 %.2f ms, %.2f us/req; ringio/tokio req/s %.3f\n", median(t, m), median(tp, m), median(tu, m), median(q, m)
+        }' "$results"
+fi
+rm -f "$results"

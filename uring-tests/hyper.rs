@@ -220,3 +220,89 @@ fn header_read_timeout_fires_on_the_ring_timer() {
     })
     .unwrap();
 }
+
+/// Pipelined HTTP/1.1 requests through an adapter whose buffers are
+/// smaller than a response: hyper hands its head and body as separate
+/// slices (`poll_write_vectored`, which the adapter gathers into one send
+/// up to its capacity), and the client reads every response whole and in
+/// order.
+#[test]
+fn pipelined_requests_through_small_adapter_buffers() {
+    block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = ringio::create_task(async move {
+            let (stream, _) = listener.accept().await?;
+            drive(
+                hyper::server::conn::http1::Builder::new()
+                    .timer(RingTimer)
+                    .serve_connection(Compat::with_capacity(1000, stream), service_fn(reverse)),
+            )
+            .await
+        });
+        let stream = TcpStream::connect(addr).await?;
+        let bodies: Vec<Vec<u8>> = [5usize, 2500, 0, 999, 40_000]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| pattern(50 + i as u64, len))
+            .collect();
+        // All requests in one write, before any response is read.
+        let mut reqs = Vec::new();
+        for (i, b) in bodies.iter().enumerate() {
+            reqs.extend_from_slice(
+                format!(
+                    "POST /p/{i} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+                    b.len()
+                )
+                .as_bytes(),
+            );
+            reqs.extend_from_slice(b);
+        }
+        let (r, _) = stream.write_all(reqs).await;
+        r?;
+        // Read the responses until the last body is complete.
+        let mut got = Vec::new();
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut responses = Vec::new();
+        while responses.len() < bodies.len() {
+            buf.clear();
+            let (n, b) = stream.read(buf).await;
+            buf = b;
+            assert!(n? > 0, "the server closed early");
+            got.extend_from_slice(&buf);
+            // Split off complete responses (Content-Length framed).
+            while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .expect("content-length")
+                    .trim()
+                    .parse()
+                    .unwrap();
+                if got.len() < end + 4 + len {
+                    break;
+                }
+                let body = got[end + 4..end + 4 + len].to_vec();
+                responses.push((head, body));
+                got.drain(..end + 4 + len);
+            }
+        }
+        for (i, ((head, body), sent)) in responses.iter().zip(&bodies).enumerate() {
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            assert!(
+                head.contains(&format!("x-path: /p/{i}")),
+                "out of order: {head}"
+            );
+            let mut want = sent.clone();
+            want.reverse();
+            assert!(*body == want, "body {i} of {} bytes differs", sent.len());
+        }
+        assert!(got.is_empty(), "bytes after the last response");
+        stream.shutdown(std::net::Shutdown::Write).await?;
+        server.await?;
+        settle().await;
+        Ok::<_, ringio::Error>(())
+    })
+    .unwrap();
+}

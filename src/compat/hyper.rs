@@ -9,7 +9,10 @@
 //!   adapter's buffer and are copied into hyper's; writes are write-behind
 //!   (`poll_write` copies and submits, reports the bytes written, and the
 //!   next write or `poll_flush` waits for the send — hyper flushes after
-//!   every message it writes).
+//!   every message it writes). It reports `is_write_vectored`, so hyper
+//!   hands a message's head and body as separate slices, which the adapter
+//!   gathers into one send instead of hyper copying them into one buffer
+//!   first.
 //! - **Executor**: [`LocalExecutor`] implements `hyper::rt::Executor`; each
 //!   future hyper hands it (HTTP/2 streams and the client's connection
 //!   work) becomes a ringio task on the running loop with
@@ -77,7 +80,7 @@
 //! ```
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -107,15 +110,29 @@ impl<S: AsRawFd + Unpin> Write for Compat<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        futures_util::io::AsyncWrite::poll_write(self, cx, data)
+        self.get_mut().poll_write_from(cx, &[IoSlice::new(data)])
+    }
+
+    /// Gathers the slices into one ring write (up to the adapter's buffer
+    /// capacity), instead of a write per slice.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_from(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures_util::io::AsyncWrite::poll_flush(self, cx)
+        self.get_mut().poll_write_done(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures_util::io::AsyncWrite::poll_close(self, cx)
+        self.get_mut().poll_close_inner(cx)
     }
 }
 

@@ -21,7 +21,9 @@
 //!   The next `poll_write` waits for that send to finish, and an error it
 //!   got shows up there or at `poll_flush`/`poll_shutdown`. So call
 //!   `poll_flush` (`flush().await`) before relying on the peer having the
-//!   bytes; `poll_shutdown` flushes, then shuts the socket's write half.
+//!   bytes; `poll_shutdown` flushes, then shuts the socket's write half. A
+//!   vectored write gathers its slices into the buffer and sends them with
+//!   one ring operation (`is_write_vectored` is `true`).
 //! - **Cancellation**: the operations are ringio await points. Cancelling
 //!   the task that polls the adapter cancels the operation in flight
 //!   (`IORING_OP_ASYNC_CANCEL`) and the poll returns an `io::Error` that
@@ -46,7 +48,7 @@
 //! .unwrap();
 //! ```
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -74,14 +76,28 @@ impl<S: AsRawFd + Unpin> AsyncWrite for Compat<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        futures_util::io::AsyncWrite::poll_write(self, cx, data)
+        self.get_mut().poll_write_from(cx, &[IoSlice::new(data)])
+    }
+
+    /// Gathers the slices into one ring write (up to the adapter's buffer
+    /// capacity), instead of a write per slice.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_from(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures_util::io::AsyncWrite::poll_flush(self, cx)
+        self.get_mut().poll_write_done(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures_util::io::AsyncWrite::poll_close(self, cx)
+        self.get_mut().poll_close_inner(cx)
     }
 }

@@ -4,23 +4,28 @@
 //! Those traits lend the caller's `&mut [u8]` for one poll only, but the
 //! kernel needs a buffer that lives until the completion is reaped. So the
 //! adapter owns a read buffer and a write buffer, hands them to the ring
-//! (through the same operation helpers as the owned-buffer API, so probe
-//! checks, deadlines and cancellation behave the same), and copies between
-//! them and the caller's slices. A read the caller stopped waiting for keeps
-//! going and its bytes are served by the next `poll_read` (nothing lost).
+//! (through the same operations as the owned-buffer API, so probe checks,
+//! deadlines and cancellation behave the same), and copies between them and
+//! the caller's slices. A read the caller stopped waiting for keeps going
+//! and its bytes are served by the next `poll_read` (nothing lost).
+//!
+//! The operations in flight are named futures (`ops::ReadOp`,
+//! `ops::WriteAllOp`) kept in the adapter's fields, not boxed `async fn`
+//! futures: a read or a write costs no allocation, and both buffers are
+//! reused from one operation to the next.
 
 use std::fmt;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures_util::io::{AsyncRead, AsyncWrite};
 
-use super::buf::BufResult;
-use super::ops::{self, WriteTo};
+use super::ops::{self, ReadOp, WriteAllOp, WriteTo};
 use crate::error::{Error, Result};
+use crate::task::await_point::AwaitPoint;
 
 /// Default size of each of the adapter's two buffers.
 const DEFAULT_CAPACITY: usize = 64 * 1024;
@@ -34,7 +39,8 @@ type OpFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 /// adapter's buffer, starts sending them and reports them written; an error
 /// from the ring shows up at the next `poll_write`, `poll_flush` or
 /// `poll_close`. `poll_close` flushes and shuts down the write half of a
-/// socket.
+/// socket. A vectored write (`poll_write_vectored`) gathers its slices, in
+/// order and up to the buffer's capacity, into one ring write.
 ///
 /// A deadline applies as for the owned-buffer calls: poll the adapter's
 /// futures inside [`with_timeout`](crate::io::with_timeout) and the ring
@@ -52,10 +58,14 @@ pub struct Compat<S> {
     /// buffer is with the kernel.
     rbuf: Option<Vec<u8>>,
     rpos: usize,
-    read_op: Option<OpFuture<BufResult<usize, Vec<u8>>>>,
+    /// The read in flight. Held in place, not boxed: one allocation
+    /// fewer per read.
+    read_op: Option<ReadOp<Vec<u8>>>,
     /// The write buffer, `None` while it is with the kernel.
     wbuf: Option<Vec<u8>>,
-    write_op: Option<OpFuture<BufResult<(), Vec<u8>>>>,
+    /// The write in flight, held in place as `read_op`.
+    write_op: Option<WriteAllOp<Vec<u8>>>,
+    /// Rare (once per stream), so boxed.
     shutdown_op: Option<OpFuture<Result<()>>>,
     shut_down: bool,
     /// Declared last so that it drops last: the op futures above drop
@@ -108,14 +118,14 @@ impl<S: AsRawFd> Compat<S> {
         buf.clear();
         buf.reserve(self.cap);
         let fd = self.fd;
-        // The future owns the buffer. It may outlive its first poll with
-        // its SQE still queued; the descriptor stays open meanwhile because
-        // `inner` is the last field of `self`, dropped after the futures, and
-        // a dropped op future issues its SQE before its drop returns.
+        // The op owns the buffer. It may outlive this poll with its SQE
+        // still queued; the descriptor stays open meanwhile because `inner`
+        // is the last field of `self`, dropped after the ops, and a dropped
+        // op issues its SQE before its drop returns.
         self.read_op = Some(if self.socket {
-            Box::pin(ops::recv(fd, buf, 0))
+            ReadOp::recv(fd, buf, 0)
         } else {
-            Box::pin(ops::read_at(fd, buf, u64::MAX))
+            ReadOp::read_at(fd, buf, u64::MAX)
         });
     }
 
@@ -139,7 +149,7 @@ impl<S: AsRawFd> Compat<S> {
                 }
             }
             if let Some(op) = this.read_op.as_mut() {
-                let (res, mut buf) = ready!(op.as_mut().poll(cx));
+                let (res, mut buf) = ready!(Pin::new(op).poll(cx));
                 this.read_op = None;
                 this.rpos = 0;
                 match res {
@@ -167,15 +177,88 @@ impl<S: AsRawFd> Compat<S> {
     }
 
     /// Drives the in-flight write until its buffer has gone out entirely.
-    fn poll_write_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_write_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Some(op) = self.write_op.as_mut() else {
             return Poll::Ready(Ok(()));
         };
-        let (res, mut buf) = ready!(op.as_mut().poll(cx));
+        let (res, mut buf) = ready!(Pin::new(op).poll(cx));
         self.write_op = None;
         buf.clear();
         self.wbuf = Some(buf);
         Poll::Ready(res.map_err(to_io))
+    }
+
+    /// The write side of every adapter over `Compat`: waits for the
+    /// previous write, then copies up to the buffer's capacity from `bufs`,
+    /// in order, into the write buffer and starts one ring write (a send
+    /// on a socket) for all of it. Returns how many bytes it took.
+    pub(crate) fn poll_write_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_write_done(cx))?;
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        if self.shut_down {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after poll_close",
+            )));
+        }
+        let mut buf = self.wbuf.take().unwrap_or_default();
+        buf.clear();
+        let mut room = self.cap;
+        for b in bufs {
+            let n = b.len().min(room);
+            buf.extend_from_slice(&b[..n]);
+            room -= n;
+            if room == 0 {
+                break;
+            }
+        }
+        let n = buf.len();
+        let to = if self.socket {
+            WriteTo::Socket(0)
+        } else {
+            WriteTo::File(u64::MAX)
+        };
+        let op = WriteAllOp::new(self.fd, buf, to);
+        // An op that never reached the ring, or one held back because the
+        // task has a cancellation pending, ends at its first poll: poll it
+        // now, so that this write reports that error (or delivers the
+        // cancellation) instead of taking the bytes. A submitted op is not
+        // done yet (its SQE reaches the kernel at the loop's next
+        // submission), and the next write or flush polls it anyway.
+        let settle_now = !op.submitted() || AwaitPoint::current().is_pending();
+        self.write_op = Some(op);
+        if settle_now {
+            if let Poll::Ready(Err(e)) = self.poll_write_done(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Flushes, then shuts down a socket's write half (once).
+    pub(crate) fn poll_close_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_done(cx))?;
+        if !self.socket || self.shut_down {
+            return Poll::Ready(Ok(()));
+        }
+        let fd = self.fd;
+        let op = self
+            .shutdown_op
+            .get_or_insert_with(|| Box::pin(ops::shutdown(fd, libc::SHUT_WR)));
+        let res = ready!(op.as_mut().poll(cx));
+        self.shutdown_op = None;
+        self.shut_down = true;
+        match res {
+            // Already shut down or reset by the peer: the write half is closed.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Poll::Ready(Ok(())),
+            r => Poll::Ready(r.map_err(to_io)),
+        }
     }
 }
 
@@ -197,33 +280,17 @@ impl<S: AsRawFd + Unpin> AsyncWrite for Compat<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.poll_write_done(cx))?;
-        if data.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        if this.shut_down {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "write after poll_close",
-            )));
-        }
-        let mut buf = this.wbuf.take().unwrap_or_default();
-        let n = data.len().min(this.cap);
-        buf.clear();
-        buf.extend_from_slice(&data[..n]);
-        let to = if this.socket {
-            WriteTo::Socket(0)
-        } else {
-            WriteTo::File(u64::MAX)
-        };
-        this.write_op = Some(Box::pin(ops::write_all(this.fd, buf, to)));
-        // Start it now rather than at the next poll: the bytes are reported
-        // written, so they should be on their way.
-        if let Poll::Ready(Err(e)) = this.poll_write_done(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Poll::Ready(Ok(n))
+        self.get_mut().poll_write_from(cx, &[IoSlice::new(data)])
+    }
+
+    /// Gathers the slices into one ring write (up to the buffer's
+    /// capacity), instead of a write per slice.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_from(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -231,23 +298,7 @@ impl<S: AsRawFd + Unpin> AsyncWrite for Compat<S> {
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_write_done(cx))?;
-        if !this.socket || this.shut_down {
-            return Poll::Ready(Ok(()));
-        }
-        let fd = this.fd;
-        let op = this
-            .shutdown_op
-            .get_or_insert_with(|| Box::pin(ops::shutdown(fd, libc::SHUT_WR)));
-        let res = ready!(op.as_mut().poll(cx));
-        this.shutdown_op = None;
-        this.shut_down = true;
-        match res {
-            // Already shut down or reset by the peer: the write half is closed.
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Poll::Ready(Ok(())),
-            r => Poll::Ready(r.map_err(to_io)),
-        }
+        self.get_mut().poll_close_inner(cx)
     }
 }
 

@@ -90,62 +90,22 @@ fn kernel_path(path: CString) -> (KernelBox<[u8]>, *const libc::c_char) {
 /// loop, or on a kernel whose ring lacks the opcode, nothing is submitted
 /// and the error comes back with the data.
 ///
-/// A -ECANCELED completion caused by the deadline's linked timeout becomes
-/// `Error::Timeout`; one caused by the task's cancellation is
-/// `Error::Cancelled` (from `Op`).
+/// The SQE is queued when this is called (from inside the caller's poll),
+/// not at the future's first poll. A -ECANCELED completion caused by the
+/// deadline's linked timeout becomes `Error::Timeout`; one caused by the
+/// task's cancellation is `Error::Cancelled` (from `Op`).
 ///
 /// # Safety
 ///
 /// Every pointer in `sqe` must point into heap memory owned by `data`, or to
 /// memory valid for the whole life of the operation.
-pub(crate) async unsafe fn submit<D: 'static>(
+pub(crate) unsafe fn submit<D: 'static>(
     sqe: squeue::Entry,
     data: D,
     cleanup: Option<OrphanCleanup>,
-) -> (Result<u32>, u32, D) {
-    let deadline = current_deadline();
-    match deadline {
-        None => {
-            // No running loop or an opcode the ring lacks: the error, with
-            // the data handed back.
-            // SAFETY: forwarded from the caller.
-            let op = match unsafe { Op::try_submit(sqe, None, data, cleanup) } {
-                Ok(op) => op,
-                Err((e, data)) => return (Err(e), 0, data),
-            };
-            let out = op.await;
-            (out.result, out.flags, out.data)
-        }
-        Some(deadline) => {
-            let now = Instant::now();
-            if deadline <= now {
-                // Already late: do not start an operation the kernel would
-                // cancel at once.
-                return (Err(Error::Timeout), 0, data);
-            }
-            let left = deadline - now;
-            let ts = KernelBox::new(
-                Timespec::new()
-                    .sec(left.as_secs())
-                    .nsec(left.subsec_nanos()),
-            );
-            let link = opcode::LinkTimeout::new(ts.as_ptr().cast_const()).build();
-            // SAFETY: `sqe` points into `data` (caller), the link timeout into
-            // the boxed timespec; both are owned by the op's data.
-            let op = match unsafe { Op::try_submit(sqe, Some(link), (data, ts), cleanup) } {
-                Ok(op) => op,
-                Err((e, (data, _))) => return (Err(e), 0, data),
-            };
-            let out = op.await;
-            let result = match out.result {
-                // Not the task's cancel (that is `Cancelled`), so the linked
-                // timeout fired.
-                Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Err(Error::Timeout),
-                r => r,
-            };
-            (result, out.flags, out.data.0)
-        }
-    }
+) -> SubmitOp<D> {
+    // SAFETY: forwarded from the caller.
+    unsafe { SubmitOp::new(sqe, data, cleanup) }
 }
 
 /// The error of a read into a buffer with no room, or `None` if it has
@@ -166,38 +126,14 @@ fn no_room<B: IoBuf>(buf: &B) -> Option<Error> {
 /// `offset` (`u64::MAX`: the file position; sockets ignore it).
 ///
 /// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
-pub(crate) async fn read_at<B: IoBufMut>(
-    fd: RawFd,
-    mut buf: B,
-    offset: u64,
-) -> BufResult<usize, B> {
-    if let Some(e) = no_room(&buf) {
-        return (Err(e), buf);
-    }
-    let len = buf.bytes_total().min(MAX_LEN) as u32;
-    let sqe = opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), len)
-        .offset(offset)
-        .build();
-    // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the op.
-    let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
-    finish_read(&res, &mut buf);
-    (res.map(|n| n as usize), buf)
+pub(crate) fn read_at<B: IoBufMut>(fd: RawFd, buf: B, offset: u64) -> ReadOp<B> {
+    ReadOp::read_at(fd, buf, offset)
 }
 
 /// Receives into `buf` from socket `fd` (`IORING_OP_RECV`).
 /// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
-pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufResult<usize, B> {
-    if let Some(e) = no_room(&buf) {
-        return (Err(e), buf);
-    }
-    let len = buf.bytes_total().min(MAX_LEN) as u32;
-    let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len)
-        .flags(flags)
-        .build();
-    // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the op.
-    let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
-    finish_read(&res, &mut buf);
-    (res.map(|n| n as usize), buf)
+pub(crate) fn recv<B: IoBufMut>(fd: RawFd, buf: B, flags: i32) -> ReadOp<B> {
+    ReadOp::recv(fd, buf, flags)
 }
 
 /// Receives until `buf`'s whole capacity is filled (from its start), one
@@ -293,34 +229,8 @@ pub(crate) async fn write<B: IoBuf>(fd: RawFd, buf: B, to: WriteTo) -> BufResult
 }
 
 /// Writes every initialised byte of `buf`, one operation after another.
-pub(crate) async fn write_all<B: IoBuf>(fd: RawFd, mut buf: B, to: WriteTo) -> BufResult<(), B> {
-    let total = buf.bytes_init();
-    let mut done = 0;
-    while done < total {
-        // In bounds: done < total <= the buffer's length.
-        let ptr = buf.stable_ptr().wrapping_add(done);
-        let sqe = write_sqe(fd, ptr, total - done, to, done);
-        // SAFETY: the SQE points into `buf`'s stable heap memory, owned by
-        // the op until its completion.
-        let (res, _, b) = unsafe { submit(sqe, buf, None) }.await;
-        buf = b;
-        match res {
-            Ok(0) => {
-                return (
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::WriteZero,
-                        "the kernel accepted 0 bytes of a write: the peer or device takes no more",
-                    )
-                    .into()),
-                    buf,
-                );
-            }
-            Ok(n) => done += n as usize,
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) => return (Err(e), buf),
-        }
-    }
-    (Ok(()), buf)
+pub(crate) fn write_all<B: IoBuf>(fd: RawFd, buf: B, to: WriteTo) -> WriteAllOp<B> {
+    WriteAllOp::new(fd, buf, to)
 }
 
 /// Sends the initialised bytes of `buf` once with `IORING_OP_SEND_ZC`
@@ -743,6 +653,274 @@ pub(crate) async fn mkdir_at(path: CString, mode: u32) -> Result<()> {
     // SAFETY: the SQE points into the path's heap bytes, owned by the op.
     let (res, _, _) = unsafe { submit(sqe, path, None) }.await;
     res.map(|_| ())
+}
+
+/// The future of [`submit`]: the operation is handed to the ring when
+/// this is made (with a linked timeout if a deadline is in effect), and the
+/// future gives `(result, CQE flags, data)`. A named type, so a state
+/// machine that keeps an operation in a field (`io::Compat`) holds one in
+/// place, and the I/O calls built on it are one future deep instead of
+/// two `async fn`s. Dropping it drops the `Op`: the operation is
+/// cancelled, and its SQE issued, as for any dropped op.
+pub(crate) struct SubmitOp<D: 'static> {
+    state: SubmitState<D>,
+}
+
+enum SubmitState<D: 'static> {
+    Plain(Op<D>),
+    /// With the deadline's linked timeout, whose timespec the op owns.
+    Timed(Op<(D, KernelBox<Timespec>)>),
+    /// Never submitted (no running loop, an opcode the ring lacks, a
+    /// deadline already past, a bad argument): the error and the data,
+    /// until the first poll.
+    Failed(Option<(Error, D)>),
+}
+
+impl<D: 'static> SubmitOp<D> {
+    /// Submits `sqe` as [`submit`] does, under the deadline in effect now.
+    ///
+    /// # Safety
+    ///
+    /// As for [`submit`]: every pointer in `sqe` points into heap memory
+    /// owned by `data`, or memory valid for the whole operation.
+    pub(crate) unsafe fn new(
+        sqe: squeue::Entry,
+        data: D,
+        cleanup: Option<OrphanCleanup>,
+    ) -> SubmitOp<D> {
+        let state = match current_deadline() {
+            None => {
+                // SAFETY: forwarded from the caller.
+                match unsafe { Op::try_submit(sqe, None, data, cleanup) } {
+                    Ok(op) => SubmitState::Plain(op),
+                    Err(failed) => SubmitState::Failed(Some(failed)),
+                }
+            }
+            Some(deadline) => {
+                let now = Instant::now();
+                if deadline <= now {
+                    // Already late: do not start an operation the kernel
+                    // would cancel at once.
+                    SubmitState::Failed(Some((Error::Timeout, data)))
+                } else {
+                    let left = deadline - now;
+                    let ts = KernelBox::new(
+                        Timespec::new()
+                            .sec(left.as_secs())
+                            .nsec(left.subsec_nanos()),
+                    );
+                    let link = opcode::LinkTimeout::new(ts.as_ptr().cast_const()).build();
+                    // SAFETY: `sqe` points into `data` (caller), the link
+                    // timeout into the boxed timespec; the op owns both.
+                    match unsafe { Op::try_submit(sqe, Some(link), (data, ts), cleanup) } {
+                        Ok(op) => SubmitState::Timed(op),
+                        Err((e, (data, _))) => SubmitState::Failed(Some((e, data))),
+                    }
+                }
+            }
+        };
+        SubmitOp { state }
+    }
+
+    /// A future that gives `e` and `data` back at its first poll, without
+    /// touching the ring.
+    pub(crate) fn failed(e: Error, data: D) -> SubmitOp<D> {
+        SubmitOp {
+            state: SubmitState::Failed(Some((e, data))),
+        }
+    }
+}
+
+impl<D: 'static> Unpin for SubmitOp<D> {}
+
+impl<D: 'static> std::future::Future for SubmitOp<D> {
+    type Output = (Result<u32>, u32, D);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::{Poll, ready};
+        match &mut self.state {
+            SubmitState::Plain(op) => {
+                let out = ready!(std::pin::Pin::new(op).poll(cx));
+                Poll::Ready((out.result, out.flags, out.data))
+            }
+            SubmitState::Timed(op) => {
+                let out = ready!(std::pin::Pin::new(op).poll(cx));
+                let result = match out.result {
+                    // Not the task's cancel (that is `Cancelled`), so the
+                    // linked timeout fired.
+                    Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Err(Error::Timeout),
+                    r => r,
+                };
+                Poll::Ready((result, out.flags, out.data.0))
+            }
+            SubmitState::Failed(failed) => {
+                let (e, data) = failed.take().expect("SubmitOp polled after completion");
+                Poll::Ready((Err(e), 0, data))
+            }
+        }
+    }
+}
+
+/// The future of [`recv`] (on a socket) and [`read_at`] (on anything
+/// else), started when made: gives the count and the buffer, whose
+/// initialised length is set to the count.
+pub(crate) struct ReadOp<B: IoBufMut> {
+    op: SubmitOp<B>,
+}
+
+impl<B: IoBufMut> ReadOp<B> {
+    /// `IORING_OP_RECV` into `buf` (its whole capacity, from its start).
+    pub(crate) fn recv(fd: RawFd, mut buf: B, flags: i32) -> ReadOp<B> {
+        if let Some(e) = no_room(&buf) {
+            return ReadOp {
+                op: SubmitOp::failed(e, buf),
+            };
+        }
+        let len = buf.bytes_total().min(MAX_LEN) as u32;
+        let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len)
+            .flags(flags)
+            .build();
+        // SAFETY: the SQE points into `buf`'s stable heap memory, owned by
+        // the op.
+        ReadOp {
+            op: unsafe { SubmitOp::new(sqe, buf, None) },
+        }
+    }
+
+    /// `IORING_OP_READ` into `buf` at `offset` (`u64::MAX`: the file
+    /// position).
+    pub(crate) fn read_at(fd: RawFd, mut buf: B, offset: u64) -> ReadOp<B> {
+        if let Some(e) = no_room(&buf) {
+            return ReadOp {
+                op: SubmitOp::failed(e, buf),
+            };
+        }
+        let len = buf.bytes_total().min(MAX_LEN) as u32;
+        let sqe = opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), len)
+            .offset(offset)
+            .build();
+        // SAFETY: the SQE points into `buf`'s stable heap memory, owned by
+        // the op.
+        ReadOp {
+            op: unsafe { SubmitOp::new(sqe, buf, None) },
+        }
+    }
+}
+
+impl<B: IoBufMut> std::future::Future for ReadOp<B> {
+    type Output = BufResult<usize, B>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let (res, _, mut buf) = std::task::ready!(std::pin::Pin::new(&mut self.op).poll(cx));
+        finish_read(&res, &mut buf);
+        std::task::Poll::Ready((res.map(|n| n as usize), buf))
+    }
+}
+
+/// The future of [`write_all`], its first operation started when made:
+/// every initialised byte of the buffer, one send (or write) after another
+/// until all went, then `Ok(())` and the buffer.
+pub(crate) struct WriteAllOp<B: IoBuf> {
+    fd: RawFd,
+    to: WriteTo,
+    total: usize,
+    done: usize,
+    state: WriteState<B>,
+}
+
+enum WriteState<B: IoBuf> {
+    /// The operation in flight.
+    Running(SubmitOp<B>),
+    /// Nothing to write: the buffer, for the first poll.
+    Empty(Option<B>),
+}
+
+impl<B: IoBuf> WriteAllOp<B> {
+    /// Starts writing `buf`'s initialised bytes to `fd`.
+    pub(crate) fn new(fd: RawFd, buf: B, to: WriteTo) -> WriteAllOp<B> {
+        let total = buf.bytes_init();
+        let state = if total == 0 {
+            WriteState::Empty(Some(buf))
+        } else {
+            WriteState::Running(Self::start(fd, buf, to, 0, total))
+        };
+        WriteAllOp {
+            fd,
+            to,
+            total,
+            done: 0,
+            state,
+        }
+    }
+
+    /// Whether the first operation went to the ring: `false` when it ends
+    /// at its first poll without touching the kernel (nothing to write, no
+    /// running loop, an opcode the ring lacks, a deadline already past).
+    pub(crate) fn submitted(&self) -> bool {
+        matches!(
+            &self.state,
+            WriteState::Running(SubmitOp {
+                state: SubmitState::Plain(_) | SubmitState::Timed(_)
+            })
+        )
+    }
+
+    /// Submits the write of `buf[done..total]`.
+    fn start(fd: RawFd, buf: B, to: WriteTo, done: usize, total: usize) -> SubmitOp<B> {
+        // In bounds: done < total <= the buffer's length.
+        let ptr = buf.stable_ptr().wrapping_add(done);
+        let sqe = write_sqe(fd, ptr, total - done, to, done);
+        // SAFETY: the SQE points into `buf`'s stable heap memory, owned by
+        // the op until its completion.
+        unsafe { SubmitOp::new(sqe, buf, None) }
+    }
+}
+
+impl<B: IoBuf> std::future::Future for WriteAllOp<B> {
+    type Output = BufResult<(), B>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::{Poll, ready};
+        let this = &mut *self;
+        loop {
+            let op = match &mut this.state {
+                WriteState::Running(op) => op,
+                WriteState::Empty(buf) => {
+                    let buf = buf.take().expect("WriteAllOp polled after completion");
+                    return Poll::Ready((Ok(()), buf));
+                }
+            };
+            let (res, _, buf) = ready!(std::pin::Pin::new(op).poll(cx));
+            match res {
+                Ok(0) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        "the kernel accepted 0 bytes of a write: the peer or device takes no more",
+                    );
+                    return Poll::Ready((Err(e.into()), buf));
+                }
+                Ok(n) => this.done += n as usize,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Poll::Ready((Err(e), buf)),
+            }
+            if this.done >= this.total {
+                return Poll::Ready((Ok(()), buf));
+            }
+            // The rest, from inside this poll: under the same deadline and
+            // task as the first part.
+            this.state =
+                WriteState::Running(Self::start(this.fd, buf, this.to, this.done, this.total));
+        }
+    }
 }
 
 #[cfg(test)]
