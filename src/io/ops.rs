@@ -99,6 +99,7 @@ fn kernel_path(path: CString) -> (KernelBox<[u8]>, *const libc::c_char) {
 ///
 /// Every pointer in `sqe` must point into heap memory owned by `data`, or to
 /// memory valid for the whole life of the operation.
+#[inline]
 pub(crate) unsafe fn submit<D: 'static>(
     sqe: squeue::Entry,
     data: D,
@@ -683,6 +684,7 @@ impl<D: 'static> SubmitOp<D> {
     ///
     /// As for [`submit`]: every pointer in `sqe` points into heap memory
     /// owned by `data`, or memory valid for the whole operation.
+    #[inline]
     pub(crate) unsafe fn new(
         sqe: squeue::Entry,
         data: D,
@@ -736,6 +738,7 @@ impl<D: 'static> Unpin for SubmitOp<D> {}
 impl<D: 'static> std::future::Future for SubmitOp<D> {
     type Output = (Result<u32>, u32, D);
 
+    #[inline]
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
