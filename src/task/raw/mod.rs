@@ -58,7 +58,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll};
 
 pub(crate) use waker::{WakerRef, loop_local_waker, same_task};
@@ -67,6 +67,7 @@ use super::core::TaskCore;
 use super::outcome::{Slot, State};
 use crate::error::{Error, Result};
 use crate::runtime::shared::LoopShared;
+use crate::sync::{AtomicBool, AtomicU32, fence};
 
 /// The part of the header other threads may touch (through a waker).
 #[repr(C)]
@@ -554,6 +555,8 @@ unsafe fn drop_contents<F, T>(ptr: NonNull<Header>) {
 }
 
 unsafe fn dealloc<F, T>(ptr: NonNull<Header>) {
+    #[cfg(all(test, loom))]
+    loom_tests::freeing(ptr);
     // SAFETY: `refs` reached zero: this is the only pointer left, and the
     // box was made by `RawTask::new` with these types (invariant 7). What
     // is dropped here is empty or `Send` (invariant 3).
@@ -570,5 +573,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "Box<dyn Any>".to_string()
     }
 }
+#[cfg(all(test, loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;
