@@ -21,10 +21,12 @@
 //! - The kernel: the eventfd, its armed read and MSG_RING are
 //!   `crate::sync::model::EventFd` (see there for what that leaves out).
 //! - Memory: loom does not see a free. `dealloc` tells [`freeing`], which
-//!   counts frees and writes a loom-tracked cell standing for the task's
-//!   memory; the future's and the result's drops write it too, and each
-//!   other thread reads it before it gives back its count. A free that
-//!   does not happen after all of these is a data race loom reports.
+//!   counts frees and writes two loom-tracked cells standing for the
+//!   task's memory: its header, which each thread holding a count reads
+//!   before it gives the count back, and its contents, which the drops of
+//!   the future and of the result write (on the loop's thread). A free that
+//!   does not happen after all of these is a data race loom reports; one
+//!   that comes twice, or never, fails the model's asserts.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
