@@ -166,8 +166,17 @@ impl LoopShared {
     }
 
     /// The eventfd read completed: the next push must write again.
+    ///
+    /// A swap, not a store: a push that found the flag still set wrote no
+    /// wake-up and relies on the loop's next look at `pending`. Only by
+    /// reading its write (acquire) is that look sure to see the push;
+    /// after a plain store the loop may read an older `pending`, block in
+    /// the ring, and nothing wakes it (loom_c_* in
+    /// task/raw/loom_tests.rs). The loop's side of the protocol: call this
+    /// before it takes the queue, and look at `has_pending` before every
+    /// block.
     pub(crate) fn rearm(&self) {
-        self.notified.store(false, Ordering::Release);
+        self.notified.swap(false, Ordering::Acquire);
     }
 
     /// Takes everything queued.
