@@ -403,7 +403,13 @@ impl RemoteTask {
         // SAFETY: our count keeps the allocation alive; only the sync
         // header is read here.
         let sync = unsafe { &*self.ptr.as_ptr().cast::<SyncHeader>() };
-        sync.remote_queued.store(false, Ordering::Release);
+        // A swap, not a store: a remote wake that found the flag still set
+        // queued nothing and relies on the poll this entry leads to. Only
+        // by reading its write (acquire) does that poll see what the waker
+        // wrote before waking; after a plain store the poll may read older
+        // values, return `Pending`, and the wake is lost (loom_a_* in
+        // loom_tests.rs).
+        sync.remote_queued.swap(false, Ordering::Acquire);
         // SAFETY: the loop calls this on its own thread (invariant 6).
         let core = unsafe { &self.ptr.as_ref().core };
         if core.local.get() == 0 {
