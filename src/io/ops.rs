@@ -15,7 +15,7 @@ use std::time::Instant;
 use io_uring::types::{Fd, Timespec};
 use io_uring::{opcode, squeue, types};
 
-use super::buf::{BufResult, IoBuf, IoBufMut};
+use super::buf::{BufResult, IoBuf, IoBufMut, KernelBuf};
 use super::fd::close_orphan;
 use super::timeout::{current_caller, current_deadline};
 use crate::driver::OrphanCleanup;
@@ -172,38 +172,36 @@ fn no_room<B: IoBuf>(buf: &B) -> Option<Error> {
 /// `offset` (`u64::MAX`: the file position; sockets ignore it).
 ///
 /// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
-pub(crate) async fn read_at<B: IoBufMut>(
-    fd: RawFd,
-    mut buf: B,
-    offset: u64,
-) -> BufResult<usize, B> {
+pub(crate) async fn read_at<B: IoBufMut>(fd: RawFd, buf: B, offset: u64) -> BufResult<usize, B> {
     if let Some(e) = no_room(&buf) {
         return (Err(e), buf);
     }
     let len = buf.bytes_total().min(MAX_LEN) as u32;
+    let mut buf = KernelBuf::new(buf);
     let sqe = opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), len)
         .offset(offset)
         .build();
     // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the op.
     let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
     finish_read(&res, &mut buf);
-    (res.map(|n| n as usize), buf)
+    (res.map(|n| n as usize), buf.into_inner())
 }
 
 /// Receives into `buf` from socket `fd` (`IORING_OP_RECV`).
 /// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
-pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufResult<usize, B> {
+pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, buf: B, flags: i32) -> BufResult<usize, B> {
     if let Some(e) = no_room(&buf) {
         return (Err(e), buf);
     }
     let len = buf.bytes_total().min(MAX_LEN) as u32;
+    let mut buf = KernelBuf::new(buf);
     let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len)
         .flags(flags)
         .build();
     // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the op.
     let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
     finish_read(&res, &mut buf);
-    (res.map(|n| n as usize), buf)
+    (res.map(|n| n as usize), buf.into_inner())
 }
 
 /// Receives until `buf`'s whole capacity is filled (from its start), one
@@ -228,11 +226,12 @@ pub(crate) async fn recv_exact<B: IoBufMut>(
             Some(n) => Ok(n as u32),
             None => {
                 let len = slice.bytes_total().min(MAX_LEN) as u32;
-                let sqe = opcode::Recv::new(Fd(fd), slice.stable_mut_ptr(), len).build();
+                let mut s = KernelBuf::new(slice);
+                let sqe = opcode::Recv::new(Fd(fd), s.stable_mut_ptr(), len).build();
                 // SAFETY: the SQE points into the slice's part of `buf`'s
                 // stable heap memory, owned by the op.
-                let (res, _, s) = unsafe { submit(sqe, slice, None) }.await;
-                slice = s;
+                let (res, _, s) = unsafe { submit(sqe, s, None) }.await;
+                slice = s.into_inner();
                 finish_read(&res, &mut slice);
                 res
             }
@@ -292,10 +291,11 @@ fn write_sqe(fd: RawFd, ptr: *const u8, len: usize, to: WriteTo, done: usize) ->
 
 /// Writes the initialised bytes of `buf` once; returns how many went.
 pub(crate) async fn write<B: IoBuf>(fd: RawFd, buf: B, to: WriteTo) -> BufResult<usize, B> {
+    let buf = KernelBuf::new(buf);
     let sqe = write_sqe(fd, buf.stable_ptr(), buf.bytes_init(), to, 0);
     // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the op.
     let (res, _, buf) = unsafe { submit(sqe, buf, None) }.await;
-    (res.map(|n| n as usize), buf)
+    (res.map(|n| n as usize), buf.into_inner())
 }
 
 /// Writes every initialised byte of `buf`, one operation after another.
@@ -303,13 +303,14 @@ pub(crate) async fn write_all<B: IoBuf>(fd: RawFd, mut buf: B, to: WriteTo) -> B
     let total = buf.bytes_init();
     let mut done = 0;
     while done < total {
+        let kb = KernelBuf::new(buf);
         // In bounds: done < total <= the buffer's length.
-        let ptr = buf.stable_ptr().wrapping_add(done);
+        let ptr = kb.stable_ptr().wrapping_add(done);
         let sqe = write_sqe(fd, ptr, total - done, to, done);
         // SAFETY: the SQE points into `buf`'s stable heap memory, owned by
         // the op until its completion.
-        let (res, _, b) = unsafe { submit(sqe, buf, None) }.await;
-        buf = b;
+        let (res, _, b) = unsafe { submit(sqe, kb, None) }.await;
+        buf = b.into_inner();
         match res {
             Ok(0) => {
                 return (
@@ -342,6 +343,7 @@ pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> 
         return write(fd, buf, WriteTo::Socket(0)).await;
     }
     let len = buf.bytes_init().min(MAX_LEN) as u32;
+    let buf = KernelBuf::new(buf);
     let sqe = opcode::SendZc::new(Fd(fd), buf.stable_ptr(), len)
         .flags(libc::MSG_NOSIGNAL)
         .build();
@@ -349,7 +351,7 @@ pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> 
     // copy keeps it alive if this future is dropped before the
     // notification (the op table parks it until the final completion); at
     // the notification this future takes it back.
-    let cell: Rc<Cell<Option<B>>> = Rc::new(Cell::new(Some(buf)));
+    let cell: Rc<Cell<Option<KernelBuf<B>>>> = Rc::new(Cell::new(Some(buf)));
     // SAFETY: the SQE points into the buffer's stable heap memory; the
     // buffer is owned through `cell`, a clone of which the op holds until
     // its final completion (the notification), also when orphaned.
@@ -359,7 +361,7 @@ pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> 
         Err((e, c)) => {
             drop(c);
             let buf = cell.take().expect("the buffer is in its cell");
-            return (Err(e), buf);
+            return (Err(e), buf.into_inner());
         }
     };
     if let Some(loc) = current_caller() {
@@ -382,7 +384,7 @@ pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> 
         }
     }
     drop(op);
-    let buf = cell.take().expect("the buffer is in its cell");
+    let buf = cell.take().expect("the buffer is in its cell").into_inner();
     let res = result.unwrap_or_else(|| {
         Err(Error::from(std::io::Error::other(
             "IORING_OP_SEND_ZC ended without a result",
@@ -611,6 +613,7 @@ pub(crate) async fn send_msg<B: IoBuf>(
     buf: B,
     addr: Option<(libc::sockaddr_storage, libc::socklen_t)>,
 ) -> BufResult<usize, B> {
+    let buf = KernelBuf::new(buf);
     let msg = new_msg();
     let p = msg.as_ptr();
     // SAFETY: `p` points to a live, zeroed `MsgBuf` that nothing else
@@ -635,18 +638,19 @@ pub(crate) async fn send_msg<B: IoBuf>(
     // SAFETY: the header, iovec and address are in `msg`'s heap memory, and
     // the iovec points into `buf`'s stable heap memory; the op owns both.
     let (res, _, (_msg, buf)) = unsafe { submit(sqe, (msg, buf), None) }.await;
-    (res.map(|n| n as usize), buf)
+    (res.map(|n| n as usize), buf.into_inner())
 }
 
 /// Receives one datagram into `buf`; gives its length and sender address.
 /// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
 pub(crate) async fn recv_msg<B: IoBufMut>(
     fd: RawFd,
-    mut buf: B,
+    buf: B,
 ) -> BufResult<(usize, libc::sockaddr_storage, libc::socklen_t), B> {
     if let Some(e) = no_room(&buf) {
         return (Err(e), buf);
     }
+    let mut buf = KernelBuf::new(buf);
     let msg = new_msg();
     let p = msg.as_ptr();
     // SAFETY: as in `send_msg`.
@@ -668,7 +672,7 @@ pub(crate) async fn recv_msg<B: IoBufMut>(
     let msg = msg.into_box();
     (
         res.map(|n| (n as usize, msg.addr, msg.hdr.msg_namelen)),
-        buf,
+        buf.into_inner(),
     )
 }
 
