@@ -322,7 +322,11 @@ struct Dropped {
 
 impl Drop for Dropped {
     fn drop(&mut self) {
-        assert_eq!(thread::current().id(), self.on, "contents dropped off the loop's thread");
+        assert_eq!(
+            thread::current().id(),
+            self.on,
+            "contents dropped off the loop's thread"
+        );
         self.memory.drop_contents();
         self.count.fetch_add(1, Ordering::Relaxed);
     }
@@ -350,7 +354,10 @@ impl Future for Finish {
 /// A task whose waker another thread holds, with its memory watched;
 /// returns the task, that waker, the memory and the count of drops of its
 /// contents (two: the future and the value, or the future alone).
-fn watched_task(q: &Arc<LoopShared>, done: bool) -> (RawTask, Waker, Arc<Memory>, Arc<AtomicUsize>) {
+fn watched_task(
+    q: &Arc<LoopShared>,
+    done: bool,
+) -> (RawTask, Waker, Arc<Memory>, Arc<AtomicUsize>) {
     let memory = Memory::new();
     let count = Arc::new(AtomicUsize::new(0));
     let dropped = || Dropped {
@@ -398,7 +405,11 @@ fn loom_b_last_waker_dropped_remotely_while_the_loop_drops_the_task() {
         th.join().unwrap();
         assert_eq!(count.load(Ordering::Relaxed), 2);
         assert_eq!(memory.frees.load(Ordering::Relaxed), 1, "freed once");
-        assert_eq!(Arc::strong_count(&q), 2, "the task's handle of the loop is gone");
+        assert_eq!(
+            Arc::strong_count(&q),
+            2,
+            "the task's handle of the loop is gone"
+        );
     });
 }
 
@@ -426,7 +437,11 @@ fn loom_b_last_waker_dropped_remotely_while_the_loop_cancels_the_task() {
         lp.close();
         th.join().unwrap();
         assert_eq!(memory.frees.load(Ordering::Relaxed), 1, "freed once");
-        assert_eq!(Arc::strong_count(&q), 2, "the task's handle of the loop is gone");
+        assert_eq!(
+            Arc::strong_count(&q),
+            2,
+            "the task's handle of the loop is gone"
+        );
     });
 }
 
