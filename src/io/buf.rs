@@ -6,6 +6,8 @@
 //! with its result: `(Result<usize>, B)`, a [`BufResult`]. The buffer's bytes
 //! must live on the heap, because the operation's owned data may move (into
 //! the loop's op table, when its future is dropped) while the kernel writes.
+//! While an operation has it, the buffer is held as a `KernelBuf`, so that
+//! those moves never invalidate the pointer the kernel was given.
 
 use std::alloc::{self, Layout};
 use std::fmt;
@@ -504,6 +506,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(buf.into_inner()[3], 7);
+    }
+
+    /// The wrapper costs nothing: no allocation, no extra bytes.
+    #[test]
+    fn kernel_buf_is_the_size_of_the_buffer() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<KernelBuf<Vec<u8>>>(), size_of::<Vec<u8>>());
+        assert_eq!(size_of::<KernelBuf<Box<[u8]>>>(), size_of::<Box<[u8]>>());
     }
 
     /// The same for a slice of a boxed slice (`recv_exact`), and a buffer
