@@ -1,5 +1,6 @@
 //! Model checks of the cross-thread wake protocol with `loom`
-//! (`ci/loom.sh`: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`).
+//! (`ci/loom.sh`: `RUSTFLAGS="--cfg loom" cargo test --release --lib
+//! loom_tests::`, in its own target dir).
 //!
 //! What runs is ringio's own code: `RawTask`, its wakers, `RemoteTask` and
 //! `LoopShared`, whose atomics and mutex come from `crate::sync` and are
@@ -34,10 +35,10 @@ use std::future::Future;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::ptr::NonNull;
+use std::sync::Arc;
 // Bookkeeping of the models, not part of the protocol: `std`'s atomics,
 // which loom neither sees nor branches on. loom runs every model thread on
 // this one OS thread, so they count exactly.
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Waker};
 
