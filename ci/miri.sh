@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the tests that need no ring — the raw task (allocation, wakers,
-# drops in every state, panics), the waiter list and the ownership of
-# kernel-visible structs (KernelBox) —
+# drops in every state, panics), the waiter list, the ownership of
+# kernel-visible structs (KernelBox) and of user buffers while an op has
+# them (KernelBuf) —
 # under Miri, which checks every unsafe access and reports leaks.
 # Needs a nightly toolchain with the miri component
 # (`rustup +nightly component add miri`); says so and exits 0 without one.
@@ -19,8 +20,8 @@ if ! cargo +nightly miri --version >/dev/null 2>&1; then
     echo "== miri: skipped (nightly has no miri component and it could not be added)"
     exit 0
 fi
-echo "== miri (cargo +nightly miri test --lib task:: kernel_box)"
+echo "== miri (cargo +nightly miri test --lib task:: kernel_box kernel_buf)"
 # Isolation off: the tests make an eventfd (the loop's remote queue) and
 # spawn threads to wake tasks from them.
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
-cargo +nightly miri test --lib -- task:: kernel_box
+cargo +nightly miri test --lib -- task:: kernel_box kernel_buf

@@ -24,3 +24,7 @@ echo "== cargo test"
 cargo test --release --all-features -- --test-threads=2
 
 bash ci/miri.sh
+
+# The wake protocol's loom models: about 5 s to run, plus a build of its
+# own (target/loom) the first time.
+bash ci/loom.sh

@@ -54,6 +54,7 @@ pub mod net;
 pub mod prelude;
 mod runtime;
 pub mod signal;
+mod sync;
 mod task;
 mod threads;
 mod time;

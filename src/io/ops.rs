@@ -15,7 +15,7 @@ use std::time::Instant;
 use io_uring::types::{Fd, Timespec};
 use io_uring::{opcode, squeue, types};
 
-use super::buf::{BufResult, IoBuf, IoBufMut};
+use super::buf::{BufResult, IoBuf, IoBufMut, KernelBuf};
 use super::fd::close_orphan;
 use super::timeout::current_deadline;
 use crate::driver::OrphanCleanup;
@@ -159,11 +159,12 @@ pub(crate) async fn recv_exact<B: IoBufMut>(
             Some(n) => Ok(n as u32),
             None => {
                 let len = slice.bytes_total().min(MAX_LEN) as u32;
-                let sqe = opcode::Recv::new(Fd(fd), slice.stable_mut_ptr(), len).build();
+                let mut s = KernelBuf::new(slice);
+                let sqe = opcode::Recv::new(Fd(fd), s.stable_mut_ptr(), len).build();
                 // SAFETY: the SQE points into the slice's part of `buf`'s
                 // stable heap memory, owned by the op.
-                let (res, _, s) = unsafe { submit(sqe, slice, None) }.await;
-                slice = s;
+                let (res, _, s) = unsafe { submit(sqe, s, None) }.await;
+                slice = s.into_inner();
                 finish_read(&res, &mut slice);
                 res
             }
@@ -223,10 +224,11 @@ fn write_sqe(fd: RawFd, ptr: *const u8, len: usize, to: WriteTo, done: usize) ->
 
 /// Writes the initialised bytes of `buf` once; returns how many went.
 pub(crate) async fn write<B: IoBuf>(fd: RawFd, buf: B, to: WriteTo) -> BufResult<usize, B> {
+    let buf = KernelBuf::new(buf);
     let sqe = write_sqe(fd, buf.stable_ptr(), buf.bytes_init(), to, 0);
     // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the op.
     let (res, _, buf) = unsafe { submit(sqe, buf, None) }.await;
-    (res.map(|n| n as usize), buf)
+    (res.map(|n| n as usize), buf.into_inner())
 }
 
 /// Writes every initialised byte of `buf`, one operation after another.
@@ -247,6 +249,7 @@ pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> 
         return write(fd, buf, WriteTo::Socket(0)).await;
     }
     let len = buf.bytes_init().min(MAX_LEN) as u32;
+    let buf = KernelBuf::new(buf);
     let sqe = opcode::SendZc::new(Fd(fd), buf.stable_ptr(), len)
         .flags(libc::MSG_NOSIGNAL)
         .build();
@@ -254,7 +257,7 @@ pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> 
     // copy keeps it alive if this future is dropped before the
     // notification (the op table parks it until the final completion); at
     // the notification this future takes it back.
-    let cell: Rc<Cell<Option<B>>> = Rc::new(Cell::new(Some(buf)));
+    let cell: Rc<Cell<Option<KernelBuf<B>>>> = Rc::new(Cell::new(Some(buf)));
     // SAFETY: the SQE points into the buffer's stable heap memory; the
     // buffer is owned through `cell`, a clone of which the op holds until
     // its final completion (the notification), also when orphaned.
@@ -264,7 +267,7 @@ pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> 
         Err((e, c)) => {
             drop(c);
             let buf = cell.take().expect("the buffer is in its cell");
-            return (Err(e), buf);
+            return (Err(e), buf.into_inner());
         }
     };
     let mut result: Option<Result<u32>> = None;
@@ -284,7 +287,7 @@ pub(crate) async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> BufResult<usize, B> 
         }
     }
     drop(op);
-    let buf = cell.take().expect("the buffer is in its cell");
+    let buf = cell.take().expect("the buffer is in its cell").into_inner();
     let res = result.unwrap_or_else(|| {
         Err(Error::from(std::io::Error::other(
             "IORING_OP_SEND_ZC ended without a result",
@@ -510,6 +513,7 @@ pub(crate) async fn send_msg<B: IoBuf>(
     buf: B,
     addr: Option<(libc::sockaddr_storage, libc::socklen_t)>,
 ) -> BufResult<usize, B> {
+    let buf = KernelBuf::new(buf);
     let msg = new_msg();
     let p = msg.as_ptr();
     // SAFETY: `p` points to a live, zeroed `MsgBuf` that nothing else
@@ -534,18 +538,19 @@ pub(crate) async fn send_msg<B: IoBuf>(
     // SAFETY: the header, iovec and address are in `msg`'s heap memory, and
     // the iovec points into `buf`'s stable heap memory; the op owns both.
     let (res, _, (_msg, buf)) = unsafe { submit(sqe, (msg, buf), None) }.await;
-    (res.map(|n| n as usize), buf)
+    (res.map(|n| n as usize), buf.into_inner())
 }
 
 /// Receives one datagram into `buf`; gives its length and sender address.
 /// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
 pub(crate) async fn recv_msg<B: IoBufMut>(
     fd: RawFd,
-    mut buf: B,
+    buf: B,
 ) -> BufResult<(usize, libc::sockaddr_storage, libc::socklen_t), B> {
     if let Some(e) = no_room(&buf) {
         return (Err(e), buf);
     }
+    let mut buf = KernelBuf::new(buf);
     let msg = new_msg();
     let p = msg.as_ptr();
     // SAFETY: as in `send_msg`.
@@ -567,7 +572,7 @@ pub(crate) async fn recv_msg<B: IoBufMut>(
     let msg = msg.into_box();
     (
         res.map(|n| (n as usize, msg.addr, msg.hdr.msg_namelen)),
-        buf,
+        buf.into_inner(),
     )
 }
 
@@ -771,12 +776,15 @@ impl<D: 'static> std::future::Future for SubmitOp<D> {
 /// else), started when made: gives the count and the buffer, whose
 /// initialised length is set to the count.
 pub(crate) struct ReadOp<B: IoBufMut> {
-    op: SubmitOp<B>,
+    // The buffer held so that its move into the op (and the op table)
+    // does not invalidate the kernel's pointer (see `KernelBuf`).
+    op: SubmitOp<KernelBuf<B>>,
 }
 
 impl<B: IoBufMut> ReadOp<B> {
     /// `IORING_OP_RECV` into `buf` (its whole capacity, from its start).
-    pub(crate) fn recv(fd: RawFd, mut buf: B, flags: i32) -> ReadOp<B> {
+    pub(crate) fn recv(fd: RawFd, buf: B, flags: i32) -> ReadOp<B> {
+        let mut buf = KernelBuf::new(buf);
         if let Some(e) = no_room(&buf) {
             return ReadOp {
                 op: SubmitOp::failed(e, buf),
@@ -795,7 +803,8 @@ impl<B: IoBufMut> ReadOp<B> {
 
     /// `IORING_OP_READ` into `buf` at `offset` (`u64::MAX`: the file
     /// position).
-    pub(crate) fn read_at(fd: RawFd, mut buf: B, offset: u64) -> ReadOp<B> {
+    pub(crate) fn read_at(fd: RawFd, buf: B, offset: u64) -> ReadOp<B> {
+        let mut buf = KernelBuf::new(buf);
         if let Some(e) = no_room(&buf) {
             return ReadOp {
                 op: SubmitOp::failed(e, buf),
@@ -822,7 +831,7 @@ impl<B: IoBufMut> std::future::Future for ReadOp<B> {
     ) -> std::task::Poll<Self::Output> {
         let (res, _, mut buf) = std::task::ready!(std::pin::Pin::new(&mut self.op).poll(cx));
         finish_read(&res, &mut buf);
-        std::task::Poll::Ready((res.map(|n| n as usize), buf))
+        std::task::Poll::Ready((res.map(|n| n as usize), buf.into_inner()))
     }
 }
 
@@ -838,8 +847,8 @@ pub(crate) struct WriteAllOp<B: IoBuf> {
 }
 
 enum WriteState<B: IoBuf> {
-    /// The operation in flight.
-    Running(SubmitOp<B>),
+    /// The operation in flight (its buffer held as in `ReadOp`).
+    Running(SubmitOp<KernelBuf<B>>),
     /// Nothing to write: the buffer, for the first poll.
     Empty(Option<B>),
 }
@@ -875,7 +884,8 @@ impl<B: IoBuf> WriteAllOp<B> {
     }
 
     /// Submits the write of `buf[done..total]`.
-    fn start(fd: RawFd, buf: B, to: WriteTo, done: usize, total: usize) -> SubmitOp<B> {
+    fn start(fd: RawFd, buf: B, to: WriteTo, done: usize, total: usize) -> SubmitOp<KernelBuf<B>> {
+        let buf = KernelBuf::new(buf);
         // In bounds: done < total <= the buffer's length.
         let ptr = buf.stable_ptr().wrapping_add(done);
         let sqe = write_sqe(fd, ptr, total - done, to, done);
@@ -903,6 +913,7 @@ impl<B: IoBuf> std::future::Future for WriteAllOp<B> {
                 }
             };
             let (res, _, buf) = ready!(std::pin::Pin::new(op).poll(cx));
+            let buf = buf.into_inner();
             match res {
                 Ok(0) => {
                     let e = std::io::Error::new(

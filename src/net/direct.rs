@@ -10,7 +10,7 @@ use io_uring::types::{DestinationSlot, Fd, Fixed};
 use super::TcpListener;
 use crate::error::{Error, Result};
 use crate::io::ops::{MAX_LEN, finish_read, submit};
-use crate::io::{BufResult, Io, IoBuf, IoBufMut};
+use crate::io::{BufResult, Io, IoBuf, IoBufMut, KernelBuf};
 use crate::runtime::context;
 
 /// Slots of the direct descriptor table a loop registers on its first
@@ -171,10 +171,7 @@ impl DirectStream {
     /// length becomes the count), `IORING_OP_RECV` on the slot. `Ok(0)`:
     /// the peer closed its write half.
     #[track_caller]
-    pub fn read<B: IoBufMut>(
-        &self,
-        mut buf: B,
-    ) -> Io<impl Future<Output = BufResult<usize, B>> + '_> {
+    pub fn read<B: IoBufMut>(&self, buf: B) -> Io<impl Future<Output = BufResult<usize, B>> + '_> {
         Io::new(async move {
             if let Err(e) = self.check_loop() {
                 return (Err(e), buf);
@@ -186,12 +183,13 @@ impl DirectStream {
                 return (Err(e), buf);
             }
             let len = buf.bytes_total().min(MAX_LEN) as u32;
+            let mut buf = KernelBuf::new(buf);
             let sqe = opcode::Recv::new(Fixed(self.slot), buf.stable_mut_ptr(), len).build();
             // SAFETY: the SQE points into `buf`'s stable heap memory, owned
             // by the op.
             let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
             finish_read(&res, &mut buf);
-            (res.map(|n| n as usize), buf)
+            (res.map(|n| n as usize), buf.into_inner())
         })
     }
 
@@ -207,16 +205,17 @@ impl DirectStream {
             let total = buf.bytes_init();
             let mut done = 0;
             while done < total {
+                let kb = KernelBuf::new(buf);
                 // In bounds: done < total <= the buffer's length.
-                let ptr = buf.stable_ptr().wrapping_add(done);
+                let ptr = kb.stable_ptr().wrapping_add(done);
                 let len = (total - done).min(MAX_LEN) as u32;
                 let sqe = opcode::Send::new(Fixed(self.slot), ptr, len)
                     .flags(libc::MSG_NOSIGNAL)
                     .build();
                 // SAFETY: the SQE points into `buf`'s stable heap memory,
                 // owned by the op until its completion.
-                let (res, _, b) = unsafe { submit(sqe, buf, None) }.await;
-                buf = b;
+                let (res, _, b) = unsafe { submit(sqe, kb, None) }.await;
+                buf = b.into_inner();
                 match res {
                     Ok(0) => {
                         let e = std::io::Error::new(

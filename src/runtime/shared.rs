@@ -10,12 +10,13 @@
 //! whose read is kept armed on the ring.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use super::context;
 
 use crate::error::{Error, Result};
+use crate::sync::{AtomicBool, Mutex};
 use crate::task::raw::RemoteTask;
 
 /// Work handed to a loop from outside its thread.
@@ -43,6 +44,9 @@ pub(crate) struct LoopShared {
     /// Wake-ups sent to this loop: through MSG_RING, through the eventfd.
     pub(crate) wakeups_msg_ring: AtomicU64,
     pub(crate) wakeups_eventfd: AtomicU64,
+    /// The eventfd as the loom models see it (the real one is written too).
+    #[cfg(all(test, loom))]
+    pub(crate) model_eventfd: crate::sync::model::EventFd,
 }
 
 impl LoopShared {
@@ -57,6 +61,8 @@ impl LoopShared {
             ring_fd: OnceLock::new(),
             wakeups_msg_ring: AtomicU64::new(0),
             wakeups_eventfd: AtomicU64::new(0),
+            #[cfg(all(test, loom))]
+            model_eventfd: crate::sync::model::EventFd::new(),
         }
     }
 
@@ -149,6 +155,8 @@ impl LoopShared {
         // EAGAIN only when the counter is at its maximum: the loop is
         // already due to wake.
         let _ = n;
+        #[cfg(all(test, loom))]
+        self.model_eventfd.write();
     }
 
     /// Whether remote work is waiting.
@@ -158,8 +166,17 @@ impl LoopShared {
     }
 
     /// The eventfd read completed: the next push must write again.
+    ///
+    /// A swap, not a store: a push that found the flag still set wrote no
+    /// wake-up and relies on the loop's next look at `pending`. Only by
+    /// reading its write (acquire) is that look sure to see the push;
+    /// after a plain store the loop may read an older `pending`, block in
+    /// the ring, and nothing wakes it (loom_c_* in
+    /// task/raw/loom_tests.rs). The loop's side of the protocol: call this
+    /// before it takes the queue, and look at `has_pending` before every
+    /// block.
     pub(crate) fn rearm(&self) {
-        self.notified.store(false, Ordering::Release);
+        self.notified.swap(false, Ordering::Acquire);
     }
 
     /// Takes everything queued.

@@ -58,7 +58,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll};
 
 pub(crate) use waker::{WakerRef, loop_local_waker, same_task};
@@ -67,6 +67,7 @@ use super::core::TaskCore;
 use super::outcome::{Slot, State};
 use crate::error::{Error, Result};
 use crate::runtime::shared::LoopShared;
+use crate::sync::{AtomicBool, AtomicU32, fence};
 
 /// The part of the header other threads may touch (through a waker).
 #[repr(C)]
@@ -405,7 +406,13 @@ impl RemoteTask {
         // SAFETY: our count keeps the allocation alive; only the sync
         // header is read here.
         let sync = unsafe { &*self.ptr.as_ptr().cast::<SyncHeader>() };
-        sync.remote_queued.store(false, Ordering::Release);
+        // A swap, not a store: a remote wake that found the flag still set
+        // queued nothing and relies on the poll this entry leads to. Only
+        // by reading its write (acquire) does that poll see what the waker
+        // wrote before waking; after a plain store the poll may read older
+        // values, return `Pending`, and the wake is lost (loom_a_* in
+        // loom_tests.rs).
+        sync.remote_queued.swap(false, Ordering::Acquire);
         // SAFETY: the loop calls this on its own thread (invariant 6).
         let core = unsafe { &self.ptr.as_ref().core };
         if core.local.get() == 0 {
@@ -557,6 +564,8 @@ unsafe fn drop_contents<F, T>(ptr: NonNull<Header>) {
 }
 
 unsafe fn dealloc<F, T>(ptr: NonNull<Header>) {
+    #[cfg(all(test, loom))]
+    loom_tests::freeing(ptr);
     // SAFETY: `refs` reached zero: this is the only pointer left, and the
     // box was made by `RawTask::new` with these types (invariant 7). What
     // is dropped here is empty or `Send` (invariant 3).
@@ -573,5 +582,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "Box<dyn Any>".to_string()
     }
 }
+#[cfg(all(test, loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;
