@@ -9,7 +9,7 @@ use io_uring::opcode;
 use io_uring::types::{DestinationSlot, Fd, Fixed};
 
 use crate::error::{Error, Result};
-use crate::io::ops::{MAX_LEN, finish_read, submit};
+use crate::io::ops::{self, Target, WriteTo, submit};
 use crate::io::{BufResult, Io, IoBuf, IoBufMut};
 use crate::net::DEFAULT_DIRECT_TABLE;
 use crate::net::direct::{close_orphan_slot, release_slot, table, table_full};
@@ -89,28 +89,14 @@ impl DirectFile {
     #[track_caller]
     pub fn read_at<B: IoBufMut>(
         &self,
-        mut buf: B,
+        buf: B,
         offset: u64,
     ) -> Io<impl Future<Output = BufResult<usize, B>> + '_> {
         Io::new(async move {
             if let Err(e) = self.check_loop() {
                 return (Err(e), buf);
             }
-            if buf.bytes_total() == 0 {
-                let e = Error::InvalidArgument(
-                    "read into a buffer with no capacity: use Vec::with_capacity(n)".into(),
-                );
-                return (Err(e), buf);
-            }
-            let len = buf.bytes_total().min(MAX_LEN) as u32;
-            let sqe = opcode::Read::new(Fixed(self.slot), buf.stable_mut_ptr(), len)
-                .offset(offset)
-                .build();
-            // SAFETY: the SQE points into `buf`'s stable heap memory, owned
-            // by the op.
-            let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
-            finish_read(&res, &mut buf);
-            (res.map(|n| n as usize), buf)
+            ops::read_at(Target::Fixed(self.slot), buf, offset).await
         })
     }
 
@@ -127,14 +113,7 @@ impl DirectFile {
             if let Err(e) = self.check_loop() {
                 return (Err(e), buf);
             }
-            let len = buf.bytes_init().min(MAX_LEN) as u32;
-            let sqe = opcode::Write::new(Fixed(self.slot), buf.stable_ptr(), len)
-                .offset(offset)
-                .build();
-            // SAFETY: the SQE points into `buf`'s stable heap memory, owned
-            // by the op.
-            let (res, _, buf) = unsafe { submit(sqe, buf, None) }.await;
-            (res.map(|n| n as usize), buf)
+            ops::write(Target::Fixed(self.slot), buf, WriteTo::File(offset)).await
         })
     }
 
@@ -150,34 +129,7 @@ impl DirectFile {
             if let Err(e) = self.check_loop() {
                 return (Err(e), buf);
             }
-            let mut buf = buf;
-            let total = buf.bytes_init();
-            let mut done = 0;
-            while done < total {
-                // In bounds: done < total <= the buffer's length.
-                let ptr = buf.stable_ptr().wrapping_add(done);
-                let len = (total - done).min(MAX_LEN) as u32;
-                let sqe = opcode::Write::new(Fixed(self.slot), ptr, len)
-                    .offset(offset + done as u64)
-                    .build();
-                // SAFETY: the SQE points into `buf`'s stable heap memory,
-                // owned by the op until its completion.
-                let (res, _, b) = unsafe { submit(sqe, buf, None) }.await;
-                buf = b;
-                match res {
-                    Ok(0) => {
-                        let e = std::io::Error::new(
-                            std::io::ErrorKind::WriteZero,
-                            "the kernel wrote 0 bytes: the file takes no more",
-                        );
-                        return (Err(e.into()), buf);
-                    }
-                    Ok(n) => done += n as usize,
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                    Err(e) => return (Err(e), buf),
-                }
-            }
-            (Ok(()), buf)
+            ops::write_all(Target::Fixed(self.slot), buf, WriteTo::File(offset)).await
         })
     }
 

@@ -123,9 +123,9 @@ impl<S: AsRawFd> Compat<S> {
         // is the last field of `self`, dropped after the ops, and a dropped
         // op issues its SQE before its drop returns.
         self.read_op = Some(if self.socket {
-            ReadOp::recv(fd, buf, 0)
+            ReadOp::recv(fd.into(), buf, 0)
         } else {
-            ReadOp::read_at(fd, buf, u64::MAX)
+            ReadOp::read_at(fd.into(), buf, u64::MAX)
         });
     }
 
@@ -224,7 +224,7 @@ impl<S: AsRawFd> Compat<S> {
         } else {
             WriteTo::File(u64::MAX)
         };
-        let op = WriteAllOp::new(self.fd, buf, to);
+        let op = WriteAllOp::new(self.fd.into(), buf, to);
         // An op that never reached the ring, or one held back because the
         // task has a cancellation pending, ends at its first poll: poll it
         // now, so that this write reports that error (or delivers the

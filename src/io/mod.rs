@@ -29,7 +29,6 @@ use std::os::fd::AsRawFd;
 
 use io_uring::opcode;
 
-pub(crate) use buf::KernelBuf;
 pub use buf::{AlignedBuf, BufResult, IoBuf, IoBufMut, Slice};
 pub use buf_ring::{BufRing, BufRingMode, BufRingOptions, RingBuf};
 pub use compat::Compat;

@@ -127,14 +127,14 @@ fn no_room<B: IoBuf>(buf: &B) -> Option<Error> {
 /// `offset` (`u64::MAX`: the file position; sockets ignore it).
 ///
 /// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
-pub(crate) fn read_at<B: IoBufMut>(fd: RawFd, buf: B, offset: u64) -> ReadOp<B> {
-    ReadOp::read_at(fd, buf, offset)
+pub(crate) fn read_at<B: IoBufMut>(fd: impl Into<Target>, buf: B, offset: u64) -> ReadOp<B> {
+    ReadOp::read_at(fd.into(), buf, offset)
 }
 
 /// Receives into `buf` from socket `fd` (`IORING_OP_RECV`).
 /// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
-pub(crate) fn recv<B: IoBufMut>(fd: RawFd, buf: B, flags: i32) -> ReadOp<B> {
-    ReadOp::recv(fd, buf, flags)
+pub(crate) fn recv<B: IoBufMut>(fd: impl Into<Target>, buf: B, flags: i32) -> ReadOp<B> {
+    ReadOp::recv(fd.into(), buf, flags)
 }
 
 /// Receives until `buf`'s whole capacity is filled (from its start), one
@@ -196,6 +196,33 @@ pub(crate) fn finish_read<B: IoBufMut>(res: &Result<u32>, buf: &mut B) {
     }
 }
 
+/// What an operation names: a descriptor, or a slot of the ring's
+/// fixed-file table (`IOSQE_FIXED_FILE`, for `DirectStream`/`DirectFile`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Target {
+    Fd(RawFd),
+    Fixed(u32),
+}
+
+impl From<RawFd> for Target {
+    fn from(fd: RawFd) -> Target {
+        Target::Fd(fd)
+    }
+}
+
+/// Builds the SQE of opcode `$op` on `$target`, a descriptor or a fixed
+/// slot (the crate's builders take either type, not an enum of them).
+macro_rules! on_target {
+    ($target:expr, $op:ident :: new ( $($arg:expr),* ) $(. $m:ident ( $($marg:expr),* ))* ) => {
+        match $target {
+            Target::Fd(fd) => opcode::$op::new(Fd(fd), $($arg),*) $(.$m($($marg),*))* .build(),
+            Target::Fixed(slot) => {
+                opcode::$op::new(types::Fixed(slot), $($arg),*) $(.$m($($marg),*))* .build()
+            }
+        }
+    };
+}
+
 /// How a write reaches its target.
 #[derive(Clone, Copy)]
 pub(crate) enum WriteTo {
@@ -205,35 +232,39 @@ pub(crate) enum WriteTo {
     File(u64),
 }
 
-fn write_sqe(fd: RawFd, ptr: *const u8, len: usize, to: WriteTo, done: usize) -> squeue::Entry {
+fn write_sqe(to_fd: Target, ptr: *const u8, len: usize, to: WriteTo, done: usize) -> squeue::Entry {
     let len = len.min(MAX_LEN) as u32;
     match to {
-        WriteTo::Socket(flags) => opcode::Send::new(Fd(fd), ptr, len)
-            .flags(flags | libc::MSG_NOSIGNAL)
-            .build(),
+        WriteTo::Socket(flags) => {
+            on_target!(to_fd, Send::new(ptr, len).flags(flags | libc::MSG_NOSIGNAL))
+        }
         WriteTo::File(off) => {
             let off = if off == u64::MAX {
                 off
             } else {
                 off + done as u64
             };
-            opcode::Write::new(Fd(fd), ptr, len).offset(off).build()
+            on_target!(to_fd, Write::new(ptr, len).offset(off))
         }
     }
 }
 
 /// Writes the initialised bytes of `buf` once; returns how many went.
-pub(crate) async fn write<B: IoBuf>(fd: RawFd, buf: B, to: WriteTo) -> BufResult<usize, B> {
+pub(crate) async fn write<B: IoBuf>(
+    fd: impl Into<Target>,
+    buf: B,
+    to: WriteTo,
+) -> BufResult<usize, B> {
     let buf = KernelBuf::new(buf);
-    let sqe = write_sqe(fd, buf.stable_ptr(), buf.bytes_init(), to, 0);
+    let sqe = write_sqe(fd.into(), buf.stable_ptr(), buf.bytes_init(), to, 0);
     // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the op.
     let (res, _, buf) = unsafe { submit(sqe, buf, None) }.await;
     (res.map(|n| n as usize), buf.into_inner())
 }
 
 /// Writes every initialised byte of `buf`, one operation after another.
-pub(crate) fn write_all<B: IoBuf>(fd: RawFd, buf: B, to: WriteTo) -> WriteAllOp<B> {
-    WriteAllOp::new(fd, buf, to)
+pub(crate) fn write_all<B: IoBuf>(fd: impl Into<Target>, buf: B, to: WriteTo) -> WriteAllOp<B> {
+    WriteAllOp::new(fd.into(), buf, to)
 }
 
 /// Sends the initialised bytes of `buf` once with `IORING_OP_SEND_ZC`
@@ -783,27 +814,23 @@ pub(crate) struct ReadOp<B: IoBufMut> {
 
 impl<B: IoBufMut> ReadOp<B> {
     /// `IORING_OP_RECV` into `buf` (its whole capacity, from its start).
-    pub(crate) fn recv(fd: RawFd, buf: B, flags: i32) -> ReadOp<B> {
-        let mut buf = KernelBuf::new(buf);
-        if let Some(e) = no_room(&buf) {
-            return ReadOp {
-                op: SubmitOp::failed(e, buf),
-            };
-        }
-        let len = buf.bytes_total().min(MAX_LEN) as u32;
-        let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len)
-            .flags(flags)
-            .build();
-        // SAFETY: the SQE points into `buf`'s stable heap memory, owned by
-        // the op.
-        ReadOp {
-            op: unsafe { SubmitOp::new(sqe, buf, None) },
-        }
+    pub(crate) fn recv(fd: Target, buf: B, flags: i32) -> ReadOp<B> {
+        Self::start(buf, |ptr, len| {
+            on_target!(fd, Recv::new(ptr, len).flags(flags))
+        })
     }
 
     /// `IORING_OP_READ` into `buf` at `offset` (`u64::MAX`: the file
     /// position).
-    pub(crate) fn read_at(fd: RawFd, buf: B, offset: u64) -> ReadOp<B> {
+    pub(crate) fn read_at(fd: Target, buf: B, offset: u64) -> ReadOp<B> {
+        Self::start(buf, |ptr, len| {
+            on_target!(fd, Read::new(ptr, len).offset(offset))
+        })
+    }
+
+    /// Submits the SQE `read` builds for `buf`'s memory (a pointer to its
+    /// start and its whole capacity), or fails at once if it has no room.
+    fn start(buf: B, read: impl FnOnce(*mut u8, u32) -> squeue::Entry) -> ReadOp<B> {
         let mut buf = KernelBuf::new(buf);
         if let Some(e) = no_room(&buf) {
             return ReadOp {
@@ -811,9 +838,7 @@ impl<B: IoBufMut> ReadOp<B> {
             };
         }
         let len = buf.bytes_total().min(MAX_LEN) as u32;
-        let sqe = opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), len)
-            .offset(offset)
-            .build();
+        let sqe = read(buf.stable_mut_ptr(), len);
         // SAFETY: the SQE points into `buf`'s stable heap memory, owned by
         // the op.
         ReadOp {
@@ -839,7 +864,7 @@ impl<B: IoBufMut> std::future::Future for ReadOp<B> {
 /// every initialised byte of the buffer, one send (or write) after another
 /// until all went, then `Ok(())` and the buffer.
 pub(crate) struct WriteAllOp<B: IoBuf> {
-    fd: RawFd,
+    fd: Target,
     to: WriteTo,
     total: usize,
     done: usize,
@@ -855,7 +880,7 @@ enum WriteState<B: IoBuf> {
 
 impl<B: IoBuf> WriteAllOp<B> {
     /// Starts writing `buf`'s initialised bytes to `fd`.
-    pub(crate) fn new(fd: RawFd, buf: B, to: WriteTo) -> WriteAllOp<B> {
+    pub(crate) fn new(fd: Target, buf: B, to: WriteTo) -> WriteAllOp<B> {
         let total = buf.bytes_init();
         let state = if total == 0 {
             WriteState::Empty(Some(buf))
@@ -884,7 +909,7 @@ impl<B: IoBuf> WriteAllOp<B> {
     }
 
     /// Submits the write of `buf[done..total]`.
-    fn start(fd: RawFd, buf: B, to: WriteTo, done: usize, total: usize) -> SubmitOp<KernelBuf<B>> {
+    fn start(fd: Target, buf: B, to: WriteTo, done: usize, total: usize) -> SubmitOp<KernelBuf<B>> {
         let buf = KernelBuf::new(buf);
         // In bounds: done < total <= the buffer's length.
         let ptr = buf.stable_ptr().wrapping_add(done);

@@ -9,8 +9,8 @@ use io_uring::types::{DestinationSlot, Fd, Fixed};
 
 use super::TcpListener;
 use crate::error::{Error, Result};
-use crate::io::ops::{MAX_LEN, finish_read, submit};
-use crate::io::{BufResult, Io, IoBuf, IoBufMut, KernelBuf};
+use crate::io::ops::{self, Target, WriteTo, submit};
+use crate::io::{BufResult, Io, IoBuf, IoBufMut};
 use crate::runtime::context;
 
 /// Slots of the direct descriptor table a loop registers on its first
@@ -176,20 +176,7 @@ impl DirectStream {
             if let Err(e) = self.check_loop() {
                 return (Err(e), buf);
             }
-            if buf.bytes_total() == 0 {
-                let e = Error::InvalidArgument(
-                    "read into a buffer with no capacity: use Vec::with_capacity(n)".into(),
-                );
-                return (Err(e), buf);
-            }
-            let len = buf.bytes_total().min(MAX_LEN) as u32;
-            let mut buf = KernelBuf::new(buf);
-            let sqe = opcode::Recv::new(Fixed(self.slot), buf.stable_mut_ptr(), len).build();
-            // SAFETY: the SQE points into `buf`'s stable heap memory, owned
-            // by the op.
-            let (res, _, mut buf) = unsafe { submit(sqe, buf, None) }.await;
-            finish_read(&res, &mut buf);
-            (res.map(|n| n as usize), buf.into_inner())
+            ops::recv(Target::Fixed(self.slot), buf, 0).await
         })
     }
 
@@ -201,35 +188,7 @@ impl DirectStream {
             if let Err(e) = self.check_loop() {
                 return (Err(e), buf);
             }
-            let mut buf = buf;
-            let total = buf.bytes_init();
-            let mut done = 0;
-            while done < total {
-                let kb = KernelBuf::new(buf);
-                // In bounds: done < total <= the buffer's length.
-                let ptr = kb.stable_ptr().wrapping_add(done);
-                let len = (total - done).min(MAX_LEN) as u32;
-                let sqe = opcode::Send::new(Fixed(self.slot), ptr, len)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build();
-                // SAFETY: the SQE points into `buf`'s stable heap memory,
-                // owned by the op until its completion.
-                let (res, _, b) = unsafe { submit(sqe, kb, None) }.await;
-                buf = b.into_inner();
-                match res {
-                    Ok(0) => {
-                        let e = std::io::Error::new(
-                            std::io::ErrorKind::WriteZero,
-                            "the kernel accepted 0 bytes of a send: the peer takes no more",
-                        );
-                        return (Err(e.into()), buf);
-                    }
-                    Ok(n) => done += n as usize,
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                    Err(e) => return (Err(e), buf),
-                }
-            }
-            (Ok(()), buf)
+            ops::write_all(Target::Fixed(self.slot), buf, WriteTo::Socket(0)).await
         })
     }
 
