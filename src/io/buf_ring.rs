@@ -424,11 +424,24 @@ impl Drop for Inner {
 /// A buffer of a [`BufRing`] holding received bytes; it goes back to the
 /// pool when dropped. Dereferences to the bytes; implements [`IoBuf`], so
 /// it can be written to a socket as it is (an echo without a copy).
+///
+/// A [`RecvStream`](crate::net::RecvStream) may also hand out bytes that a
+/// dropped plain `read` on the same socket had received (kept with the
+/// socket, see the guide's cancellation section): such a buffer lives on
+/// the heap, not in the pool, and its [`id`](RingBuf::id) is `u16::MAX`.
 pub struct RingBuf {
-    ring: Rc<Inner>,
-    bid: u16,
+    src: Src,
     start: u32,
     len: u32,
+}
+
+/// Where a [`RingBuf`]'s bytes live. Two words: the heap variant fits
+/// beside the pool variant's non-null `Rc`.
+enum Src {
+    /// Buffer `bid` of a pool.
+    Pool { ring: Rc<Inner>, bid: u16 },
+    /// Bytes copied out of a dropped plain read's buffer.
+    Heap(Box<Vec<u8>>),
 }
 
 impl RingBuf {
@@ -436,8 +449,18 @@ impl RingBuf {
     pub(crate) fn new(ring: Rc<Inner>, bid: u16, len: u32) -> RingBuf {
         let len = len.min(ring.buf_size);
         RingBuf {
-            ring,
-            bid,
+            src: Src::Pool { ring, bid },
+            start: 0,
+            len,
+        }
+    }
+
+    /// Received bytes kept on the heap (from a dropped plain read), at
+    /// most `u32::MAX` of them (a receive is at most `MAX_LEN` bytes).
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> RingBuf {
+        let len = bytes.len().min(u32::MAX as usize) as u32;
+        RingBuf {
+            src: Src::Heap(Box::new(bytes)),
             start: 0,
             len,
         }
@@ -445,7 +468,11 @@ impl RingBuf {
 
     /// Records that the kernel wrote `len` bytes (at most the buffer size).
     pub(crate) fn set_len(&mut self, len: u32) {
-        self.len = len.min(self.ring.buf_size);
+        let max = match &self.src {
+            Src::Pool { ring, .. } => ring.buf_size,
+            Src::Heap(v) => v.len().min(u32::MAX as usize) as u32,
+        };
+        self.len = len.min(max);
         self.start = 0;
     }
 
@@ -455,9 +482,21 @@ impl RingBuf {
         self.start += n;
     }
 
-    /// The buffer's id in its pool.
+    /// The buffer's id in its pool; `u16::MAX` (never a pool's id) for
+    /// bytes kept from a dropped plain read.
     pub fn id(&self) -> u16 {
-        self.bid
+        match &self.src {
+            Src::Pool { bid, .. } => *bid,
+            Src::Heap(_) => u16::MAX,
+        }
+    }
+
+    /// Where the buffer's bytes start (before `start`).
+    fn base(&self) -> *const u8 {
+        match &self.src {
+            Src::Pool { ring, bid } => ring.buf_ptr(*bid).cast_const(),
+            Src::Heap(v) => v.as_ptr(),
+        }
     }
 }
 
@@ -465,12 +504,14 @@ impl Deref for RingBuf {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: the kernel wrote `len` bytes into this buffer and gave it
-        // to us with the completion; it is ours (not in the kernel's ring)
-        // until we drop, and the mapping lives as long as `ring`.
+        // SAFETY: a pool buffer: the kernel wrote `len` bytes into it and
+        // gave it to us with the completion; it is ours (not in the
+        // kernel's ring) until we drop, and the mapping lives as long as
+        // `ring`. A heap buffer: `len` is at most the vector's length. In
+        // both, `start <= len`.
         unsafe {
             std::slice::from_raw_parts(
-                self.ring.buf_ptr(self.bid).add(self.start as usize),
+                self.base().add(self.start as usize),
                 (self.len - self.start) as usize,
             )
         }
@@ -485,28 +526,28 @@ impl AsRef<[u8]> for RingBuf {
 
 impl Drop for RingBuf {
     fn drop(&mut self) {
-        self.ring.recycle(self.bid, true);
+        if let Src::Pool { ring, bid } = &self.src {
+            ring.recycle(*bid, true);
+        }
     }
 }
 
 impl fmt::Debug for RingBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RingBuf")
-            .field("id", &self.bid)
+            .field("id", &self.id())
             .field("len", &self.len())
             .finish()
     }
 }
 
 // SAFETY: the bytes live in the pool's mapping, which does not move and
-// lives as long as the `Rc` this value holds; the buffer stays out of the
-// kernel's hands until the value drops.
+// lives as long as the `Rc` this value holds, and stay out of the kernel's
+// hands until the value drops; or in a boxed vector this value owns, whose
+// heap memory does not move either.
 unsafe impl IoBuf for RingBuf {
     fn stable_ptr(&self) -> *const u8 {
-        self.ring
-            .buf_ptr(self.bid)
-            .wrapping_add(self.start as usize)
-            .cast_const()
+        self.base().wrapping_add(self.start as usize)
     }
     fn bytes_init(&self) -> usize {
         (self.len - self.start) as usize
@@ -516,14 +557,17 @@ unsafe impl IoBuf for RingBuf {
     }
 }
 
-/// Received bytes a receive stream took from the kernel but did not hand
-/// out before it was dropped: kept with the socket, for its next read or
-/// stream. Shared by the socket, its streams and their operations in flight.
+/// Received bytes that a receive stream or a plain read took from the
+/// kernel but did not hand out before it was dropped: kept with the
+/// socket, for its next read or stream, in the order received. Shared by
+/// the socket, its streams and their operations in flight (an op parked
+/// after its future was dropped holds it until its completion). Bytes of a
+/// plain read are copied out of its buffer into a heap [`RingBuf`].
 pub(crate) type Stash = Rc<StashQueue>;
 
 /// The queue behind a [`Stash`]: empty (one word, no allocation) on the
 /// many sockets that never stash anything, a boxed `VecDeque` once
-/// something is stashed. Every connection on a multishot receive has one.
+/// something is stashed. Every connection that has read has one.
 #[derive(Default)]
 // Boxed: one word instead of a `VecDeque`'s four, on every socket.
 #[allow(clippy::box_collection)]
@@ -536,6 +580,10 @@ impl StashQueue {
 
     pub(crate) fn pop_front(&self) -> Option<RingBuf> {
         self.0.borrow_mut().as_mut()?.pop_front()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.borrow().as_ref().is_none_or(|q| q.is_empty())
     }
 }
 
@@ -562,8 +610,9 @@ impl StashCell {
                     let n = front.len().min(buf.bytes_total());
                     // SAFETY: `buf` is writable for `bytes_total() >= n`
                     // bytes at `stable_mut_ptr` (IoBufMut), and cannot
-                    // overlap the pool's mapping, which only RingBufs
-                    // point into (and a RingBuf is not IoBufMut).
+                    // overlap `front`'s bytes: those are in the pool's
+                    // mapping or a vector the stash owns, which only
+                    // RingBufs point into (and a RingBuf is not IoBufMut).
                     unsafe {
                         std::ptr::copy_nonoverlapping(front.as_ptr(), buf.stable_mut_ptr(), n);
                         buf.set_init(n);

@@ -7,6 +7,7 @@
 //! effect (see [`super::timeout`]) adds a linked `IORING_OP_LINK_TIMEOUT`
 //! whose timespec is boxed inside the same data.
 
+use std::any::Any;
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
@@ -16,6 +17,7 @@ use io_uring::types::{Fd, Timespec};
 use io_uring::{opcode, squeue, types};
 
 use super::buf::{BufResult, IoBuf, IoBufMut};
+use super::buf_ring::{RingBuf, Stash, StashCell};
 use super::fd::close_orphan;
 use super::timeout::{current_caller, current_deadline};
 use crate::driver::OrphanCleanup;
@@ -206,17 +208,137 @@ pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufR
     (res.map(|n| n as usize), buf)
 }
 
+/// What a receive on a stream socket owns while the kernel runs it: the
+/// buffer it receives into, how many bytes just before that buffer's start
+/// are already received (the part of a `read_exact` buffer filled before),
+/// and the socket's stash. If the future is dropped, the op table parks
+/// this until the completion, and [`stash_dropped_recv`] moves the bytes
+/// into the stash, so that the socket's next read returns them.
+struct StreamRecv<B> {
+    buf: B,
+    keep: usize,
+    stash: Stash,
+}
+
+/// The orphan cleanup of a stream receive whose future was dropped (the
+/// guide's cancellation rule: nothing received is lost): copies the bytes
+/// it holds — the `keep` bytes received before it, and the `res` it
+/// received — out of the buffer (which is freed with the op) into the
+/// socket's stash, behind what is there already. If the socket was dropped
+/// meanwhile, the stash (and so the bytes) goes when the op's data does:
+/// nobody can read them any more.
+///
+/// One function per buffer type, so that it fits [`OrphanCleanup`]; the
+/// data is a bare `StreamRecv<B>`, or one paired with a deadline's
+/// timespec (see [`submit`]).
+fn stash_dropped_recv<B: IoBufMut>(res: i32, _flags: u32, data: Option<&mut dyn Any>) {
+    let Some(data) = data else { return };
+    let d = if data.is::<StreamRecv<B>>() {
+        data.downcast_mut::<StreamRecv<B>>()
+    } else {
+        data.downcast_mut::<(StreamRecv<B>, KernelBox<Timespec>)>()
+            .map(|(d, _)| d)
+    };
+    let Some(d) = d else { return };
+    let got = usize::try_from(res).unwrap_or(0).min(d.buf.bytes_total());
+    let n = d.keep + got;
+    if n == 0 {
+        return;
+    }
+    let start = d.buf.stable_ptr().wrapping_sub(d.keep);
+    // SAFETY: the `keep` bytes before the buffer's start were received
+    // into the same allocation earlier (`keep` is the offset of the
+    // `read_exact` slice in its buffer), and the kernel has written `got`
+    // bytes from the start and is done with them (this is its completion).
+    let bytes = unsafe { std::slice::from_raw_parts(start, n) }.to_vec();
+    // At most once per op: a one-shot receive completes once.
+    d.keep = 0;
+    d.stash.push_back(RingBuf::from_bytes(bytes));
+}
+
+/// How one receive of [`recv_into_stream`] ended.
+enum Recvd<B> {
+    /// Its result, and the buffer (holding the bytes received).
+    Done(Result<u32>, B),
+    /// Its bytes went to the stash, behind bytes of an earlier receive:
+    /// the caller reads the stash.
+    Stashed(B),
+}
+
+/// Submits one `IORING_OP_RECV` into `buf` for a stream socket, whose
+/// bytes go to `stash` if the future is dropped (see [`StreamRecv`]).
+/// `keep`: the bytes before `buf`'s start that belong with them.
+async fn recv_into_stream<B: IoBufMut>(
+    fd: RawFd,
+    mut buf: B,
+    keep: usize,
+    stash: Stash,
+) -> Recvd<B> {
+    let len = buf.bytes_total().min(MAX_LEN) as u32;
+    let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len).build();
+    let data = StreamRecv { buf, keep, stash };
+    let cleanup = Some(stash_dropped_recv::<B> as OrphanCleanup);
+    // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the
+    // op (inside `data`).
+    let (res, _, data) = unsafe { submit(sqe, data, cleanup) }.await;
+    let StreamRecv { mut buf, stash, .. } = data;
+    // `stash` is the socket's: dropped here, the socket still holds it.
+    finish_read(&res, &mut buf);
+    match res {
+        Ok(n) if !stash.is_empty() => {
+            // A receive dropped earlier on this socket completed (its bytes
+            // stashed) before ours, which the loop reaps in order: its
+            // bytes came first (it can take them while ours is already
+            // queued, on a ring without DEFER_TASKRUN). Ours go behind
+            // them, and the caller serves the stash in order. End of
+            // stream (0) is not stashed: the next receive reads it again.
+            if n > 0 {
+                // SAFETY: the kernel wrote `n` bytes from `buf`'s start.
+                let ours = unsafe { std::slice::from_raw_parts(buf.stable_ptr(), n as usize) };
+                stash.push_back(RingBuf::from_bytes(ours.to_vec()));
+            }
+            Recvd::Stashed(buf)
+        }
+        res => Recvd::Done(res, buf),
+    }
+}
+
+/// Receives into `buf` from stream socket `fd` (`IORING_OP_RECV`), taking
+/// bytes kept in the socket's stash (by a dropped receive stream or read)
+/// first. If the future is dropped while the receive runs, what it
+/// receives goes to the stash (see [`StreamRecv`]).
+/// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
+pub(crate) async fn recv_stream<B: IoBufMut>(
+    fd: RawFd,
+    mut buf: B,
+    rx: &StashCell,
+) -> BufResult<usize, B> {
+    if let Some(e) = no_room(&buf) {
+        return (Err(e), buf);
+    }
+    loop {
+        if let Some(n) = rx.read_into(&mut buf) {
+            return (Ok(n), buf);
+        }
+        match recv_into_stream(fd, buf, 0, rx.get()).await {
+            Recvd::Done(res, b) => return (res.map(|n| n as usize), b),
+            Recvd::Stashed(b) => buf = b,
+        }
+    }
+}
+
 /// Receives until `buf`'s whole capacity is filled (from its start), one
 /// `IORING_OP_RECV` after another, taking bytes stashed by a dropped
-/// receive stream first. End of stream before that is an
+/// receive stream or read first. End of stream before that is an
 /// `UnexpectedEof` error saying how many bytes came; the buffer comes back
 /// holding them (a `Vec`'s length is that count), as on any other error.
+/// If the future is dropped while a receive runs, the bytes received so
+/// far (into `buf`, and by that receive) go to the socket's stash.
 pub(crate) async fn recv_exact<B: IoBufMut>(
     fd: RawFd,
     mut buf: B,
-    stash: &super::buf_ring::StashCell,
+    rx: &StashCell,
 ) -> BufResult<(), B> {
-    use super::buf::IoBuf as _;
     if let Some(e) = no_room(&buf) {
         return (Err(e), buf);
     }
@@ -224,18 +346,18 @@ pub(crate) async fn recv_exact<B: IoBufMut>(
     let mut done = 0;
     while done < total {
         let mut slice = buf.slice(done..);
-        let res = match stash.read_into(&mut slice) {
+        let res = match rx.read_into(&mut slice) {
             Some(n) => Ok(n as u32),
-            None => {
-                let len = slice.bytes_total().min(MAX_LEN) as u32;
-                let sqe = opcode::Recv::new(Fd(fd), slice.stable_mut_ptr(), len).build();
-                // SAFETY: the SQE points into the slice's part of `buf`'s
-                // stable heap memory, owned by the op.
-                let (res, _, s) = unsafe { submit(sqe, slice, None) }.await;
-                slice = s;
-                finish_read(&res, &mut slice);
-                res
-            }
+            None => match recv_into_stream(fd, slice, done, rx.get()).await {
+                Recvd::Done(res, s) => {
+                    slice = s;
+                    res
+                }
+                Recvd::Stashed(s) => {
+                    buf = s.into_inner();
+                    continue;
+                }
+            },
         };
         buf = slice.into_inner();
         match res {

@@ -62,21 +62,14 @@ macro_rules! stream_io {
         #[track_caller]
         pub fn read<B: $crate::io::IoBufMut>(
             &self,
-            mut buf: B,
+            buf: B,
         ) -> $crate::io::Io<
             impl ::std::future::Future<Output = $crate::io::BufResult<usize, B>> + '_,
         > {
             let fd = self.fd.raw();
-            $crate::io::Io::new(async move {
-                // The borrow keeps the socket open until the op is submitted.
-                let _me = self;
-                if $crate::io::IoBuf::bytes_total(&buf) > 0 {
-                    if let Some(n) = self.rx.read_into(&mut buf) {
-                        return (Ok(n), buf);
-                    }
-                }
-                $crate::io::ops::recv(fd, buf, 0).await
-            })
+            // The borrow of `self.rx` keeps the socket open until the op is
+            // submitted.
+            $crate::io::Io::new(async move { $crate::io::ops::recv_stream(fd, buf, &self.rx).await })
         }
 
         /// Receives until `buf`'s whole capacity is filled (from its start;
