@@ -468,3 +468,60 @@ fn bytes_of_a_dropped_read_come_before_those_of_the_read_after_it() {
         rt.run(dropped_read_then_next_read_in_order()).unwrap();
     }
 }
+
+/// A `read_exact` dropped with part of its buffer filled and its next
+/// receive in flight: that part is the socket's, ahead of bytes a read
+/// started right after the drop receives, even when the kernel completes
+/// that read before it reports the dropped receive's cancellation.
+async fn dropped_read_exact_then_next_read_in_order() {
+    use std::os::fd::AsRawFd;
+    for _ in 0..20 {
+        let (client, server) = tcp_pair().await;
+        let server = Rc::new(server);
+        let s2 = server.clone();
+        let first = poll_once(async move { s2.read_exact(Vec::with_capacity(10)).await }).await;
+        ringio::sleep(ms(1)).await.unwrap();
+        send_now(client.as_raw_fd(), b"abcd");
+        // The first receive returns "abcd"; polled again, the read_exact
+        // takes them and its second receive waits for 6 more.
+        ringio::sleep(ms(5)).await.unwrap();
+        let mut first = first;
+        std::future::poll_fn(|cx| {
+            assert!(first.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        ringio::sleep(ms(1)).await.unwrap();
+        drop(first);
+        // Ready before the next read reaches the kernel.
+        send_now(client.as_raw_fd(), b"efgh");
+        let got = read_n(&*server, 8).await;
+        assert_eq!(got, b"abcdefgh");
+    }
+}
+
+#[test]
+fn bytes_a_dropped_read_exact_had_come_before_those_of_the_read_after_it() {
+    let _g = serial();
+    let setups = [
+        ("default", ringio::Runtime::builder()),
+        (
+            "no DEFER_TASKRUN",
+            ringio::Runtime::builder().defer_taskrun(false),
+        ),
+        (
+            "COOP_TASKRUN",
+            ringio::Runtime::builder().coop_taskrun(true),
+        ),
+        ("SQPOLL", ringio::Runtime::builder().sqpoll(ms(10))),
+    ];
+    for (name, b) in setups {
+        let Ok(mut rt) = b.build() else {
+            eprintln!("{name}: not supported here, skipped");
+            continue;
+        };
+        eprintln!("{name}");
+        rt.run(dropped_read_exact_then_next_read_in_order())
+            .unwrap();
+    }
+}

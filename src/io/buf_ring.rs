@@ -28,7 +28,7 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 
 use io_uring::opcode;
 
@@ -440,7 +440,9 @@ pub struct RingBuf {
 enum Src {
     /// Buffer `bid` of a pool.
     Pool { ring: Rc<Inner>, bid: u16 },
-    /// Bytes copied out of a dropped plain read's buffer.
+    /// Bytes copied out of a dropped plain read's buffer. Boxed: one word,
+    /// so that a `RingBuf` stays three (rare: only such bytes pay for it).
+    #[allow(clippy::box_collection)]
     Heap(Box<Vec<u8>>),
 }
 
@@ -566,24 +568,90 @@ unsafe impl IoBuf for RingBuf {
 pub(crate) type Stash = Rc<StashQueue>;
 
 /// The queue behind a [`Stash`]: empty (one word, no allocation) on the
-/// many sockets that never stash anything, a boxed `VecDeque` once
-/// something is stashed. Every connection that has read has one.
+/// many sockets that never stash anything, boxed once something is
+/// stashed or a read is dropped mid-flight.
 #[derive(Default)]
-// Boxed: one word instead of a `VecDeque`'s four, on every socket.
-#[allow(clippy::box_collection)]
-pub(crate) struct StashQueue(RefCell<Option<Box<VecDeque<RingBuf>>>>);
+pub(crate) struct StashQueue(RefCell<Option<Box<StashInner>>>);
+
+/// The boxed part of a [`StashQueue`].
+#[derive(Default)]
+struct StashInner {
+    queue: VecDeque<RingBuf>,
+    /// Plain receives whose future was dropped while the kernel still had
+    /// them: until each one's completion is in the queue (its data is
+    /// dropped after that), a new receive waits, so that it cannot take
+    /// bytes that come after the ones the dropped receive holds. Signed:
+    /// the data of a receive that had completed is dropped (`-1`) just
+    /// before its future notes the drop (`+1`).
+    dropped_in_flight: i32,
+    /// Receives waiting for `dropped_in_flight` to reach 0.
+    waiters: Vec<Waker>,
+}
 
 impl StashQueue {
     pub(crate) fn push_back(&self, buf: RingBuf) {
-        self.0.borrow_mut().get_or_insert_default().push_back(buf);
+        self.0
+            .borrow_mut()
+            .get_or_insert_default()
+            .queue
+            .push_back(buf);
     }
 
     pub(crate) fn pop_front(&self) -> Option<RingBuf> {
-        self.0.borrow_mut().as_mut()?.pop_front()
+        self.0.borrow_mut().as_mut()?.queue.pop_front()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.borrow().as_ref().is_none_or(|q| q.is_empty())
+        self.0.borrow().as_ref().is_none_or(|q| q.queue.is_empty())
+    }
+
+    /// A plain receive's future was dropped while its op was in flight.
+    pub(crate) fn receive_dropped(&self) {
+        self.0
+            .borrow_mut()
+            .get_or_insert_default()
+            .dropped_in_flight += 1;
+    }
+
+    /// The data of a dropped plain receive is freed: its completion (and
+    /// its bytes) went through the orphan cleanup. Wakes the receives
+    /// waiting for that.
+    pub(crate) fn dropped_receive_done(&self) {
+        let waiters = {
+            let mut q = self.0.borrow_mut();
+            let q = q.get_or_insert_default();
+            q.dropped_in_flight -= 1;
+            if q.dropped_in_flight > 0 {
+                return;
+            }
+            std::mem::take(&mut q.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// `Ready` once no dropped receive is in flight any more (its bytes,
+    /// if any, are in the queue); else registers `cx`'s waker.
+    pub(crate) fn poll_settled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut q = self.0.borrow_mut();
+        match q.as_mut() {
+            Some(q) if q.dropped_in_flight > 0 => {
+                if !q.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    q.waiters.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        }
+    }
+
+    /// Whether a dropped receive is still in flight.
+    pub(crate) fn unsettled(&self) -> bool {
+        self.0
+            .borrow()
+            .as_ref()
+            .is_some_and(|q| q.dropped_in_flight > 0)
     }
 }
 
@@ -604,7 +672,7 @@ impl StashCell {
         let s = self.0.take()?;
         let out = {
             let mut q = s.0.borrow_mut();
-            match q.as_mut().and_then(|q| q.front_mut()) {
+            match q.as_mut().and_then(|q| q.queue.front_mut()) {
                 None => None,
                 Some(front) => {
                     let n = front.len().min(buf.bytes_total());
@@ -619,7 +687,7 @@ impl StashCell {
                     }
                     front.advance(n);
                     let used = if front.is_empty() {
-                        q.as_mut().and_then(|q| q.pop_front())
+                        q.as_mut().and_then(|q| q.queue.pop_front())
                     } else {
                         None
                     };
@@ -631,5 +699,41 @@ impl StashCell {
         // A used-up buffer goes back to its pool (waking receives) only
         // once the stash is no longer borrowed.
         out.map(|(n, _used)| n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A received buffer stays three words with its heap variant (the
+    /// `Box` fits beside the pool variant's `Rc`), and a socket's stash is
+    /// one word until something is stashed.
+    #[test]
+    fn a_ring_buf_is_24_bytes_and_an_empty_stash_queue_16() {
+        assert_eq!(std::mem::size_of::<RingBuf>(), 24);
+        assert_eq!(std::mem::size_of::<StashQueue>(), 16);
+        assert_eq!(std::mem::size_of::<StashCell>(), 8);
+    }
+
+    #[test]
+    fn stashed_bytes_are_read_in_order_across_entries() {
+        let cell = StashCell::default();
+        let stash = cell.get();
+        stash.push_back(RingBuf::from_bytes(b"hello".to_vec()));
+        stash.push_back(RingBuf::from_bytes(b" world".to_vec()));
+        let mut out = Vec::with_capacity(3);
+        assert_eq!(cell.read_into(&mut out), Some(3));
+        assert_eq!(out, b"hel");
+        let mut out = Vec::with_capacity(64);
+        assert_eq!(cell.read_into(&mut out), Some(2));
+        assert_eq!(out, b"lo");
+        assert_eq!(cell.read_into(&mut out), Some(6));
+        assert_eq!(out, b" world");
+        assert!(stash.is_empty());
+        assert_eq!(cell.read_into(&mut out), None);
+        let buf = RingBuf::from_bytes(vec![1, 2, 3]);
+        assert_eq!(buf.id(), u16::MAX);
+        assert_eq!(crate::io::IoBuf::bytes_init(&buf), 3);
     }
 }

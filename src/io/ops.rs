@@ -209,15 +209,39 @@ pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufR
 }
 
 /// What a receive on a stream socket owns while the kernel runs it: the
-/// buffer it receives into, how many bytes just before that buffer's start
-/// are already received (the part of a `read_exact` buffer filled before),
-/// and the socket's stash. If the future is dropped, the op table parks
-/// this until the completion, and [`stash_dropped_recv`] moves the bytes
-/// into the stash, so that the socket's next read returns them.
+/// buffer it receives into (taken out when the future gets the result),
+/// how many bytes just before that buffer's start are already received
+/// (the part of a `read_exact` buffer filled before), and the socket's
+/// stash. If the future is dropped, the op table parks this until the
+/// completion, and [`stash_dropped_recv`] moves the bytes into the stash,
+/// so that the socket's next read returns them.
 struct StreamRecv<B> {
-    buf: B,
+    buf: Option<B>,
     keep: usize,
     stash: Stash,
+}
+
+impl<B> Drop for StreamRecv<B> {
+    fn drop(&mut self) {
+        if self.buf.is_some() {
+            // Still holding the buffer: its future was dropped, and its
+            // completion has gone through `stash_dropped_recv` (or it
+            // never reached the kernel). Receives waiting behind it go on.
+            self.stash.dropped_receive_done();
+        }
+    }
+}
+
+/// Notes, if dropped, that the future of a stream receive was dropped
+/// while its op was in flight: the next receive on the socket waits until
+/// that op's bytes are in the stash (see `StashInner::dropped_in_flight`).
+/// Forgotten when the op's result comes back.
+struct NoteDrop<'a>(&'a Stash);
+
+impl Drop for NoteDrop<'_> {
+    fn drop(&mut self) {
+        self.0.receive_dropped();
+    }
 }
 
 /// The orphan cleanup of a stream receive whose future was dropped (the
@@ -240,12 +264,13 @@ fn stash_dropped_recv<B: IoBufMut>(res: i32, _flags: u32, data: Option<&mut dyn 
             .map(|(d, _)| d)
     };
     let Some(d) = d else { return };
-    let got = usize::try_from(res).unwrap_or(0).min(d.buf.bytes_total());
+    let Some(buf) = d.buf.as_ref() else { return };
+    let got = usize::try_from(res).unwrap_or(0).min(buf.bytes_total());
     let n = d.keep + got;
     if n == 0 {
         return;
     }
-    let start = d.buf.stable_ptr().wrapping_sub(d.keep);
+    let start = buf.stable_ptr().wrapping_sub(d.keep);
     // SAFETY: the `keep` bytes before the buffer's start were received
     // into the same allocation earlier (`keep` is the offset of the
     // `read_exact` slice in its buffer), and the kernel has written `got`
@@ -260,44 +285,62 @@ fn stash_dropped_recv<B: IoBufMut>(res: i32, _flags: u32, data: Option<&mut dyn 
 enum Recvd<B> {
     /// Its result, and the buffer (holding the bytes received).
     Done(Result<u32>, B),
-    /// Its bytes went to the stash, behind bytes of an earlier receive:
-    /// the caller reads the stash.
-    Stashed(B),
+    /// The stash may hold bytes that come first (the caller reads it, and
+    /// receives again if it is empty): a dropped receive was still in
+    /// flight, or one completed with bytes before this one did (ours are
+    /// then behind them in the stash).
+    Retry(B),
 }
 
 /// Submits one `IORING_OP_RECV` into `buf` for a stream socket, whose
-/// bytes go to `stash` if the future is dropped (see [`StreamRecv`]).
-/// `keep`: the bytes before `buf`'s start that belong with them.
+/// bytes go to the socket's stash if the future is dropped (see
+/// [`StreamRecv`]). `keep`: the bytes before `buf`'s start that belong
+/// with them. Waits first (and returns `Retry`) while a receive dropped
+/// earlier on the socket is still in flight: the kernel may yet hand it
+/// bytes that come before any this one would get.
 async fn recv_into_stream<B: IoBufMut>(
     fd: RawFd,
     mut buf: B,
     keep: usize,
-    stash: Stash,
+    rx: &StashCell,
 ) -> Recvd<B> {
+    let stash = rx.get();
+    if stash.unsettled() {
+        std::future::poll_fn(|cx| stash.poll_settled(cx)).await;
+        return Recvd::Retry(buf);
+    }
     let len = buf.bytes_total().min(MAX_LEN) as u32;
     let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len).build();
-    let data = StreamRecv { buf, keep, stash };
+    let data = StreamRecv {
+        buf: Some(buf),
+        keep,
+        stash: stash.clone(),
+    };
     let cleanup = Some(stash_dropped_recv::<B> as OrphanCleanup);
+    let note = NoteDrop(&stash);
     // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the
     // op (inside `data`).
-    let (res, _, data) = unsafe { submit(sqe, data, cleanup) }.await;
-    let StreamRecv { mut buf, stash, .. } = data;
-    // `stash` is the socket's: dropped here, the socket still holds it.
+    let (res, _, mut data) = unsafe { submit(sqe, data, cleanup) }.await;
+    std::mem::forget(note);
+    let Some(mut buf) = data.buf.take() else {
+        unreachable!("the buffer is taken out once, here")
+    };
+    drop(data);
     finish_read(&res, &mut buf);
     match res {
         Ok(n) if !stash.is_empty() => {
-            // A receive dropped earlier on this socket completed (its bytes
-            // stashed) before ours, which the loop reaps in order: its
-            // bytes came first (it can take them while ours is already
-            // queued, on a ring without DEFER_TASKRUN). Ours go behind
-            // them, and the caller serves the stash in order. End of
-            // stream (0) is not stashed: the next receive reads it again.
+            // A receive dropped earlier on this socket (a receive stream's,
+            // which the wait above does not cover) completed with bytes
+            // before ours, which the loop reaps in order: they came first.
+            // Ours go behind them, and the caller serves the stash in
+            // order. End of stream (0) is not stashed: the next receive
+            // reads it again.
             if n > 0 {
                 // SAFETY: the kernel wrote `n` bytes from `buf`'s start.
                 let ours = unsafe { std::slice::from_raw_parts(buf.stable_ptr(), n as usize) };
                 stash.push_back(RingBuf::from_bytes(ours.to_vec()));
             }
-            Recvd::Stashed(buf)
+            Recvd::Retry(buf)
         }
         res => Recvd::Done(res, buf),
     }
@@ -320,9 +363,9 @@ pub(crate) async fn recv_stream<B: IoBufMut>(
         if let Some(n) = rx.read_into(&mut buf) {
             return (Ok(n), buf);
         }
-        match recv_into_stream(fd, buf, 0, rx.get()).await {
+        match recv_into_stream(fd, buf, 0, rx).await {
             Recvd::Done(res, b) => return (res.map(|n| n as usize), b),
-            Recvd::Stashed(b) => buf = b,
+            Recvd::Retry(b) => buf = b,
         }
     }
 }
@@ -348,12 +391,12 @@ pub(crate) async fn recv_exact<B: IoBufMut>(
         let mut slice = buf.slice(done..);
         let res = match rx.read_into(&mut slice) {
             Some(n) => Ok(n as u32),
-            None => match recv_into_stream(fd, slice, done, rx.get()).await {
+            None => match recv_into_stream(fd, slice, done, rx).await {
                 Recvd::Done(res, s) => {
                     slice = s;
                     res
                 }
-                Recvd::Stashed(s) => {
+                Recvd::Retry(s) => {
                     buf = s.into_inner();
                     continue;
                 }
