@@ -16,7 +16,7 @@ use std::time::Instant;
 use io_uring::types::{Fd, Timespec};
 use io_uring::{opcode, squeue, types};
 
-use super::buf::{BufResult, IoBuf, IoBufMut};
+use super::buf::{BufResult, IoBuf, IoBufMut, Slice};
 use super::buf_ring::{RingBuf, Stash, StashCell};
 use super::fd::close_orphan;
 use super::timeout::{current_caller, current_deadline};
@@ -209,15 +209,14 @@ pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, mut buf: B, flags: i32) -> BufR
 }
 
 /// What a receive on a stream socket owns while the kernel runs it: the
-/// buffer it receives into (taken out when the future gets the result),
-/// how many bytes just before that buffer's start are already received
-/// (the part of a `read_exact` buffer filled before), and the socket's
-/// stash. If the future is dropped, the op table parks this until the
-/// completion, and [`stash_dropped_recv`] moves the bytes into the stash,
-/// so that the socket's next read returns them.
+/// buffer it receives into (taken out when the future gets the result)
+/// and the socket's stash. If the future is dropped, the op table parks
+/// this until the completion, and [`stash_dropped_recv`] (or, for the
+/// slice a `read_exact` receives into, [`stash_dropped_recv_exact`])
+/// moves the bytes into the stash, so that the socket's next read returns
+/// them.
 struct StreamRecv<B> {
     buf: Option<B>,
-    keep: usize,
     stash: Stash,
 }
 
@@ -236,109 +235,124 @@ impl<B> Drop for StreamRecv<B> {
 /// while its op was in flight: the next receive on the socket waits until
 /// that op's bytes are in the stash (see `StashInner::dropped_in_flight`).
 /// Forgotten when the op's result comes back.
-struct NoteDrop<'a>(&'a Stash);
+struct NoteDrop<'a>(&'a StashCell);
 
 impl Drop for NoteDrop<'_> {
     fn drop(&mut self) {
-        self.0.receive_dropped();
+        self.0.get().receive_dropped();
     }
 }
 
-/// The orphan cleanup of a stream receive whose future was dropped (the
-/// guide's cancellation rule: nothing received is lost): copies the bytes
-/// it holds — the `keep` bytes received before it, and the `res` it
-/// received — out of the buffer (which is freed with the op) into the
-/// socket's stash, behind what is there already. If the socket was dropped
-/// meanwhile, the stash (and so the bytes) goes when the op's data does:
-/// nobody can read them any more.
+/// The orphan cleanup of a `read`'s receive whose future was dropped
+/// (the guide's cancellation rule 7: nothing received is lost): copies
+/// the `res` bytes it received out of the buffer (which is freed with the
+/// op) into the socket's stash, behind what is there already. If the
+/// socket was dropped meanwhile, the stash (and so the bytes) goes when
+/// the op's data does: nobody can read them any more.
 ///
-/// One function per buffer type, so that it fits [`OrphanCleanup`]; the
-/// data is a bare `StreamRecv<B>`, or one paired with a deadline's
-/// timespec (see [`submit`]).
+/// One function per buffer type, so that it fits [`OrphanCleanup`].
 fn stash_dropped_recv<B: IoBufMut>(res: i32, _flags: u32, data: Option<&mut dyn Any>) {
-    let Some(data) = data else { return };
+    if let Some((buf, stash)) = data.and_then(stream_data::<B>) {
+        stash_received(stash, buf.stable_ptr(), 0, res, buf.bytes_total());
+    }
+}
+
+/// The same for a `read_exact`'s receive into the slice `begin..` of its
+/// buffer: the `begin` bytes before the slice were received earlier (into
+/// the buffer, which cannot go back to the caller now) and go first.
+fn stash_dropped_recv_exact<B: IoBufMut>(res: i32, _flags: u32, data: Option<&mut dyn Any>) {
+    if let Some((slice, stash)) = data.and_then(stream_data::<Slice<B>>) {
+        let base = slice.get_ref().stable_ptr();
+        stash_received(stash, base, slice.begin(), res, slice.bytes_total());
+    }
+}
+
+/// The buffer and stash of a parked [`StreamRecv<B>`], bare or paired
+/// with a deadline's timespec (see [`submit`]); `None` once the buffer
+/// was taken.
+fn stream_data<B: 'static>(data: &mut dyn Any) -> Option<(&B, &Stash)> {
     let d = if data.is::<StreamRecv<B>>() {
         data.downcast_mut::<StreamRecv<B>>()
     } else {
         data.downcast_mut::<(StreamRecv<B>, KernelBox<Timespec>)>()
             .map(|(d, _)| d)
-    };
-    let Some(d) = d else { return };
-    let Some(buf) = d.buf.as_ref() else { return };
-    let got = usize::try_from(res).unwrap_or(0).min(buf.bytes_total());
-    let n = d.keep + got;
+    }?;
+    Some((d.buf.as_ref()?, &d.stash))
+}
+
+/// Copies the `keep` bytes at `base` and the `res` (a completion's result,
+/// at most `room`) after them into the stash, as one entry.
+fn stash_received(stash: &Stash, base: *const u8, keep: usize, res: i32, room: usize) {
+    let n = keep + usize::try_from(res).unwrap_or(0).min(room);
     if n == 0 {
         return;
     }
-    let start = buf.stable_ptr().wrapping_sub(d.keep);
-    // SAFETY: the `keep` bytes before the buffer's start were received
-    // into the same allocation earlier (`keep` is the offset of the
-    // `read_exact` slice in its buffer), and the kernel has written `got`
-    // bytes from the start and is done with them (this is its completion).
-    let bytes = unsafe { std::slice::from_raw_parts(start, n) }.to_vec();
-    // At most once per op: a one-shot receive completes once.
-    d.keep = 0;
-    d.stash.push_back(RingBuf::from_bytes(bytes));
+    // SAFETY: the `keep` bytes at `base` were received into the buffer
+    // before this op, and the kernel wrote `res` bytes right after them
+    // and is done with them (this is the op's only completion, and it
+    // completes once: the bytes are stashed once).
+    let bytes = unsafe { std::slice::from_raw_parts(base, n) }.to_vec();
+    stash.push_back(RingBuf::from_bytes(bytes));
 }
 
-/// How one receive of [`recv_into_stream`] ended.
+/// How one receive on a stream socket ended (see [`stream_recv_done`]).
 enum Recvd<B> {
     /// Its result, and the buffer (holding the bytes received).
     Done(Result<u32>, B),
-    /// The stash may hold bytes that come first (the caller reads it, and
-    /// receives again if it is empty): a dropped receive was still in
-    /// flight, or one completed with bytes before this one did (ours are
-    /// then behind them in the stash).
+    /// The stash holds bytes that come first (ours, if any, are behind
+    /// them): the caller reads the stash.
     Retry(B),
 }
 
-/// Submits one `IORING_OP_RECV` into `buf` for a stream socket, whose
-/// bytes go to the socket's stash if the future is dropped (see
-/// [`StreamRecv`]). `keep`: the bytes before `buf`'s start that belong
-/// with them. Waits first (and returns `Retry`) while a receive dropped
-/// earlier on the socket is still in flight: the kernel may yet hand it
-/// bytes that come before any this one would get.
-async fn recv_into_stream<B: IoBufMut>(
+/// Waits (a turn of the loop, usually) while a receive dropped earlier on
+/// the socket is still in flight: the kernel may yet hand it bytes that
+/// come before any a new receive would get. `true` if it waited (the stash
+/// may hold those bytes now).
+async fn settle_dropped(rx: &StashCell) -> bool {
+    let stash = rx.get();
+    if !stash.unsettled() {
+        return false;
+    }
+    std::future::poll_fn(|cx| stash.poll_settled(cx)).await;
+    true
+}
+
+/// The SQE and the op data of one `IORING_OP_RECV` into `buf` for a
+/// stream socket, whose bytes go to the socket's stash if the future is
+/// dropped (see [`StreamRecv`]). Submit it with [`stash_dropped_recv`] (or
+/// `_exact`) as the cleanup and a [`NoteDrop`] alive across the await.
+fn stream_recv<B: IoBufMut>(
     fd: RawFd,
     mut buf: B,
-    keep: usize,
     rx: &StashCell,
-) -> Recvd<B> {
-    let stash = rx.get();
-    if stash.unsettled() {
-        std::future::poll_fn(|cx| stash.poll_settled(cx)).await;
-        return Recvd::Retry(buf);
-    }
+) -> (squeue::Entry, StreamRecv<B>) {
     let len = buf.bytes_total().min(MAX_LEN) as u32;
     let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len).build();
     let data = StreamRecv {
         buf: Some(buf),
-        keep,
-        stash: stash.clone(),
+        stash: rx.get(),
     };
-    let cleanup = Some(stash_dropped_recv::<B> as OrphanCleanup);
-    let note = NoteDrop(&stash);
-    // SAFETY: the SQE points into `buf`'s stable heap memory, owned by the
-    // op (inside `data`).
-    let (res, _, mut data) = unsafe { submit(sqe, data, cleanup) }.await;
-    std::mem::forget(note);
+    (sqe, data)
+}
+
+/// The end of a [`stream_recv`]: the buffer back, with its result.
+fn stream_recv_done<B: IoBufMut>(res: Result<u32>, mut data: StreamRecv<B>) -> Recvd<B> {
     let Some(mut buf) = data.buf.take() else {
         unreachable!("the buffer is taken out once, here")
     };
-    drop(data);
     finish_read(&res, &mut buf);
     match res {
-        Ok(n) if !stash.is_empty() => {
+        Ok(n) if !data.stash.is_empty() => {
             // A receive dropped earlier on this socket (a receive stream's,
-            // which the wait above does not cover) completed with bytes
-            // before ours, which the loop reaps in order: they came first.
-            // Ours go behind them, and the caller serves the stash in
-            // order. End of stream (0) is not stashed: the next receive
+            // which `settle_dropped` does not wait for) completed with
+            // bytes before ours, which the loop reaps in order: they came
+            // first. Ours go behind them, and the caller serves the stash
+            // in order. End of stream (0) is not stashed: the next receive
             // reads it again.
             if n > 0 {
                 // SAFETY: the kernel wrote `n` bytes from `buf`'s start.
                 let ours = unsafe { std::slice::from_raw_parts(buf.stable_ptr(), n as usize) };
-                stash.push_back(RingBuf::from_bytes(ours.to_vec()));
+                data.stash.push_back(RingBuf::from_bytes(ours.to_vec()));
             }
             Recvd::Retry(buf)
         }
@@ -363,9 +377,21 @@ pub(crate) async fn recv_stream<B: IoBufMut>(
         if let Some(n) = rx.read_into(&mut buf) {
             return (Ok(n), buf);
         }
-        match recv_into_stream(fd, buf, 0, rx).await {
-            Recvd::Done(res, b) => return (res.map(|n| n as usize), b),
-            Recvd::Retry(b) => buf = b,
+        if !settle_dropped(rx).await {
+            break;
+        }
+    }
+    let (sqe, data) = stream_recv(fd, buf, rx);
+    let note = NoteDrop(rx);
+    // SAFETY: the SQE points into the buffer's stable heap memory, owned
+    // by the op (inside `data`).
+    let (res, _, data) = unsafe { submit(sqe, data, Some(stash_dropped_recv::<B>)) }.await;
+    std::mem::forget(note);
+    match stream_recv_done(res, data) {
+        Recvd::Done(res, buf) => (res.map(|n| n as usize), buf),
+        Recvd::Retry(mut buf) => {
+            let n = rx.read_into(&mut buf).unwrap_or(0);
+            (Ok(n), buf)
         }
     }
 }
@@ -391,16 +417,33 @@ pub(crate) async fn recv_exact<B: IoBufMut>(
         let mut slice = buf.slice(done..);
         let res = match rx.read_into(&mut slice) {
             Some(n) => Ok(n as u32),
-            None => match recv_into_stream(fd, slice, done, rx).await {
-                Recvd::Done(res, s) => {
-                    slice = s;
-                    res
+            // Only before the first byte: what is waited for is a read
+            // dropped before this one began, and a future dropped while it
+            // waits would lose the bytes already in the buffer (no op
+            // holds them).
+            None if done == 0 && settle_dropped(rx).await => {
+                buf = slice.into_inner();
+                continue;
+            }
+            None => {
+                let (sqe, data) = stream_recv(fd, slice, rx);
+                let note = NoteDrop(rx);
+                // SAFETY: the SQE points into the slice's part of the
+                // buffer's stable heap memory, owned by the op (in `data`).
+                let (res, _, data) =
+                    unsafe { submit(sqe, data, Some(stash_dropped_recv_exact::<B>)) }.await;
+                std::mem::forget(note);
+                match stream_recv_done(res, data) {
+                    Recvd::Done(res, s) => {
+                        slice = s;
+                        res
+                    }
+                    Recvd::Retry(s) => {
+                        buf = s.into_inner();
+                        continue;
+                    }
                 }
-                Recvd::Retry(s) => {
-                    buf = s.into_inner();
-                    continue;
-                }
-            },
+            }
         };
         buf = slice.into_inner();
         match res {
