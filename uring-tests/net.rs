@@ -449,7 +449,9 @@ fn dropping_op_futures_mid_flight_leaks_nothing() {
                 ringio::io::nop().await.unwrap();
             }
         }
-        assert!(stats().ops_submitted >= submitted + 9000);
+        // Every accept submits; a read submits only once the read dropped
+        // before it has completed (bytes it got would come first).
+        assert!(stats().ops_submitted >= submitted + 3000 + 30);
         settle().await;
         // The streams still work after all that.
         let (res, _) = client.write_all(&b"still fine"[..]).await;

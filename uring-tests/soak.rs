@@ -19,8 +19,13 @@
 mod common;
 
 use std::cell::Cell;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use futures_util::future::{Either, select};
 
 use common::{open_fds, poll_once_and_drop, serial, settle, stats};
 use ringio::io::BufRing;
@@ -134,8 +139,12 @@ async fn writer(
     Ok(())
 }
 
-/// Receives until cancelled, in one of three ways; every completed
-/// receive is checked and counted before the next await.
+/// Receives until cancelled, in one of six ways (plain reads and
+/// `read_exact`s awaited, or raced with a timer in `select` and dropped
+/// when the timer wins, or dropped inside a `Box::pin` after a few turns;
+/// multishot streams dropped); every completed receive is checked and
+/// counted before the next await. What a dropped read had received goes
+/// to the socket's stash, and the next receive returns it first.
 async fn reader(
     rx: Rc<TcpStream>,
     received: Rc<Cell<u64>>,
@@ -145,7 +154,7 @@ async fn reader(
     target: u64,
 ) -> ringio::Result<()> {
     loop {
-        match rng.below(3) {
+        match rng.below(6) {
             0 => {
                 let (res, buf) = rx
                     .read(Vec::with_capacity(1 + rng.below(64 * 1024) as usize))
@@ -167,6 +176,103 @@ async fn reader(
                 t.op(target);
                 check(&received, &buf);
                 res?;
+            }
+            3 | 4 => {
+                // A plain read or a read_exact raced with a timer (either
+                // polled first): if the timer wins, the read is dropped,
+                // often with its receive completed or completing.
+                let timer = ringio::sleep(Duration::from_micros(rng.below(300)));
+                let cap = 1 + rng.below(16 * 1024) as usize;
+                let exact = rng.below(2) == 0;
+                let read = async {
+                    if exact {
+                        let (res, buf) = rx.read_exact(Vec::with_capacity(cap)).await;
+                        (res.map(|()| buf.len()), buf)
+                    } else {
+                        rx.read(Vec::with_capacity(cap)).await
+                    }
+                };
+                let got = if rng.below(2) == 0 {
+                    match select(pin!(read), pin!(timer)).await {
+                        Either::Left((r, _)) => Ok(r),
+                        Either::Right((r, _)) => Err(r),
+                    }
+                } else {
+                    match select(pin!(timer), pin!(read)).await {
+                        Either::Right((r, _)) => Ok(r),
+                        Either::Left((r, _)) => Err(r),
+                    }
+                };
+                match got {
+                    Ok((res, buf)) => {
+                        t.op(target);
+                        check(&received, &buf);
+                        match res {
+                            Ok(0) => return Ok(()),
+                            Ok(_) => {}
+                            Err(e) if interrupted(&e) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    // The timer won (or delivered the task's cancel): the
+                    // read was dropped.
+                    Err(timer) => {
+                        t.drops.set(t.drops.get() + 1);
+                        timer?;
+                    }
+                }
+            }
+            5 => {
+                // A read (or read_exact) in a box, polled, left for a few
+                // turns of the loop (its receive may complete meanwhile),
+                // then dropped.
+                type Read<'a> =
+                    Pin<Box<dyn Future<Output = (ringio::Result<usize>, Vec<u8>)> + 'a>>;
+                let cap = 1 + rng.below(16 * 1024) as usize;
+                let mut read: Read<'_> = if rng.below(2) == 0 {
+                    Box::pin(rx.read(Vec::with_capacity(cap)))
+                } else {
+                    Box::pin(async {
+                        let (res, buf) = rx.read_exact(Vec::with_capacity(cap)).await;
+                        (res.map(|()| buf.len()), buf)
+                    })
+                };
+                let mut done = None;
+                let mut cancelled = None;
+                for _ in 0..2 {
+                    if let Poll::Ready(r) =
+                        std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+                    {
+                        done = Some(r);
+                        break;
+                    }
+                    // The task's cancel may land here: drop the read, then
+                    // end as cancelled.
+                    let d = Duration::from_micros(rng.below(4) * rng.below(100));
+                    if let Err(e) = ringio::sleep(d).await {
+                        cancelled = Some(e);
+                        break;
+                    }
+                }
+                drop(read);
+                match done {
+                    None => {
+                        t.drops.set(t.drops.get() + 1);
+                        if let Some(e) = cancelled {
+                            return Err(e);
+                        }
+                    }
+                    Some((res, buf)) => {
+                        t.op(target);
+                        check(&received, &buf);
+                        match res {
+                            Ok(0) => return Ok(()),
+                            Ok(_) => {}
+                            Err(e) if interrupted(&e) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
             }
             _ => {
                 // A multishot receive for a few buffers, then the stream is

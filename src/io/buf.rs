@@ -217,7 +217,8 @@ impl<B> KernelBuf<B> {
         }
     }
 
-    fn get(&self) -> &B {
+    /// The buffer, to read (an op's cleanup, once the kernel is done).
+    pub(crate) fn get(&self) -> &B {
         // SAFETY: initialised from `new` until `into_inner` or `drop`.
         unsafe { self.buf.assume_init_ref() }
     }

@@ -28,7 +28,7 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 
 use io_uring::opcode;
 
@@ -425,9 +425,13 @@ impl Drop for Inner {
 /// A buffer of a [`BufRing`] holding received bytes; it goes back to the
 /// pool when dropped. Dereferences to the bytes; implements [`IoBuf`], so
 /// it can be written to a socket as it is (an echo without a copy).
+///
+/// A [`RecvStream`](crate::net::RecvStream) may also hand out bytes that a
+/// dropped plain `read` on the same socket had received (kept with the
+/// socket, see the guide's cancellation section): such a buffer lives on
+/// the heap, not in the pool, and its [`id`](RingBuf::id) is `u16::MAX`.
 pub struct RingBuf {
-    ring: Rc<Inner>,
-    bid: u16,
+    src: Src,
     start: u32,
     len: u32,
     /// Go back to the pool without waking receives (dropped while the
@@ -435,13 +439,35 @@ pub struct RingBuf {
     quiet: bool,
 }
 
+/// Where a [`RingBuf`]'s bytes live. Two words: the heap variant fits
+/// beside the pool variant's non-null `Rc`.
+enum Src {
+    /// Buffer `bid` of a pool.
+    Pool { ring: Rc<Inner>, bid: u16 },
+    /// Bytes copied out of a dropped plain read's buffer. Boxed: one word,
+    /// so that a `RingBuf` stays three (rare: only such bytes pay for it).
+    #[allow(clippy::box_collection)]
+    Heap(Box<Vec<u8>>),
+}
+
 impl RingBuf {
     /// Buffer `bid` of `ring`, holding `len` bytes the kernel wrote.
     pub(crate) fn new(ring: Rc<Inner>, bid: u16, len: u32) -> RingBuf {
         let len = len.min(ring.buf_size);
         RingBuf {
-            ring,
-            bid,
+            src: Src::Pool { ring, bid },
+            start: 0,
+            len,
+            quiet: false,
+        }
+    }
+
+    /// Received bytes kept on the heap (from a dropped plain read), at
+    /// most `u32::MAX` of them (a receive is at most `MAX_LEN` bytes).
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> RingBuf {
+        let len = bytes.len().min(u32::MAX as usize) as u32;
+        RingBuf {
+            src: Src::Heap(Box::new(bytes)),
             start: 0,
             len,
             quiet: false,
@@ -457,7 +483,11 @@ impl RingBuf {
 
     /// Records that the kernel wrote `len` bytes (at most the buffer size).
     pub(crate) fn set_len(&mut self, len: u32) {
-        self.len = len.min(self.ring.buf_size);
+        let max = match &self.src {
+            Src::Pool { ring, .. } => ring.buf_size,
+            Src::Heap(v) => v.len().min(u32::MAX as usize) as u32,
+        };
+        self.len = len.min(max);
         self.start = 0;
     }
 
@@ -467,9 +497,21 @@ impl RingBuf {
         self.start += n;
     }
 
-    /// The buffer's id in its pool.
+    /// The buffer's id in its pool; `u16::MAX` (never a pool's id) for
+    /// bytes kept from a dropped plain read.
     pub fn id(&self) -> u16 {
-        self.bid
+        match &self.src {
+            Src::Pool { bid, .. } => *bid,
+            Src::Heap(_) => u16::MAX,
+        }
+    }
+
+    /// Where the buffer's bytes start (before `start`).
+    fn base(&self) -> *const u8 {
+        match &self.src {
+            Src::Pool { ring, bid } => ring.buf_ptr(*bid).cast_const(),
+            Src::Heap(v) => v.as_ptr(),
+        }
     }
 }
 
@@ -477,12 +519,14 @@ impl Deref for RingBuf {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: the kernel wrote `len` bytes into this buffer and gave it
-        // to us with the completion; it is ours (not in the kernel's ring)
-        // until we drop, and the mapping lives as long as `ring`.
+        // SAFETY: a pool buffer: the kernel wrote `len` bytes into it and
+        // gave it to us with the completion; it is ours (not in the
+        // kernel's ring) until we drop, and the mapping lives as long as
+        // `ring`. A heap buffer: `len` is at most the vector's length. In
+        // both, `start <= len`.
         unsafe {
             std::slice::from_raw_parts(
-                self.ring.buf_ptr(self.bid).add(self.start as usize),
+                self.base().add(self.start as usize),
                 (self.len - self.start) as usize,
             )
         }
@@ -497,28 +541,28 @@ impl AsRef<[u8]> for RingBuf {
 
 impl Drop for RingBuf {
     fn drop(&mut self) {
-        self.ring.recycle(self.bid, !self.quiet);
+        if let Src::Pool { ring, bid } = &self.src {
+            ring.recycle(*bid, !self.quiet);
+        }
     }
 }
 
 impl fmt::Debug for RingBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RingBuf")
-            .field("id", &self.bid)
+            .field("id", &self.id())
             .field("len", &self.len())
             .finish()
     }
 }
 
 // SAFETY: the bytes live in the pool's mapping, which does not move and
-// lives as long as the `Rc` this value holds; the buffer stays out of the
-// kernel's hands until the value drops.
+// lives as long as the `Rc` this value holds, and stay out of the kernel's
+// hands until the value drops; or in a boxed vector this value owns, whose
+// heap memory does not move either.
 unsafe impl IoBuf for RingBuf {
     fn stable_ptr(&self) -> *const u8 {
-        self.ring
-            .buf_ptr(self.bid)
-            .wrapping_add(self.start as usize)
-            .cast_const()
+        self.base().wrapping_add(self.start as usize)
     }
     fn bytes_init(&self) -> usize {
         (self.len - self.start) as usize
@@ -528,26 +572,99 @@ unsafe impl IoBuf for RingBuf {
     }
 }
 
-/// Received bytes a receive stream took from the kernel but did not hand
-/// out before it was dropped: kept with the socket, for its next read or
-/// stream. Shared by the socket, its streams and their operations in flight.
+/// Received bytes that a receive stream or a plain read took from the
+/// kernel but did not hand out before it was dropped: kept with the
+/// socket, for its next read or stream, in the order received. Shared by
+/// the socket, its streams and their operations in flight (an op parked
+/// after its future was dropped holds it until its completion). Bytes of a
+/// plain read are copied out of its buffer into a heap [`RingBuf`].
 pub(crate) type Stash = Rc<StashQueue>;
 
 /// The queue behind a [`Stash`]: empty (one word, no allocation) on the
-/// many sockets that never stash anything, a boxed `VecDeque` once
-/// something is stashed. Every connection on a multishot receive has one.
+/// many sockets that never stash anything, boxed once something is
+/// stashed or a read is dropped mid-flight.
 #[derive(Default)]
-// Boxed: one word instead of a `VecDeque`'s four, on every socket.
-#[allow(clippy::box_collection)]
-pub(crate) struct StashQueue(RefCell<Option<Box<VecDeque<RingBuf>>>>);
+pub(crate) struct StashQueue(RefCell<Option<Box<StashInner>>>);
+
+/// The boxed part of a [`StashQueue`].
+#[derive(Default)]
+struct StashInner {
+    queue: VecDeque<RingBuf>,
+    /// Plain receives whose future was dropped while the kernel still had
+    /// them: until each one's completion is in the queue (its data is
+    /// dropped after that), a new receive waits, so that it cannot take
+    /// bytes that come after the ones the dropped receive holds. Signed:
+    /// the data of a receive that had completed is dropped (`-1`) just
+    /// before its future notes the drop (`+1`).
+    dropped_in_flight: i32,
+    /// Receives waiting for `dropped_in_flight` to reach 0.
+    waiters: Vec<Waker>,
+}
 
 impl StashQueue {
     pub(crate) fn push_back(&self, buf: RingBuf) {
-        self.0.borrow_mut().get_or_insert_default().push_back(buf);
+        self.0
+            .borrow_mut()
+            .get_or_insert_default()
+            .queue
+            .push_back(buf);
     }
 
     pub(crate) fn pop_front(&self) -> Option<RingBuf> {
-        self.0.borrow_mut().as_mut()?.pop_front()
+        self.0.borrow_mut().as_mut()?.queue.pop_front()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.borrow().as_ref().is_none_or(|q| q.queue.is_empty())
+    }
+
+    /// A plain receive's future was dropped while its op was in flight.
+    pub(crate) fn receive_dropped(&self) {
+        self.0
+            .borrow_mut()
+            .get_or_insert_default()
+            .dropped_in_flight += 1;
+    }
+
+    /// The data of a dropped plain receive is freed: its completion (and
+    /// its bytes) went through the orphan cleanup. Wakes the receives
+    /// waiting for that.
+    pub(crate) fn dropped_receive_done(&self) {
+        let waiters = {
+            let mut q = self.0.borrow_mut();
+            let q = q.get_or_insert_default();
+            q.dropped_in_flight -= 1;
+            if q.dropped_in_flight > 0 {
+                return;
+            }
+            std::mem::take(&mut q.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// `Ready` once no dropped receive is in flight any more (its bytes,
+    /// if any, are in the queue); else registers `cx`'s waker.
+    pub(crate) fn poll_settled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut q = self.0.borrow_mut();
+        match q.as_mut() {
+            Some(q) if q.dropped_in_flight > 0 => {
+                if !q.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    q.waiters.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        }
+    }
+
+    /// Whether a dropped receive is still in flight.
+    pub(crate) fn unsettled(&self) -> bool {
+        self.0
+            .borrow()
+            .as_ref()
+            .is_some_and(|q| q.dropped_in_flight > 0)
     }
 }
 
@@ -568,21 +685,22 @@ impl StashCell {
         let s = self.0.take()?;
         let out = {
             let mut q = s.0.borrow_mut();
-            match q.as_mut().and_then(|q| q.front_mut()) {
+            match q.as_mut().and_then(|q| q.queue.front_mut()) {
                 None => None,
                 Some(front) => {
                     let n = front.len().min(buf.bytes_total());
                     // SAFETY: `buf` is writable for `bytes_total() >= n`
                     // bytes at `stable_mut_ptr` (IoBufMut), and cannot
-                    // overlap the pool's mapping, which only RingBufs
-                    // point into (and a RingBuf is not IoBufMut).
+                    // overlap `front`'s bytes: those are in the pool's
+                    // mapping or a vector the stash owns, which only
+                    // RingBufs point into (and a RingBuf is not IoBufMut).
                     unsafe {
                         std::ptr::copy_nonoverlapping(front.as_ptr(), buf.stable_mut_ptr(), n);
                         buf.set_init(n);
                     }
                     front.advance(n);
                     let used = if front.is_empty() {
-                        q.as_mut().and_then(|q| q.pop_front())
+                        q.as_mut().and_then(|q| q.queue.pop_front())
                     } else {
                         None
                     };
@@ -594,5 +712,41 @@ impl StashCell {
         // A used-up buffer goes back to its pool (waking receives) only
         // once the stash is no longer borrowed.
         out.map(|(n, _used)| n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A received buffer stays three words with its heap variant (the
+    /// `Box` fits beside the pool variant's `Rc`), and a socket's stash is
+    /// one word until something is stashed.
+    #[test]
+    fn a_ring_buf_is_24_bytes_and_an_empty_stash_queue_16() {
+        assert_eq!(std::mem::size_of::<RingBuf>(), 24);
+        assert_eq!(std::mem::size_of::<StashQueue>(), 16);
+        assert_eq!(std::mem::size_of::<StashCell>(), 8);
+    }
+
+    #[test]
+    fn stashed_bytes_are_read_in_order_across_entries() {
+        let cell = StashCell::default();
+        let stash = cell.get();
+        stash.push_back(RingBuf::from_bytes(b"hello".to_vec()));
+        stash.push_back(RingBuf::from_bytes(b" world".to_vec()));
+        let mut out = Vec::with_capacity(3);
+        assert_eq!(cell.read_into(&mut out), Some(3));
+        assert_eq!(out, b"hel");
+        let mut out = Vec::with_capacity(64);
+        assert_eq!(cell.read_into(&mut out), Some(2));
+        assert_eq!(out, b"lo");
+        assert_eq!(cell.read_into(&mut out), Some(6));
+        assert_eq!(out, b" world");
+        assert!(stash.is_empty());
+        assert_eq!(cell.read_into(&mut out), None);
+        let buf = RingBuf::from_bytes(vec![1, 2, 3]);
+        assert_eq!(buf.id(), u16::MAX);
+        assert_eq!(crate::io::IoBuf::bytes_init(&buf), 3);
     }
 }

@@ -58,6 +58,10 @@ pub fn nop() -> Io<impl Future<Output = Result<()>>> {
 /// `Error::InvalidArgument`, not `Ok(0)`, which would read as end of file:
 /// a `Vec` is read into up to its capacity, so pass
 /// `Vec::with_capacity(n)`.
+///
+/// Bytes the kernel read for a future that is then dropped (rather than
+/// cancelled or timed out) are lost with its buffer: unlike a socket's
+/// `read`, there is nowhere to keep them (the guide's cancellation rule 7).
 #[track_caller]
 pub fn read<'a, F: AsRawFd, B: IoBufMut>(
     fd: &'a F,

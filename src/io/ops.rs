@@ -7,6 +7,7 @@
 //! effect (see [`super::timeout`]) adds a linked `IORING_OP_LINK_TIMEOUT`
 //! whose timespec is boxed inside the same data.
 
+use std::any::Any;
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
@@ -15,7 +16,8 @@ use std::time::Instant;
 use io_uring::types::{Fd, Timespec};
 use io_uring::{opcode, squeue, types};
 
-use super::buf::{BufResult, IoBuf, IoBufMut, KernelBuf};
+use super::buf::{BufResult, IoBuf, IoBufMut, KernelBuf, Slice};
+use super::buf_ring::{RingBuf, Stash, StashCell};
 use super::fd::close_orphan;
 use super::timeout::current_deadline;
 use crate::driver::OrphanCleanup;
@@ -137,17 +139,206 @@ pub(crate) fn recv<B: IoBufMut>(fd: impl Into<Target>, buf: B, flags: i32) -> Re
     ReadOp::recv(fd.into(), buf, flags)
 }
 
+/// What a receive on a stream socket owns while the kernel runs it: the
+/// buffer it receives into (taken out when the future gets the result)
+/// and the socket's stash. If the future is dropped, the op table parks
+/// this until the completion, and [`stash_dropped_recv`] (or, for the
+/// slice a `read_exact` receives into, [`stash_dropped_recv_exact`])
+/// moves the bytes into the stash, so that the socket's next read returns
+/// them.
+struct StreamRecv<B> {
+    // Held so that its moves do not invalidate the kernel's pointer
+    // (see `KernelBuf`).
+    buf: Option<KernelBuf<B>>,
+    stash: Stash,
+}
+
+impl<B> Drop for StreamRecv<B> {
+    fn drop(&mut self) {
+        if self.buf.is_some() {
+            // Still holding the buffer: its future was dropped, and its
+            // completion has gone through `stash_dropped_recv` (or it
+            // never reached the kernel). Receives waiting behind it go on.
+            self.stash.dropped_receive_done();
+        }
+    }
+}
+
+/// Notes, if dropped, that the future of a stream receive was dropped
+/// while its op was in flight: the next receive on the socket waits until
+/// that op's bytes are in the stash (see `StashInner::dropped_in_flight`).
+/// Forgotten when the op's result comes back.
+struct NoteDrop<'a>(&'a StashCell);
+
+impl Drop for NoteDrop<'_> {
+    fn drop(&mut self) {
+        self.0.get().receive_dropped();
+    }
+}
+
+/// The orphan cleanup of a `read`'s receive whose future was dropped
+/// (the guide's cancellation rule 7: nothing received is lost): copies
+/// the `res` bytes it received out of the buffer (which is freed with the
+/// op) into the socket's stash, behind what is there already. If the
+/// socket was dropped meanwhile, the stash (and so the bytes) goes when
+/// the op's data does: nobody can read them any more.
+///
+/// One function per buffer type, so that it fits [`OrphanCleanup`].
+fn stash_dropped_recv<B: IoBufMut>(res: i32, _flags: u32, data: Option<&mut dyn Any>) {
+    if let Some((buf, stash)) = data.and_then(stream_data::<B>) {
+        stash_received(stash, buf.stable_ptr(), 0, res, buf.bytes_total());
+    }
+}
+
+/// The same for a `read_exact`'s receive into the slice `begin..` of its
+/// buffer: the `begin` bytes before the slice were received earlier (into
+/// the buffer, which cannot go back to the caller now) and go first.
+fn stash_dropped_recv_exact<B: IoBufMut>(res: i32, _flags: u32, data: Option<&mut dyn Any>) {
+    if let Some((slice, stash)) = data.and_then(stream_data::<Slice<B>>) {
+        let base = slice.get().get_ref().stable_ptr();
+        stash_received(stash, base, slice.get().begin(), res, slice.bytes_total());
+    }
+}
+
+/// The buffer and stash of a parked [`StreamRecv<B>`], bare or paired
+/// with a deadline's timespec (see [`submit`]); `None` once the buffer
+/// was taken.
+fn stream_data<B: 'static>(data: &mut dyn Any) -> Option<(&KernelBuf<B>, &Stash)> {
+    let d = if data.is::<StreamRecv<B>>() {
+        data.downcast_mut::<StreamRecv<B>>()
+    } else {
+        data.downcast_mut::<(StreamRecv<B>, KernelBox<Timespec>)>()
+            .map(|(d, _)| d)
+    }?;
+    Some((d.buf.as_ref()?, &d.stash))
+}
+
+/// Copies the `keep` bytes at `base` and the `res` (a completion's result,
+/// at most `room`) after them into the stash, as one entry.
+fn stash_received(stash: &Stash, base: *const u8, keep: usize, res: i32, room: usize) {
+    let n = keep + usize::try_from(res).unwrap_or(0).min(room);
+    if n == 0 {
+        return;
+    }
+    // SAFETY: the `keep` bytes at `base` were received into the buffer
+    // before this op, and the kernel wrote `res` bytes right after them
+    // and is done with them (this is the op's only completion, and it
+    // completes once: the bytes are stashed once).
+    let bytes = unsafe { std::slice::from_raw_parts(base, n) }.to_vec();
+    stash.push_back(RingBuf::from_bytes(bytes));
+}
+
+/// How one receive on a stream socket ended (see [`stream_recv_done`]).
+enum Recvd<B> {
+    /// Its result, and the buffer (holding the bytes received).
+    Done(Result<u32>, B),
+    /// The stash holds bytes that come first (ours, if any, are behind
+    /// them): the caller reads the stash.
+    Retry(B),
+}
+
+/// Waits (a turn of the loop, usually) while a receive dropped earlier on
+/// the socket is still in flight: the kernel may yet hand it bytes that
+/// come before any a new receive would get. `true` if it waited (the stash
+/// may hold those bytes now).
+async fn settle_dropped(rx: &StashCell) -> bool {
+    let stash = rx.get();
+    if !stash.unsettled() {
+        return false;
+    }
+    std::future::poll_fn(|cx| stash.poll_settled(cx)).await;
+    true
+}
+
+/// The SQE and the op data of one `IORING_OP_RECV` into `buf` for a
+/// stream socket, whose bytes go to the socket's stash if the future is
+/// dropped (see [`StreamRecv`]). Submit it with [`stash_dropped_recv`] (or
+/// `_exact`) as the cleanup and a [`NoteDrop`] alive across the await.
+fn stream_recv<B: IoBufMut>(fd: RawFd, buf: B, rx: &StashCell) -> (squeue::Entry, StreamRecv<B>) {
+    let len = buf.bytes_total().min(MAX_LEN) as u32;
+    let mut buf = KernelBuf::new(buf);
+    let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len).build();
+    let data = StreamRecv {
+        buf: Some(buf),
+        stash: rx.get(),
+    };
+    (sqe, data)
+}
+
+/// The end of a [`stream_recv`]: the buffer back, with its result.
+fn stream_recv_done<B: IoBufMut>(res: Result<u32>, mut data: StreamRecv<B>) -> Recvd<B> {
+    let Some(buf) = data.buf.take() else {
+        unreachable!("the buffer is taken out once, here")
+    };
+    let mut buf = buf.into_inner();
+    finish_read(&res, &mut buf);
+    match res {
+        Ok(n) if !data.stash.is_empty() => {
+            // A receive dropped earlier on this socket (a receive stream's,
+            // which `settle_dropped` does not wait for) completed with
+            // bytes before ours, which the loop reaps in order: they came
+            // first. Ours go behind them, and the caller serves the stash
+            // in order. End of stream (0) is not stashed: the next receive
+            // reads it again.
+            if n > 0 {
+                // SAFETY: the kernel wrote `n` bytes from `buf`'s start.
+                let ours = unsafe { std::slice::from_raw_parts(buf.stable_ptr(), n as usize) };
+                data.stash.push_back(RingBuf::from_bytes(ours.to_vec()));
+            }
+            Recvd::Retry(buf)
+        }
+        res => Recvd::Done(res, buf),
+    }
+}
+
+/// Receives into `buf` from stream socket `fd` (`IORING_OP_RECV`), taking
+/// bytes kept in the socket's stash (by a dropped receive stream or read)
+/// first. If the future is dropped while the receive runs, what it
+/// receives goes to the stash (see [`StreamRecv`]).
+/// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
+pub(crate) async fn recv_stream<B: IoBufMut>(
+    fd: RawFd,
+    mut buf: B,
+    rx: &StashCell,
+) -> BufResult<usize, B> {
+    if let Some(e) = no_room(&buf) {
+        return (Err(e), buf);
+    }
+    loop {
+        if let Some(n) = rx.read_into(&mut buf) {
+            return (Ok(n), buf);
+        }
+        if !settle_dropped(rx).await {
+            break;
+        }
+    }
+    let (sqe, data) = stream_recv(fd, buf, rx);
+    let note = NoteDrop(rx);
+    // SAFETY: the SQE points into the buffer's stable heap memory, owned
+    // by the op (inside `data`).
+    let (res, _, data) = unsafe { submit(sqe, data, Some(stash_dropped_recv::<B>)) }.await;
+    std::mem::forget(note);
+    match stream_recv_done(res, data) {
+        Recvd::Done(res, buf) => (res.map(|n| n as usize), buf),
+        Recvd::Retry(mut buf) => {
+            let n = rx.read_into(&mut buf).unwrap_or(0);
+            (Ok(n), buf)
+        }
+    }
+}
+
 /// Receives until `buf`'s whole capacity is filled (from its start), one
 /// `IORING_OP_RECV` after another, taking bytes stashed by a dropped
-/// receive stream first. End of stream before that is an
+/// receive stream or read first. End of stream before that is an
 /// `UnexpectedEof` error saying how many bytes came; the buffer comes back
 /// holding them (a `Vec`'s length is that count), as on any other error.
+/// If the future is dropped while a receive runs, the bytes received so
+/// far (into `buf`, and by that receive) go to the socket's stash.
 pub(crate) async fn recv_exact<B: IoBufMut>(
     fd: RawFd,
     mut buf: B,
-    stash: &super::buf_ring::StashCell,
+    rx: &StashCell,
 ) -> BufResult<(), B> {
-    use super::buf::IoBuf as _;
     if let Some(e) = no_room(&buf) {
         return (Err(e), buf);
     }
@@ -155,18 +346,34 @@ pub(crate) async fn recv_exact<B: IoBufMut>(
     let mut done = 0;
     while done < total {
         let mut slice = buf.slice(done..);
-        let res = match stash.read_into(&mut slice) {
+        let res = match rx.read_into(&mut slice) {
             Some(n) => Ok(n as u32),
+            // Only before the first byte: what is waited for is a read
+            // dropped before this one began, and a future dropped while it
+            // waits would lose the bytes already in the buffer (no op
+            // holds them).
+            None if done == 0 && settle_dropped(rx).await => {
+                buf = slice.into_inner();
+                continue;
+            }
             None => {
-                let len = slice.bytes_total().min(MAX_LEN) as u32;
-                let mut s = KernelBuf::new(slice);
-                let sqe = opcode::Recv::new(Fd(fd), s.stable_mut_ptr(), len).build();
-                // SAFETY: the SQE points into the slice's part of `buf`'s
-                // stable heap memory, owned by the op.
-                let (res, _, s) = unsafe { submit(sqe, s, None) }.await;
-                slice = s.into_inner();
-                finish_read(&res, &mut slice);
-                res
+                let (sqe, data) = stream_recv(fd, slice, rx);
+                let note = NoteDrop(rx);
+                // SAFETY: the SQE points into the slice's part of the
+                // buffer's stable heap memory, owned by the op (in `data`).
+                let (res, _, data) =
+                    unsafe { submit(sqe, data, Some(stash_dropped_recv_exact::<B>)) }.await;
+                std::mem::forget(note);
+                match stream_recv_done(res, data) {
+                    Recvd::Done(res, s) => {
+                        slice = s;
+                        res
+                    }
+                    Recvd::Retry(s) => {
+                        buf = s.into_inner();
+                        continue;
+                    }
+                }
             }
         };
         buf = slice.into_inner();

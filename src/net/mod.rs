@@ -59,26 +59,26 @@ macro_rules! stream_io {
         /// `Error::InvalidArgument`, not `Ok(0)`, which would read as the
         /// peer closing: pass `Vec::with_capacity(n)`.
         ///
-        /// Bytes a dropped [`RecvStream`](crate::net::RecvStream) had
-        /// already received are returned first, without a ring operation.
+        /// Bytes a dropped [`RecvStream`](crate::net::RecvStream), `read`
+        /// or `read_exact` had already received are returned first,
+        /// without a ring operation.
+        ///
+        /// Dropping this future (a `select` that picked a timer, say)
+        /// loses nothing: if the receive completed before the kernel saw
+        /// the cancel, its bytes stay with the socket for the next read
+        /// (see the guide's cancellation rule 7), which waits until the
+        /// dropped receive has completed.
         #[track_caller]
         pub fn read<B: $crate::io::IoBufMut>(
             &self,
-            mut buf: B,
+            buf: B,
         ) -> $crate::io::Io<
             impl ::std::future::Future<Output = $crate::io::BufResult<usize, B>> + '_,
         > {
             let fd = self.fd.raw();
-            $crate::io::Io::new(async move {
-                // The borrow keeps the socket open until the op is submitted.
-                let _me = self;
-                if $crate::io::IoBuf::bytes_total(&buf) > 0 {
-                    if let Some(n) = self.rx.read_into(&mut buf) {
-                        return (Ok(n), buf);
-                    }
-                }
-                $crate::io::ops::recv(fd, buf, 0).await
-            })
+            // The borrow of `self.rx` keeps the socket open until the op is
+            // submitted.
+            $crate::io::Io::new(async move { $crate::io::ops::recv_stream(fd, buf, &self.rx).await })
         }
 
         /// Receives until `buf`'s whole capacity is filled (from its start;
@@ -90,6 +90,12 @@ macro_rules! stream_io {
         /// any error, timeout or cancellation the buffer comes back with
         /// the bytes received so far. A buffer with no capacity is
         /// `Error::InvalidArgument`.
+        ///
+        /// If this future is dropped part-way (the buffer then cannot come
+        /// back), the bytes already in the buffer and those of the receive
+        /// in flight are copied back to the socket, and its next read
+        /// returns them first: nothing is lost, but a `read_exact` raced
+        /// against a timer starts over from the same bytes.
         #[track_caller]
         pub fn read_exact<B: $crate::io::IoBufMut>(
             &self,

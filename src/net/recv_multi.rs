@@ -174,6 +174,9 @@ impl Stream for RecvStream<'_> {
                 return Poll::Ready(None);
             }
             let (res, buf, more) = match this.op.as_mut() {
+                // A plain read dropped in flight first puts its bytes in
+                // the stash (they come before anything received now).
+                None if this.stash.poll_settled(cx).is_pending() => return Poll::Pending,
                 None => match this.arm(cx) {
                     Ok(true) => continue,
                     Ok(false) => return Poll::Pending,
