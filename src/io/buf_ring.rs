@@ -434,16 +434,19 @@ pub struct RingBuf {
     src: Src,
     start: u32,
     len: u32,
-    /// Go back to the pool without waking receives (dropped while the
-    /// loop reaps, from an orphan cleanup).
-    quiet: bool,
 }
 
 /// Where a [`RingBuf`]'s bytes live. Two words: the heap variant fits
 /// beside the pool variant's non-null `Rc`.
 enum Src {
-    /// Buffer `bid` of a pool.
-    Pool { ring: Rc<Inner>, bid: u16 },
+    /// Buffer `bid` of a pool; `quiet`: it goes back without waking the
+    /// receives waiting for one (dropped while the loop reaps, from an
+    /// orphan cleanup).
+    Pool {
+        ring: Rc<Inner>,
+        bid: u16,
+        quiet: bool,
+    },
     /// Bytes copied out of a dropped plain read's buffer. Boxed: one word,
     /// so that a `RingBuf` stays three (rare: only such bytes pay for it).
     #[allow(clippy::box_collection)]
@@ -455,10 +458,13 @@ impl RingBuf {
     pub(crate) fn new(ring: Rc<Inner>, bid: u16, len: u32) -> RingBuf {
         let len = len.min(ring.buf_size);
         RingBuf {
-            src: Src::Pool { ring, bid },
+            src: Src::Pool {
+                ring,
+                bid,
+                quiet: false,
+            },
             start: 0,
             len,
-            quiet: false,
         }
     }
 
@@ -470,7 +476,6 @@ impl RingBuf {
             src: Src::Heap(Box::new(bytes)),
             start: 0,
             len,
-            quiet: false,
         }
     }
 
@@ -478,7 +483,9 @@ impl RingBuf {
     /// waiting for one (for code that runs while the loop reaps; the next
     /// buffer to come back wakes them).
     pub(crate) fn drop_quietly(mut self) {
-        self.quiet = true;
+        if let Src::Pool { quiet, .. } = &mut self.src {
+            *quiet = true;
+        }
     }
 
     /// Records that the kernel wrote `len` bytes (at most the buffer size).
@@ -509,7 +516,7 @@ impl RingBuf {
     /// Where the buffer's bytes start (before `start`).
     fn base(&self) -> *const u8 {
         match &self.src {
-            Src::Pool { ring, bid } => ring.buf_ptr(*bid).cast_const(),
+            Src::Pool { ring, bid, .. } => ring.buf_ptr(*bid).cast_const(),
             Src::Heap(v) => v.as_ptr(),
         }
     }
@@ -541,8 +548,8 @@ impl AsRef<[u8]> for RingBuf {
 
 impl Drop for RingBuf {
     fn drop(&mut self) {
-        if let Src::Pool { ring, bid } = &self.src {
-            ring.recycle(*bid, !self.quiet);
+        if let Src::Pool { ring, bid, quiet } = &self.src {
+            ring.recycle(*bid, !*quiet);
         }
     }
 }
