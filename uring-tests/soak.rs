@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
 
-use common::{open_fds, poll_once_and_drop, serial, settle, stats};
+use common::{open_fds, poll_once_and_drop, serial, settle, settled_open_fds, stats};
 use ringio::io::BufRing;
 use ringio::net::{TcpListener, TcpStream};
 use ringio::{Error, Runtime, Task};
@@ -544,7 +544,7 @@ fn soak(faults: bool) {
     let target = env("RINGIO_SOAK_OPS", 50_000);
     let seed = env("RINGIO_SOAK_SEED", 0x50a4_2026);
     let workers = 8u64;
-    let fds = open_fds();
+    let fds = settled_open_fds();
     let path = std::env::temp_dir().join(format!("ringio-soak-{}", std::process::id()));
     let file_len = 256 * 1024u64;
     std::fs::write(&path, (0..file_len).map(pat).collect::<Vec<u8>>()).unwrap();

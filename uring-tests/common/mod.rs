@@ -60,6 +60,23 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// [`open_fds`] once it holds still: a descriptor that an earlier test of
+/// this process let go of may still be on its way out (closed by a worker
+/// thread, or behind the ring's last completions) when the next test takes
+/// its baseline. Reads until two counts 20 ms apart agree (at most 2 s).
+pub fn settled_open_fds() -> usize {
+    let mut last = open_fds();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let now = open_fds();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 /// The running loop's driver counters.
 pub fn stats() -> ringio::DriverStats {
     ringio::get_running_loop().unwrap().stats().driver
