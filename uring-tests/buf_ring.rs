@@ -285,7 +285,7 @@ fn bad_input_and_the_wrong_loop_are_clear_errors() {
 #[test]
 fn loop_shutdown_with_streams_in_flight_leaks_nothing() {
     let _g = serial();
-    let fds_before = open_fds();
+    let fds_before = settled_open_fds();
     for mode in MODES {
         ringio::run(async move {
             let ring = pool(mode, 8, 64);

@@ -124,7 +124,7 @@ fn without_the_kernel_feature_it_is_unsupported_naming_the_kernel() {
 #[test]
 fn loop_shutdown_with_direct_reads_in_flight() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     ringio::run(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();

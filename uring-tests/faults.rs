@@ -27,7 +27,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{block_on, open_fds, pipe, serial, settle, stats};
+use common::{block_on, open_fds, pipe, serial, settle, settled_open_fds, stats};
 use io_uring::opcode;
 use ringio::fault::{self, Fault};
 use ringio::net::{TcpListener, TcpStream};
@@ -82,7 +82,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[test]
 fn transient_submit_errors_are_retried_and_the_ops_complete() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     watchdog(LIMIT, || {
         // On the default ring, on a ring without DEFER_TASKRUN, and with
         // timed waits through an IORING_OP_TIMEOUT (no EXT_ARG).
@@ -122,7 +122,7 @@ fn transient_submit_errors_are_retried_and_the_ops_complete() {
 #[test]
 fn eintr_on_a_read_or_write_is_an_interrupted_error_and_nothing_is_consumed() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     watchdog(LIMIT, || {
         block_on(async {
             // A pipe read: Interrupted, and the bytes are still there.
@@ -214,7 +214,7 @@ fn eintr_on_a_read_or_write_is_an_interrupted_error_and_nothing_is_consumed() {
 #[test]
 fn an_unasked_ecanceled_is_an_error_not_a_cancellation_nor_a_hang() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     watchdog(LIMIT, || {
         block_on(async {
             let (a, b) = tcp_pair().await;
@@ -271,7 +271,7 @@ fn an_unasked_ecanceled_is_an_error_not_a_cancellation_nor_a_hang() {
 #[test]
 fn short_reads_and_writes_return_the_short_count_and_the_loops_finish() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     watchdog(LIMIT, || {
         block_on(async {
             let (a, b) = tcp_pair().await;
@@ -386,7 +386,7 @@ fn short_reads_and_writes_return_the_short_count_and_the_loops_finish() {
 #[test]
 fn a_dropped_or_cancelled_op_with_an_injected_completion_frees_its_slot() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     watchdog(LIMIT, || {
         block_on(async {
             let (a, b) = tcp_pair().await;
@@ -485,7 +485,7 @@ fn round_trips(fault: Option<Fault>, n: usize) -> (Duration, u64, ringio::LoopSt
 #[test]
 fn a_failed_msg_ring_wakeup_falls_back_to_the_eventfd() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     let (took, injected, last) = watchdog(LIMIT, || {
         round_trips(Some(Fault::MsgRing(libc::EOVERFLOW)), 20)
     });
@@ -503,7 +503,7 @@ fn a_failed_msg_ring_wakeup_falls_back_to_the_eventfd() {
 #[test]
 fn a_lost_msg_ring_wakeup_delays_one_round_trip_at_most_by_the_bound() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     let (took, injected, last) = watchdog(LIMIT, || round_trips(Some(Fault::MsgRing(0)), 20));
     println!("20 round trips with a lost MSG_RING: {took:?}; core 1: {last:?}");
     assert_eq!(injected, 1, "the fault was injected");
@@ -517,7 +517,7 @@ fn a_lost_msg_ring_wakeup_delays_one_round_trip_at_most_by_the_bound() {
 #[test]
 fn random_faults_on_a_busy_stream_lose_and_duplicate_nothing() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     let seed: u64 = std::env::var("RINGIO_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -657,7 +657,7 @@ fn faults_that_cannot_be_injected_are_invalid_arguments() {
 #[test]
 fn an_op_with_a_linked_timeout_takes_its_injected_result_at_once() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     watchdog(LIMIT, || {
         block_on(async {
             let (r, w) = pipe();

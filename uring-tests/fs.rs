@@ -340,7 +340,7 @@ fn dropping_open_and_read_futures_leaks_nothing() {
     let dir = TempDir::new("drops");
     let p = dir.path("f");
     std::fs::write(&p, pattern(9, 1 << 16)).unwrap();
-    let fds_before = open_fds();
+    let fds_before = settled_open_fds();
     ringio::run(async move {
         let (r, _w) = pipe();
         let file = File::open(&p).await.unwrap();

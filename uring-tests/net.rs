@@ -424,7 +424,7 @@ fn read_timeout_is_link_timeout_and_socket_stays_usable() {
 #[test]
 fn dropping_op_futures_mid_flight_leaks_nothing() {
     let _g = serial();
-    let fds_before = open_fds();
+    let fds_before = settled_open_fds();
     ringio::run(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -658,7 +658,7 @@ fn closing_a_stream_never_lets_a_queued_op_reach_a_reused_fd() {
 #[test]
 fn loop_shutdown_with_ops_in_flight_leaks_nothing() {
     let _g = serial();
-    let fds_before = open_fds();
+    let fds_before = settled_open_fds();
     let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
     ringio::run(async move {
         // SAFETY: the std streams give up their descriptors.
@@ -953,7 +953,7 @@ fn a_socket_dropped_in_a_thread_local_destructor_is_closed() {
 fn an_unread_multishot_accept_stops_at_its_bound_and_loses_no_connection() {
     const CLIENTS: usize = 600;
     let _g = serial();
-    let fds_before = open_fds();
+    let fds_before = settled_open_fds();
     ringio::run(async {
         let listener =
             TcpListener::bind_with("127.0.0.1:0", ListenOptions::new().backlog(4096)).unwrap();

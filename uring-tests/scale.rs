@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{open_fds, pattern};
+use common::{open_fds, pattern, settled_open_fds};
 use ringio::Error;
 use ringio::net::{ListenOptions, TcpListener, TcpStream};
 
@@ -35,7 +35,7 @@ fn thousands_of_connections_echo_through_one_loop() {
         n >= 1000,
         "a descriptor limit of {n} connections is too low to test"
     );
-    let fds_before = open_fds();
+    let fds_before = settled_open_fds();
     let verified = ringio::run(async move {
         let listener =
             TcpListener::bind_with("127.0.0.1:0", ListenOptions::new().backlog(4096)).unwrap();

@@ -405,7 +405,7 @@ fn without_the_kernel_feature_the_fallback_serves_the_same_api() {
 #[test]
 fn loop_shutdown_with_streams_in_flight_leaks_nothing() {
     let _g = serial();
-    let fds = open_fds();
+    let fds = settled_open_fds();
     for mode in MODES {
         ringio::run(async move {
             let ring = pool(mode, 8, 256);
