@@ -159,13 +159,8 @@ async fn reader(
                 let (res, buf) = rx
                     .read(Vec::with_capacity(1 + rng.below(64 * 1024) as usize))
                     .await;
-                t.op(target);
-                check(&received, &buf);
-                match res {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) if interrupted(&e) => {}
-                    Err(e) => return Err(e),
+                if let Some(end) = completed_read(&t, target, &received, res, &buf) {
+                    return end;
                 }
             }
             1 => {
@@ -205,13 +200,8 @@ async fn reader(
                 };
                 match got {
                     Ok((res, buf)) => {
-                        t.op(target);
-                        check(&received, &buf);
-                        match res {
-                            Ok(0) => return Ok(()),
-                            Ok(_) => {}
-                            Err(e) if interrupted(&e) => {}
-                            Err(e) => return Err(e),
+                        if let Some(end) = completed_read(&t, target, &received, res, &buf) {
+                            return end;
                         }
                     }
                     // The timer won (or delivered the task's cancel): the
@@ -263,13 +253,8 @@ async fn reader(
                         }
                     }
                     Some((res, buf)) => {
-                        t.op(target);
-                        check(&received, &buf);
-                        match res {
-                            Ok(0) => return Ok(()),
-                            Ok(_) => {}
-                            Err(e) if interrupted(&e) => {}
-                            Err(e) => return Err(e),
+                        if let Some(end) = completed_read(&t, target, &received, res, &buf) {
+                            return end;
                         }
                     }
                 }
@@ -293,6 +278,26 @@ async fn reader(
                 t.drops.set(t.drops.get() + 1);
             }
         }
+    }
+}
+
+/// A plain read that completed: counted and its bytes checked. `Some`
+/// ends the reader: end of stream, or an error other than an injected
+/// EINTR (which the reader retries).
+fn completed_read(
+    t: &Totals,
+    target: u64,
+    received: &Cell<u64>,
+    res: ringio::Result<usize>,
+    buf: &[u8],
+) -> Option<ringio::Result<()>> {
+    t.op(target);
+    check(received, buf);
+    match res {
+        Ok(0) => Some(Ok(())),
+        Ok(_) => None,
+        Err(e) if interrupted(&e) => None,
+        Err(e) => Some(Err(e)),
     }
 }
 
