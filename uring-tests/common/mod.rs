@@ -92,13 +92,17 @@ pub async fn poll_once_and_drop<F: Future>(fut: F) {
     .await;
 }
 
-/// Turns the loop until no op is in flight (bounded).
+/// Turns the loop until no op and no MSG_RING wake-up send is in flight
+/// (bounded).
 pub async fn settle() {
     for _ in 0..500 {
-        if stats().ops_in_flight == 0 {
+        let s = stats();
+        // A wake-up this loop sent another (MSG_RING) is the kernel's
+        // until its completion is reaped, a turn or so later.
+        if s.ops_in_flight == 0 && s.msg_ring_sends_in_flight == 0 {
             return;
         }
         ringio::sleep(Duration::from_millis(1)).await.unwrap();
     }
-    panic!("ops still in flight: {:?}", stats());
+    panic!("ops or wake-up sends still in flight: {:?}", stats());
 }
