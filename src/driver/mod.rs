@@ -642,7 +642,7 @@ impl Driver {
         };
         let last = slot.finished() && slot.results_empty();
         if last {
-            self.ops.remove(key);
+            self.ops.remove_taken(key);
         }
         Some((res, flags, last))
     }

@@ -31,7 +31,7 @@ use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::task::TaskRef;
 use crate::task::context_var::Context;
-use crate::task::raw::RawTask;
+use crate::task::raw::{self, RawTask};
 use crate::time::heap::{TimerHeap, TimerKey};
 
 static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
@@ -293,7 +293,7 @@ impl LoopInner {
             // the driver is no longer borrowed (its `Drop` may use the loop).
             drop(reaped.dead);
             for w in wake.drain(..) {
-                w.wake();
+                raw::wake_reaped(w, self);
             }
             *self.wake_buf.borrow_mut() = wake;
         } else {

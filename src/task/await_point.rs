@@ -18,6 +18,7 @@
 //!   and so that a cancelled task parked in a foreign future — one that is
 //!   no ringio await point — can be told apart, rule 6).
 
+use std::mem::ManuallyDrop;
 use std::panic::Location;
 
 use super::core::FutWaiter;
@@ -27,8 +28,15 @@ use crate::runtime::context;
 
 /// The task being polled, as an await point sees it (none outside a task:
 /// then nothing is ever pending and parking records nothing).
+///
+/// It borrows the poller's reference to the task instead of taking one of
+/// its own (every ring operation makes two or three of these per poll), so
+/// it lives only as long as the poll it was made in: every use is a
+/// temporary or a local of a `poll` function, never a future's field and
+/// never held across an `.await`. Debug builds check that the task being
+/// polled is still the same when it is dropped.
 pub(crate) struct AwaitPoint {
-    task: Option<RawTask>,
+    task: Option<ManuallyDrop<RawTask>>,
 }
 
 impl AwaitPoint {
@@ -36,13 +44,16 @@ impl AwaitPoint {
     #[inline]
     pub(crate) fn current() -> AwaitPoint {
         AwaitPoint {
-            task: context::with_task(RawTask::clone),
+            // SAFETY: an `AwaitPoint` is dropped within the poll that made
+            // it (see the type's doc), while the poller's own reference
+            // keeps the task alive.
+            task: unsafe { crate::task::raw::current_task_borrowed() },
         }
     }
 
     /// The task, if the await point runs in one.
     pub(crate) fn task(&self) -> Option<&RawTask> {
-        self.task.as_ref()
+        self.task.as_deref()
     }
 
     /// The id of the loop the await point runs on: the task's, else the
@@ -57,22 +68,20 @@ impl AwaitPoint {
     /// The pending cancellation's message, without taking it.
     #[inline]
     pub(crate) fn pending(&self) -> Option<Option<String>> {
-        self.task.as_ref().and_then(|t| t.core().peek_cancel())
+        self.task().and_then(|t| t.core().peek_cancel())
     }
 
     /// Whether a cancellation is pending.
     #[inline]
     pub(crate) fn is_pending(&self) -> bool {
-        self.task
-            .as_ref()
-            .is_some_and(|t| t.core().cancel_pending())
+        self.task().is_some_and(|t| t.core().cancel_pending())
     }
 
     /// Takes the pending cancellation: this await point delivers it. The
     /// message, if any.
     #[inline]
     pub(crate) fn take(&self) -> Option<Option<String>> {
-        self.task.as_ref()?.core().take_cancel()
+        self.task()?.core().take_cancel()
     }
 
     /// Takes the pending cancellation, as the error this await point
@@ -104,5 +113,17 @@ impl AwaitPoint {
         if let Some(t) = &self.task {
             t.core().park(location, waiter);
         }
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Drop for AwaitPoint {
+    fn drop(&mut self) {
+        let now = context::with_task(|t| t.addr());
+        debug_assert_eq!(
+            self.task().map(|t| t.addr()),
+            now,
+            "an AwaitPoint outlived the poll it was made in"
+        );
     }
 }

@@ -113,6 +113,11 @@ struct ColdFields {
     num_cancels_requested: u32,
 }
 
+#[cold]
+fn drop_cold(cold: Box<ColdFields>) {
+    drop(cold);
+}
+
 /// The part of a task every handle can see, whatever its result type.
 pub(crate) struct TaskCore {
     /// References held on the loop's thread (see `raw`'s invariants).
@@ -409,7 +414,11 @@ impl TaskCore {
     /// Drops what the task holds besides its stage (invariant 2 of `raw`).
     pub(super) fn drop_contents(&self) {
         drop(self.context.take());
-        drop(self.cold.take());
+        // Most tasks end with no cold box and no waiter left (their
+        // awaiters were woken when they finished): no drop glue to call.
+        if let Some(cold) = self.cold.take() {
+            drop_cold(cold);
+        }
         self.waiters.drain(drop);
     }
 }

@@ -61,7 +61,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll};
 
-pub(crate) use waker::{WakerRef, loop_local_waker, same_task};
+pub(crate) use waker::{WakerRef, loop_local_waker, same_task, wake_reaped};
 
 use super::core::TaskCore;
 use super::outcome::{Slot, State};
@@ -134,6 +134,23 @@ pub(crate) fn with_task<R>(f: impl FnOnce(&RawTask) -> R) -> Option<R> {
         _not_send: PhantomData,
     });
     Some(f(&task))
+}
+
+/// The task being polled, if any, as a reference that holds no count: it
+/// borrows the poller's reference (invariant 8) and must be dropped before
+/// that poll returns, which `ManuallyDrop` makes free.
+///
+/// # Safety
+///
+/// The caller drops the value within the poll it was made in (never keeps
+/// it in a future's state, never holds it across an `.await`).
+#[inline]
+pub(crate) unsafe fn current_task_borrowed() -> Option<ManuallyDrop<RawTask>> {
+    let ptr = CURRENT_TASK.with(Cell::get)?;
+    Some(ManuallyDrop::new(RawTask {
+        ptr,
+        _not_send: PhantomData,
+    }))
 }
 
 /// Makes `task` the task being polled, for one poll; the caller keeps its
@@ -313,8 +330,9 @@ impl Drop for RawTask {
     #[inline]
     fn drop(&mut self) {
         let core = self.core();
-        if core.local.get() == 1 {
-            // The last reference: asyncio's reports of a lost task.
+        if core.local.get() == 1 && core.state() != State::Done {
+            // The last reference: asyncio's reports of a lost task (none
+            // for one that finished with a value).
             super::run::report_lost(self);
         }
         let n = core.local.get() - 1;
@@ -554,8 +572,13 @@ unsafe fn drop_contents<F, T>(ptr: NonNull<Header>) {
     // SAFETY: called once `local` reached zero, on the loop's thread
     // (invariant 2): nothing borrows the stage or the core.
     let stage = unsafe { stage::<F, T>(ptr) };
+    // SAFETY: as above; only the discriminants are read.
+    let emptied = matches!(unsafe { &*stage }, Stage::Finished(Slot::Empty));
+    // A result that was read (the usual end) left nothing to drop.
     // SAFETY: as above.
-    let panicked = unsafe { finish_stage(stage, Slot::<T>::Empty) };
+    let panicked = (!emptied)
+        .then(|| unsafe { finish_stage(stage, Slot::<T>::Empty) })
+        .flatten();
     // SAFETY: as above.
     unsafe { ptr.as_ref() }.core.drop_contents();
     if let Some(msg) = panicked {
@@ -566,10 +589,19 @@ unsafe fn drop_contents<F, T>(ptr: NonNull<Header>) {
 unsafe fn dealloc<F, T>(ptr: NonNull<Header>) {
     #[cfg(all(test, loom))]
     loom_tests::freeing(ptr);
-    // SAFETY: `refs` reached zero: this is the only pointer left, and the
-    // box was made by `RawTask::new` with these types (invariant 7). What
-    // is dropped here is empty or `Send` (invariant 3).
-    drop(unsafe { Box::from_raw(ptr.cast::<TaskCell<F, T>>().as_ptr()) });
+    let cell = ptr.cast::<TaskCell<F, T>>().as_ptr();
+    // Everything but the loop's queue was emptied when the local side went
+    // (invariant 2: the stage holds `Slot::Empty`, the core's context,
+    // cold box and waiters are empty), so only the queue's `Arc` is dropped
+    // before the memory goes: running the whole cell's drop glue again is
+    // most of what freeing a task would cost.
+    // SAFETY: `refs` reached zero: this is the only pointer left, to a
+    // cell `RawTask::new` allocated as a `Box` with these types (invariant
+    // 7); the `Arc` is `Send` (invariant 3) and dropped once, here.
+    unsafe {
+        ptr::drop_in_place(&raw mut (*cell).header.sync.queue);
+        std::alloc::dealloc(cell.cast(), std::alloc::Layout::new::<TaskCell<F, T>>());
+    }
 }
 
 /// The message of a panic payload.

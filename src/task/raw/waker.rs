@@ -15,7 +15,7 @@ use std::task::{RawWaker, RawWakerVTable, Waker};
 
 use super::{Header, RawTask, RemoteTask, SyncHeader, increment_refs, release_ref};
 use crate::runtime::context;
-use crate::runtime::event_loop::Runnable;
+use crate::runtime::event_loop::{LoopInner, Runnable};
 use crate::runtime::shared::Remote;
 use crate::task::outcome::State;
 
@@ -56,6 +56,34 @@ pub(crate) unsafe fn loop_local_waker(waker: &Waker, loop_id: u64) -> Waker {
         }
     }
     waker.clone()
+}
+
+/// Wakes `waker`, which the driver of loop `lp` kept and handed back with
+/// a completion, on that loop's thread. A loop-local waker (made by
+/// [`loop_local_waker`] for the op) goes straight onto the run queue, its
+/// count moving into the queue entry: every completion takes this path,
+/// and it needs no look-up of the current loop and no count traffic.
+pub(crate) fn wake_reaped(waker: Waker, lp: &LoopInner) {
+    if !std::ptr::eq(waker.vtable(), &LOCAL_VTABLE) {
+        waker.wake();
+        return;
+    }
+    let waker = ManuallyDrop::new(waker);
+    let ptr = NonNull::new(waker.data() as *mut Header).expect("task waker with a null pointer");
+    debug_assert_eq!(sync_of(waker.data()).queue.id, lp.id);
+    // A loop-local waker holds one local reference to a task of the loop
+    // it was made for (that loop's driver kept it, and the loop runs on
+    // this thread: invariant 6); that reference moves from the forgotten
+    // waker into `task`, as in `local_drop`.
+    let task = RawTask {
+        ptr,
+        _not_send: PhantomData,
+    };
+    let core = task.core();
+    if core.state() == State::Pending && !core.is_queued() {
+        core.set_queued(true);
+        lp.schedule(Runnable::Task(task));
+    }
 }
 
 /// Whether two wakers wake the same ringio task (whichever of the two
