@@ -572,9 +572,14 @@ unsafe fn drop_contents<F, T>(ptr: NonNull<Header>) {
     // SAFETY: called once `local` reached zero, on the loop's thread
     // (invariant 2): nothing borrows the stage or the core.
     let stage = unsafe { stage::<F, T>(ptr) };
+    // A result that was taken, or one with no drop glue (the usual end),
+    // leaves nothing to drop.
     // SAFETY: as above; only the discriminants are read.
-    let emptied = matches!(unsafe { &*stage }, Stage::Finished(Slot::Empty));
-    // A result that was read (the usual end) left nothing to drop.
+    let emptied = match unsafe { &*stage } {
+        Stage::Finished(Slot::Empty) => true,
+        Stage::Finished(Slot::Value(_)) => !std::mem::needs_drop::<T>(),
+        _ => false,
+    };
     // SAFETY: as above.
     let panicked = (!emptied)
         .then(|| unsafe { finish_stage(stage, Slot::<T>::Empty) })
