@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
 use ringio::io::{BufRing, BufRingMode, BufRingOptions};
-use ringio::net::{TcpListener, TcpStream, UnixStream};
+use ringio::net::{DirectStream, TcpListener, TcpStream, UnixStream};
 
 /// The byte at position `p` of a test stream: a hash of the position, so a
 /// byte lost, repeated or out of order shows at once.
@@ -285,7 +285,78 @@ impl RaceRead for UnixStream {
     }
 }
 
+impl RaceRead for DirectStream {
+    fn race_read(
+        &self,
+        buf: Vec<u8>,
+    ) -> impl Future<Output = ringio::io::BufResult<usize, Vec<u8>>> {
+        self.read(buf)
+    }
+}
+
 const RACE_BYTES: u64 = 4 << 20;
+
+/// A TCP connection: the client, and the server's end accepted into the
+/// ring's direct descriptor table. `None` where the kernel lacks direct
+/// accepts (before 5.19).
+async fn direct_pair() -> Option<(TcpStream, DirectStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connect = ringio::create_task(async move { TcpStream::connect(addr).await });
+    let server = match listener.accept_direct().await {
+        Ok(s) => s,
+        Err(ringio::Error::Unsupported(why)) => {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        Err(e) => panic!("accept_direct: {e}"),
+    };
+    let client = connect.await.unwrap();
+    client.set_nodelay(true).unwrap();
+    Some((client, server))
+}
+
+#[test]
+fn direct_stream_reads_raced_with_a_timer_deliver_every_byte_once_in_order() {
+    let _g = serial();
+    block_on(async {
+        let Some((client, server)) = direct_pair().await else {
+            return;
+        };
+        let client = Rc::new(client);
+        race_a_pair(&server, move |b| {
+            let c = client.clone();
+            async move { c.write_all(b).await.0 }
+        })
+        .await;
+    });
+}
+
+#[test]
+fn a_direct_stream_read_exact_dropped_midway_gives_back_every_byte_it_had() {
+    let _g = serial();
+    block_on(async {
+        let Some((client, server)) = direct_pair().await else {
+            return;
+        };
+        let server = Rc::new(server);
+        let s2 = server.clone();
+        let read = poll_once(async move { s2.read_exact(Vec::with_capacity(10)).await }).await;
+        let (res, _) = client.write_all(b"abcd".to_vec()).await;
+        res.unwrap();
+        reap().await;
+        drop(read);
+        settle().await;
+        let (res, _) = client.write_all(b"efghij".to_vec()).await;
+        res.unwrap();
+        let (res, buf) = server
+            .read_exact(Vec::with_capacity(10))
+            .timeout(Duration::from_secs(5))
+            .await;
+        res.expect("the 4 bytes of the dropped read_exact come first");
+        assert_eq!(buf, b"abcdefghij");
+    });
+}
 
 #[test]
 fn tcp_reads_raced_with_a_timer_deliver_every_byte_once_in_order() {

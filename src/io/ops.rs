@@ -254,10 +254,14 @@ async fn settle_dropped(rx: &StashCell) -> bool {
 /// stream socket, whose bytes go to the socket's stash if the future is
 /// dropped (see [`StreamRecv`]). Submit it with [`stash_dropped_recv`] (or
 /// `_exact`) as the cleanup and a [`NoteDrop`] alive across the await.
-fn stream_recv<B: IoBufMut>(fd: RawFd, buf: B, rx: &StashCell) -> (squeue::Entry, StreamRecv<B>) {
+fn stream_recv<B: IoBufMut>(fd: Target, buf: B, rx: &StashCell) -> (squeue::Entry, StreamRecv<B>) {
     let len = buf.bytes_total().min(MAX_LEN) as u32;
     let mut buf = KernelBuf::new(buf);
-    let sqe = opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), len).build();
+    let ptr = buf.stable_mut_ptr();
+    let sqe = match fd {
+        Target::Fd(fd) => opcode::Recv::new(Fd(fd), ptr, len).build(),
+        Target::Fixed(slot) => opcode::Recv::new(types::Fixed(slot), ptr, len).build(),
+    };
     let data = StreamRecv {
         buf: Some(buf),
         stash: rx.get(),
@@ -297,10 +301,11 @@ fn stream_recv_done<B: IoBufMut>(res: Result<u32>, mut data: StreamRecv<B>) -> R
 /// receives goes to the stash (see [`StreamRecv`]).
 /// A buffer with no room is `Error::InvalidArgument` (see `no_room`).
 pub(crate) async fn recv_stream<B: IoBufMut>(
-    fd: RawFd,
+    fd: impl Into<Target>,
     mut buf: B,
     rx: &StashCell,
 ) -> BufResult<usize, B> {
+    let fd = fd.into();
     if let Some(e) = no_room(&buf) {
         return (Err(e), buf);
     }
@@ -335,10 +340,11 @@ pub(crate) async fn recv_stream<B: IoBufMut>(
 /// If the future is dropped while a receive runs, the bytes received so
 /// far (into `buf`, and by that receive) go to the socket's stash.
 pub(crate) async fn recv_exact<B: IoBufMut>(
-    fd: RawFd,
+    fd: impl Into<Target>,
     mut buf: B,
     rx: &StashCell,
 ) -> BufResult<(), B> {
+    let fd = fd.into();
     if let Some(e) = no_room(&buf) {
         return (Err(e), buf);
     }

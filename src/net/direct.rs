@@ -9,6 +9,7 @@ use io_uring::types::{DestinationSlot, Fd, Fixed};
 
 use super::TcpListener;
 use crate::error::{Error, Result};
+use crate::io::buf_ring::StashCell;
 use crate::io::ops::{self, Target, WriteTo, submit};
 use crate::io::{BufResult, Io, IoBuf, IoBufMut};
 use crate::runtime::context;
@@ -28,6 +29,8 @@ pub const DEFAULT_DIRECT_TABLE: u32 = 4096;
 pub struct DirectStream {
     slot: u32,
     loop_id: u64,
+    /// Bytes a dropped read had received, returned first by the next one.
+    rx: StashCell,
 }
 
 fn unsupported() -> Error {
@@ -127,6 +130,7 @@ impl TcpListener {
                 Ok(slot) => Ok(DirectStream {
                     slot,
                     loop_id: context::with_loop(|lp| lp.id).unwrap_or(0),
+                    rx: StashCell::default(),
                 }),
                 Err(e) if e.raw_os_error() == Some(libc::ENFILE) => Err(table_full(size)),
                 Err(e) => Err(e),
@@ -169,14 +173,37 @@ impl DirectStream {
 
     /// Receives into `buf` (its whole capacity, from its start; a `Vec`'s
     /// length becomes the count), `IORING_OP_RECV` on the slot. `Ok(0)`:
-    /// the peer closed its write half.
+    /// the peer closed its write half. A buffer with no capacity is
+    /// `Error::InvalidArgument`.
+    ///
+    /// Dropping this future loses nothing, as for `TcpStream::read`: bytes
+    /// its receive got before the cancel landed stay with the stream, and
+    /// the next read returns them first.
     #[track_caller]
     pub fn read<B: IoBufMut>(&self, buf: B) -> Io<impl Future<Output = BufResult<usize, B>> + '_> {
         Io::new(async move {
             if let Err(e) = self.check_loop() {
                 return (Err(e), buf);
             }
-            ops::recv(Target::Fixed(self.slot), buf, 0).await
+            ops::recv_stream(Target::Fixed(self.slot), buf, &self.rx).await
+        })
+    }
+
+    /// Receives until `buf`'s whole capacity is filled, as many
+    /// `IORING_OP_RECV`s on the slot as it takes. If the peer closes
+    /// first, the error is `UnexpectedEof` and the buffer comes back with
+    /// the bytes that came; dropped part-way, the bytes it had go back to
+    /// the stream for the next read (as for `TcpStream::read_exact`).
+    #[track_caller]
+    pub fn read_exact<B: IoBufMut>(
+        &self,
+        buf: B,
+    ) -> Io<impl Future<Output = BufResult<(), B>> + '_> {
+        Io::new(async move {
+            if let Err(e) = self.check_loop() {
+                return (Err(e), buf);
+            }
+            ops::recv_exact(Target::Fixed(self.slot), buf, &self.rx).await
         })
     }
 
