@@ -323,12 +323,7 @@ fn direct_stream_reads_raced_with_a_timer_deliver_every_byte_once_in_order() {
         let Some((client, server)) = direct_pair().await else {
             return;
         };
-        let client = Rc::new(client);
-        race_a_pair(&server, move |b| {
-            let c = client.clone();
-            async move { c.write_all(b).await.0 }
-        })
-        .await;
+        race_a_pair(client, &server).await;
     });
 }
 
@@ -363,12 +358,7 @@ fn tcp_reads_raced_with_a_timer_deliver_every_byte_once_in_order() {
     let _g = serial();
     block_on(async {
         let (client, server) = tcp_pair().await;
-        let client = Rc::new(client);
-        race_a_pair(&server, move |b| {
-            let c = client.clone();
-            async move { c.write_all(b).await.0 }
-        })
-        .await;
+        race_a_pair(client, &server).await;
     });
 }
 
@@ -377,24 +367,38 @@ fn unix_reads_raced_with_a_timer_deliver_every_byte_once_in_order() {
     let _g = serial();
     block_on(async {
         let (client, server) = UnixStream::pair().unwrap();
-        let client = Rc::new(client);
-        race_a_pair(&server, move |b| {
-            let c = client.clone();
-            async move { c.write_all(b).await.0 }
-        })
-        .await;
+        race_a_pair(client, &server).await;
     });
 }
 
-/// Sends `RACE_BYTES` of the pattern through `write` (the client's
-/// `write_all`) from a task while `server`'s reads race a timer, and
-/// checks that the timer won enough races for the test to mean something.
-async fn race_a_pair<S: RaceRead, W>(server: &S, write: impl FnMut(Vec<u8>) -> W + 'static)
-where
-    W: Future<Output = ringio::Result<()>> + 'static,
-{
+/// `write_all` of a `Vec` on either client type.
+trait WriteVec: 'static {
+    fn write_vec(&self, buf: Vec<u8>) -> impl Future<Output = ringio::Result<()>>;
+}
+
+impl WriteVec for TcpStream {
+    async fn write_vec(&self, buf: Vec<u8>) -> ringio::Result<()> {
+        self.write_all(buf).await.0
+    }
+}
+
+impl WriteVec for UnixStream {
+    async fn write_vec(&self, buf: Vec<u8>) -> ringio::Result<()> {
+        self.write_all(buf).await.0
+    }
+}
+
+/// Sends `RACE_BYTES` of the pattern from `client` in a task while
+/// `server`'s reads race a timer, and checks that the timer won enough
+/// races for the test to mean something.
+async fn race_a_pair<C: WriteVec, S: RaceRead>(client: C, server: &S) {
+    let client = Rc::new(client);
     let writer = ringio::create_task(async move {
-        send_pattern(RACE_BYTES, write).await;
+        send_pattern(RACE_BYTES, |b| {
+            let c = client.clone();
+            async move { c.write_vec(b).await }
+        })
+        .await;
         Ok::<(), ringio::Error>(())
     });
     let dropped = race_reads(server, RACE_BYTES).await;
