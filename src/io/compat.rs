@@ -23,8 +23,12 @@ use std::task::{Context, Poll, ready};
 
 use futures_util::io::{AsyncRead, AsyncWrite};
 
+use futures_util::stream::Stream;
+
+use super::buf_ring::{BufRing, RingBuf, Stash};
 use super::ops::{self, ReadOp, WriteAllOp, WriteTo};
 use crate::error::{Error, Result};
+use crate::net::{RecvStream, TcpStream, UnixStream};
 use crate::task::await_point::AwaitPoint;
 
 /// Default size of each of the adapter's two buffers.
@@ -65,6 +69,10 @@ pub struct Compat<S> {
     wbuf: Option<Vec<u8>>,
     /// The write in flight, held in place as `read_op`.
     write_op: Option<WriteAllOp<Vec<u8>>>,
+    /// The reads of an adapter made with `with_buf_ring`: one multishot
+    /// receive into the pool, kept armed across reads, instead of
+    /// `read_op`.
+    multi: Option<MultiRead>,
     /// Rare (once per stream), so boxed.
     shutdown_op: Option<OpFuture<Result<()>>>,
     shut_down: bool,
@@ -94,9 +102,48 @@ impl<S: AsRawFd> Compat<S> {
             read_op: None,
             wbuf: Some(Vec::new()),
             write_op: None,
+            multi: None,
             shutdown_op: None,
             shut_down: false,
         }
+    }
+
+    /// Wraps a ringio [`TcpStream`] or [`UnixStream`] whose reads come
+    /// from one multishot receive into `ring`'s buffers, kept armed across
+    /// reads (Linux 6.0+ with a kernel-registered pool; else one plain
+    /// receive into a pool buffer per read), instead of a receive per read
+    /// into the adapter's own buffer. Writes are as with
+    /// [`with_capacity`](Compat::with_capacity) (`capacity` bytes). Any
+    /// other stream is wrapped as by `with_capacity`.
+    ///
+    /// One pool can serve all the loop's connections: a connection holds a
+    /// buffer only from the receive that filled it until its bytes are
+    /// read out, so `ring` needs about one buffer per connection with
+    /// unread bytes; when it runs dry, receives wait for a buffer (the data
+    /// waits in the socket).
+    ///
+    /// Bytes received and not yet read stay with the socket at
+    /// [`into_inner`](Compat::into_inner), as do those the receive still
+    /// brings once the adapter is gone: the socket's next read returns
+    /// them. A deadline from [`with_timeout`](crate::io::with_timeout) does
+    /// not apply to these reads (a multishot receive carries no linked
+    /// timeout); bound them with a timer instead, as hyper's header-read
+    /// timeout does.
+    pub fn with_buf_ring(ring: &BufRing, capacity: usize, inner: S) -> Compat<S>
+    where
+        S: 'static,
+    {
+        let stash = socket_stash(&inner);
+        let fd = inner.as_raw_fd();
+        let mut c = Compat::with_capacity(capacity, inner);
+        if let Some(stash) = stash {
+            c.multi = Some(MultiRead {
+                stream: RecvStream::new(fd, ring, stash.clone()),
+                stash,
+                cur: None,
+            });
+        }
+        c
     }
 
     /// The wrapped stream.
@@ -104,10 +151,15 @@ impl<S: AsRawFd> Compat<S> {
         &self.inner
     }
 
-    /// The wrapped stream back. A read or write still in flight is
-    /// cancelled (its bytes are lost), and buffered read bytes are dropped:
-    /// call `poll_flush` first to finish writes.
-    pub fn into_inner(self) -> S {
+    /// The wrapped stream back. A write still in flight is cancelled:
+    /// call `poll_flush` first to finish writes. Read bytes buffered in the
+    /// adapter, and a read still in flight, are lost — except with
+    /// [`with_buf_ring`](Compat::with_buf_ring), whose
+    /// unread bytes stay with the socket for its next read.
+    pub fn into_inner(mut self) -> S {
+        if let Some(m) = self.multi.as_mut() {
+            m.give_back();
+        }
         // The other fields (the op futures) drop when this returns, before
         // the caller can close the stream.
         self.inner
@@ -139,6 +191,9 @@ impl<S: AsRawFd> Compat<S> {
         put: impl FnOnce(&[u8]),
     ) -> Poll<io::Result<usize>> {
         let this = self;
+        if let Some(m) = this.multi.as_mut() {
+            return m.poll_read_into(cx, want, put);
+        }
         loop {
             if let Some(buf) = this.rbuf.as_ref() {
                 if this.rpos < buf.len() {
@@ -259,6 +314,69 @@ impl<S: AsRawFd> Compat<S> {
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Poll::Ready(Ok(())),
             r => Poll::Ready(r.map_err(to_io)),
         }
+    }
+}
+
+/// The read side of a [`Compat`] made with a [`BufRing`]: a receive
+/// stream (one multishot receive, re-armed when the kernel ends it) and
+/// the buffer being handed out.
+struct MultiRead {
+    stream: RecvStream<'static>,
+    /// The socket's stash, where `into_inner` leaves `cur`'s bytes.
+    stash: Stash,
+    /// Received bytes not yet handed out. Dropped (back to the pool) as
+    /// soon as it is used up.
+    cur: Option<RingBuf>,
+}
+
+impl MultiRead {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        want: usize,
+        put: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(cur) = self.cur.as_mut() {
+                let n = want.min(cur.len());
+                put(&cur[..n]);
+                cur.advance(n);
+                if cur.is_empty() {
+                    self.cur = None;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            if want == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
+                None => return Poll::Ready(Ok(0)),
+                Some(Ok(buf)) if buf.is_empty() => {}
+                Some(Ok(buf)) => self.cur = Some(buf),
+                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+            }
+        }
+    }
+
+    /// Leaves the bytes not handed out with the socket, ahead of anything
+    /// stashed (the receive stream, dropped next, stashes what its
+    /// receive still brings behind them).
+    fn give_back(&mut self) {
+        if let Some(cur) = self.cur.take() {
+            self.stash.push_front(cur);
+        }
+    }
+}
+
+/// The stash of a ringio stream socket (`TcpStream`, `UnixStream`): where
+/// it keeps received bytes that a reader took from the kernel but did not
+/// hand out. `None` for any other stream.
+fn socket_stash<S: 'static>(inner: &S) -> Option<Stash> {
+    let any: &dyn std::any::Any = inner;
+    if let Some(s) = any.downcast_ref::<TcpStream>() {
+        Some(s.rx_stash())
+    } else {
+        any.downcast_ref::<UnixStream>().map(UnixStream::rx_stash)
     }
 }
 
