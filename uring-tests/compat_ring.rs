@@ -325,3 +325,118 @@ fn reads_do_not_hang_when_the_peer_goes_away() {
         });
     }
 }
+
+/// hyper's header-read timeout bounds `with_buf_ring` reads (which carry
+/// no linked timeout): a client that sends half a request head is dropped
+/// when it expires, and the armed receive is cancelled with the adapter
+/// (every buffer back, no op left in flight).
+#[cfg(feature = "hyper")]
+#[test]
+fn header_read_timeout_ends_a_connection_on_ring_reads() {
+    use std::time::Instant;
+
+    use hyper::body::{Bytes, Incoming};
+    use hyper::service::service_fn;
+    use hyper::{Request, Response};
+    use ringio::compat::hyper::RingTimer;
+
+    async fn ok(_req: Request<Incoming>) -> Result<Response<http_body_util::Full<Bytes>>, Error> {
+        Ok(Response::new(http_body_util::Full::new(Bytes::new())))
+    }
+
+    let _g = serial();
+    for mode in MODES {
+        ringio::run(async move {
+            let ring = pool(mode, 4, 64);
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            let server_ring = ring.clone();
+            let server = ringio::create_task(async move {
+                let (stream, _) = listener.accept().await?;
+                let t0 = Instant::now();
+                let r = hyper::server::conn::http1::Builder::new()
+                    .timer(RingTimer)
+                    .header_read_timeout(ms(100))
+                    .serve_connection(
+                        Compat::with_buf_ring(&server_ring, 256, stream),
+                        service_fn(ok),
+                    )
+                    .await;
+                Ok::<_, Error>((r.is_err(), t0.elapsed()))
+            });
+            let stream = TcpStream::connect(addr).await?;
+            let (r, _) = stream
+                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n".to_vec())
+                .await;
+            r?;
+            let (failed, took) = server.await?;
+            assert!(failed, "{mode:?}: the connection should end with a timeout");
+            assert!(took >= ms(100), "{mode:?}: {took:?}");
+            assert!(took < Duration::from_secs(2), "{mode:?}: {took:?}");
+            let (n, _) = stream.read(Vec::with_capacity(64)).await;
+            assert_eq!(n?, 0);
+            drop(stream);
+            settle().await;
+            assert_eq!(ring.available(), 4, "{mode:?}");
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    }
+}
+
+/// `RingSleep` arms the loop's timer heap with its deadline as given: it
+/// fires at that deadline (not before, and not seconds late), a deadline
+/// already past fires at once (after one pending poll), `reset` (also
+/// through `Timer::reset`, in place) moves an armed sleep, and a dropped
+/// armed sleep leaves the heap.
+#[cfg(feature = "hyper")]
+#[test]
+fn ring_sleep_fires_at_its_deadline_and_leaves_the_heap() {
+    use std::time::Instant;
+
+    use hyper::rt::Timer;
+    use ringio::compat::hyper::{RingSleep, RingTimer};
+
+    fn timers() -> usize {
+        ringio::get_running_loop().unwrap().stats().timers
+    }
+
+    ringio::run(async {
+        let base = timers();
+        // Fires at its deadline.
+        let t0 = Instant::now();
+        RingSleep::until(t0 + ms(50)).await;
+        let took = t0.elapsed();
+        assert!(took >= ms(50) && took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(timers(), base);
+
+        // A deadline in the past: pending once, then done.
+        let t0 = Instant::now();
+        let mut past = std::pin::pin!(RingSleep::until(t0 - ms(10)));
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(past.as_mut().poll(cx))).await;
+        assert!(first.is_pending());
+        past.await;
+        assert!(t0.elapsed() < Duration::from_secs(1));
+
+        // Reset while armed (hyper's `Timer::reset`, in place): it fires
+        // at the new deadline, not the old one.
+        let t0 = Instant::now();
+        let mut s = RingTimer.sleep_until(t0 + ms(10));
+        let armed = std::future::poll_fn(|cx| std::task::Poll::Ready(s.as_mut().poll(cx))).await;
+        assert!(armed.is_pending());
+        assert_eq!(timers(), base + 1);
+        RingTimer.reset(&mut s, t0 + ms(120));
+        assert_eq!(timers(), base, "reset takes the old timer out of the heap");
+        s.await;
+        let took = t0.elapsed();
+        assert!(took >= ms(120) && took < Duration::from_secs(2), "{took:?}");
+
+        // Dropped while armed: out of the heap.
+        let mut s = RingTimer.sleep(Duration::from_secs(30));
+        let armed = std::future::poll_fn(|cx| std::task::Poll::Ready(s.as_mut().poll(cx))).await;
+        assert!(armed.is_pending());
+        assert_eq!(timers(), base + 1);
+        drop(s);
+        assert_eq!(timers(), base);
+    });
+}
