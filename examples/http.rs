@@ -3,12 +3,16 @@
 //! keep-alive HTTP/1.1 connections.
 //!
 //! ```text
-//! cargo run --release --example http --features hyper -- [--addr 127.0.0.1:8080] [--cores N]
+//! cargo run --release --example http --features hyper -- [--addr 127.0.0.1:8080] [--cores N] [--read ring|plain]
 //! ```
 //!
 //! hyper runs on ringio through `ringio::compat::hyper`: the connection's
 //! I/O is `io::Compat` over a ringio `TcpStream` (reads and writes on the
 //! ring), and hyper's header-read timeout is a timer in the loop's heap.
+//! By default each connection reads from one multishot receive into the
+//! loop's provided-buffer ring (`Compat::with_buf_ring`), armed once for
+//! the connection's life; `--read plain` gives each connection a receive
+//! per read into its own buffer instead.
 //! With `--cores N`, N threads each run their own loop and ring with their
 //! own `SO_REUSEPORT` listener on the port (thread-per-core, as in the
 //! `echo` example): the kernel spreads connections, and a connection stays

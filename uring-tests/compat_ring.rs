@@ -440,3 +440,102 @@ fn ring_sleep_fires_at_its_deadline_and_leaves_the_heap() {
         assert_eq!(timers(), base);
     });
 }
+
+/// With a kernel pool (Linux 6.0+) a flush returns once the send is with
+/// the ring, not when it completes: here 32 MiB to a peer that reads
+/// nothing yet, which the kernel cannot take in at once, so the send is
+/// still running when the flush returns. Dropping the adapter (and its
+/// socket) then does not cancel that send: the peer reads every byte, in
+/// order, then the end of the stream. With the user-space pool a flush
+/// waits for the send, as with `Compat::new`.
+#[test]
+fn an_early_flush_hands_the_send_over_and_a_drop_still_delivers_it() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    const LEN: usize = 32 << 20;
+    let _g = serial();
+    for mode in MODES {
+        ringio::run(async move {
+            let ring = pool(mode, 4, 64);
+            let (client, server) = tcp_pair().await;
+            let data = pattern(7, LEN);
+            let mut io = Compat::with_buf_ring(&ring, LEN, server);
+            // One poll_write takes all of it (the buffer's capacity).
+            assert_eq!(io.write(&data).await.unwrap(), LEN);
+            ringio::sleep(ms(20)).await.unwrap();
+            let mut flush = io.flush();
+            let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut flush).poll(cx))).await;
+            if mode == BufRingMode::Local {
+                assert!(
+                    first.is_pending(),
+                    "a plain flush waits for the peer to read"
+                );
+                drop(flush);
+                // The peer reads; the flush then completes.
+                let reader = ringio::create_task(async move {
+                    let (r, got) = client.read_exact(Vec::with_capacity(LEN)).await;
+                    r?;
+                    Ok::<_, Error>(got)
+                });
+                io.flush().await.unwrap();
+                let got = reader.await.unwrap();
+                assert!(got == data, "{mode:?}: bytes differ");
+                return;
+            }
+            match first {
+                Poll::Ready(r) => r.unwrap(),
+                Poll::Pending => panic!("an early flush should not wait for the send"),
+            }
+            drop(io);
+            let (r, got) = client.read_exact(Vec::with_capacity(LEN)).await;
+            r.unwrap();
+            assert!(got == data, "bytes differ");
+            let (r, _) = client.read(Vec::with_capacity(16)).await;
+            assert_eq!(r.unwrap(), 0, "the end of the stream follows the data");
+            settle().await;
+        });
+    }
+}
+
+/// An early flush reports no error, so a send that fails (the peer reset
+/// the connection) shows its error at the next write, as the write-behind
+/// rule says.
+#[test]
+fn an_early_flushed_send_reports_its_error_at_the_next_write() {
+    use std::os::fd::AsRawFd;
+
+    let _g = serial();
+    ringio::run(async {
+        let ring = pool(BufRingMode::Kernel, 4, 64);
+        let (client, server) = tcp_pair().await;
+        // Close with a reset: SO_LINGER on, 0 s.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket and option of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                client.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        drop(client);
+        ringio::sleep(ms(20)).await.unwrap();
+        let mut io = Compat::with_buf_ring(&ring, 64, server);
+        assert_eq!(io.write(b"lost").await.unwrap(), 4);
+        io.flush().await.unwrap();
+        ringio::sleep(ms(20)).await.unwrap();
+        let e = io.write(b"more").await.unwrap_err();
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE)),
+            "{e:?}"
+        );
+    });
+}

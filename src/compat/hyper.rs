@@ -9,7 +9,8 @@
 //!   adapter's buffer and are copied into hyper's; writes are write-behind
 //!   (`poll_write` copies and submits, reports the bytes written, and the
 //!   next write or `poll_flush` waits for the send — hyper flushes after
-//!   every message it writes). It reports `is_write_vectored`, so hyper
+//!   every message it writes; with `with_buf_ring` on a kernel pool the
+//!   flush returns once the send is with the ring, see [`Compat`]). It reports `is_write_vectored`, so hyper
 //!   hands a message's head and body as separate slices, which the adapter
 //!   gathers into one send instead of hyper copying them into one buffer
 //!   first.
@@ -131,7 +132,7 @@ impl<S: AsRawFd + Unpin> Write for Compat<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_write_done(cx)
+        self.get_mut().poll_flush_inner(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -9,6 +9,13 @@
 //! the caller's slices. A read the caller stopped waiting for keeps going
 //! and its bytes are served by the next `poll_read` (nothing lost).
 //!
+//! With a [`BufRing`] (`Compat::with_buf_ring`, TCP and Unix streams), the
+//! read side is instead the socket's receive stream
+//! ([`RecvStream`]): one multishot receive stays armed from one read to the
+//! next, the kernel picks a pool buffer per arrival, and the bytes are
+//! copied out of it into the caller's slice. Unread bytes go to the
+//! socket's stash at `into_inner`, where its next read finds them.
+//!
 //! The operations in flight are named futures (`ops::ReadOp`,
 //! `ops::WriteAllOp`) kept in the adapter's fields, not boxed `async fn`
 //! futures: a read or a write costs no allocation, and both buffers are
@@ -42,9 +49,17 @@ type OpFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 /// Writes are write-behind: `poll_write` copies the bytes into the
 /// adapter's buffer, starts sending them and reports them written; an error
 /// from the ring shows up at the next `poll_write`, `poll_flush` or
-/// `poll_close`. `poll_close` flushes and shuts down the write half of a
-/// socket. A vectored write (`poll_write_vectored`) gathers its slices, in
-/// order and up to the buffer's capacity, into one ring write.
+/// `poll_close`. `poll_flush` waits for the send to complete — except on an
+/// adapter made by [`with_buf_ring`](Compat::with_buf_ring) with a pool
+/// the kernel registered (Linux 6.0+), where it returns as soon as the send
+/// is with the ring: that send is then the kernel's to finish (with
+/// `MSG_WAITALL`, so a short send needs no further poll), it is not
+/// cancelled if the adapter is dropped (a task of its own sees it to the
+/// end), and its error shows at the next `poll_write` or `poll_close`,
+/// not at the flush. This spares a wake-up of the task per flush.
+/// `poll_close` always waits for the send, then shuts down the write half
+/// of a socket. A vectored write (`poll_write_vectored`) gathers its
+/// slices, in order and up to the buffer's capacity, into one ring write.
 ///
 /// A deadline applies as for the owned-buffer calls: poll the adapter's
 /// futures inside [`with_timeout`](crate::io::with_timeout) and the ring
@@ -68,7 +83,7 @@ pub struct Compat<S> {
     /// The write buffer, `None` while it is with the kernel.
     wbuf: Option<Vec<u8>>,
     /// The write in flight, held in place as `read_op`.
-    write_op: Option<WriteAllOp<Vec<u8>>>,
+    write_op: WriteSlot,
     /// The reads of an adapter made with `with_buf_ring`: one multishot
     /// receive into the pool, kept armed across reads, instead of
     /// `read_op`.
@@ -101,7 +116,10 @@ impl<S: AsRawFd> Compat<S> {
             rpos: 0,
             read_op: None,
             wbuf: Some(Vec::new()),
-            write_op: None,
+            write_op: WriteSlot {
+                op: None,
+                flush_early: false,
+            },
             multi: None,
             shutdown_op: None,
             shut_down: false,
@@ -142,6 +160,9 @@ impl<S: AsRawFd> Compat<S> {
                 stash,
                 cur: None,
             });
+            // A kernel pool means Linux 6.0+, whose sends finish short
+            // writes themselves with MSG_WAITALL (5.18+).
+            c.write_op.flush_early = ring.is_kernel();
         }
         c
     }
@@ -233,11 +254,11 @@ impl<S: AsRawFd> Compat<S> {
 
     /// Drives the in-flight write until its buffer has gone out entirely.
     pub(crate) fn poll_write_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(op) = self.write_op.as_mut() else {
+        let Some(op) = self.write_op.op.as_mut() else {
             return Poll::Ready(Ok(()));
         };
         let (res, mut buf) = ready!(Pin::new(op).poll(cx));
-        self.write_op = None;
+        self.write_op.op = None;
         buf.clear();
         self.wbuf = Some(buf);
         Poll::Ready(res.map_err(to_io))
@@ -275,7 +296,14 @@ impl<S: AsRawFd> Compat<S> {
         }
         let n = buf.len();
         let to = if self.socket {
-            WriteTo::Socket(0)
+            // With an early flush nobody may poll the send until the next
+            // write: MSG_WAITALL has the kernel finish a short send itself
+            // (a partial count then means an error stopped it).
+            WriteTo::Socket(if self.write_op.flush_early {
+                libc::MSG_WAITALL
+            } else {
+                0
+            })
         } else {
             WriteTo::File(u64::MAX)
         };
@@ -287,13 +315,30 @@ impl<S: AsRawFd> Compat<S> {
         // done yet (its SQE reaches the kernel at the loop's next
         // submission), and the next write or flush polls it anyway.
         let settle_now = !op.submitted() || AwaitPoint::current().is_pending();
-        self.write_op = Some(op);
+        self.write_op.op = Some(op);
         if settle_now {
             if let Poll::Ready(Err(e)) = self.poll_write_done(cx) {
                 return Poll::Ready(Err(e));
             }
         }
         Poll::Ready(Ok(n))
+    }
+
+    /// The flush of every adapter over `Compat`: waits for the write in
+    /// flight, except with an early flush (`with_buf_ring` on a kernel
+    /// pool), where a write handed to the ring counts as flushed: the
+    /// kernel finishes it whatever the adapter does next (see
+    /// [`WriteSlot`]), and its error shows at the next write or close.
+    pub(crate) fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let handed_over = self.write_op.flush_early
+            && self.write_op.op.as_ref().is_some_and(WriteAllOp::submitted)
+            // A pending cancellation is delivered by the op, as without
+            // an early flush.
+            && !AwaitPoint::current().is_pending();
+        if handed_over {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_write_done(cx)
     }
 
     /// Flushes, then shuts down a socket's write half (once).
@@ -314,6 +359,30 @@ impl<S: AsRawFd> Compat<S> {
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Poll::Ready(Ok(())),
             r => Poll::Ready(r.map_err(to_io)),
         }
+    }
+}
+
+/// The write in flight. With an early flush, a write still in flight when
+/// the adapter is dropped is finished by a task of its own rather than
+/// cancelled: the caller was told it was flushed.
+struct WriteSlot {
+    op: Option<WriteAllOp<Vec<u8>>>,
+    flush_early: bool,
+}
+
+impl Drop for WriteSlot {
+    fn drop(&mut self) {
+        let Some(op) = self.op.take().filter(|_| self.flush_early) else {
+            return;
+        };
+        // Usually done already (its completion unread); a send the kernel
+        // still holds (a full socket buffer) runs to its end. Its error has
+        // nobody to go to. Outside a loop the op drops (cancelled) with the
+        // future, as any op.
+        let _ = crate::task::Task::builder().spawn(async move {
+            let _ = op.await;
+            Ok::<(), Error>(())
+        });
     }
 }
 
@@ -412,7 +481,7 @@ impl<S: AsRawFd + Unpin> AsyncWrite for Compat<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_write_done(cx)
+        self.get_mut().poll_flush_inner(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
