@@ -172,11 +172,13 @@ impl<S: AsRawFd> Compat<S> {
         &self.inner
     }
 
-    /// The wrapped stream back. A write still in flight is cancelled:
-    /// call `poll_flush` first to finish writes. Read bytes buffered in the
-    /// adapter, and a read still in flight, are lost — except with
-    /// [`with_buf_ring`](Compat::with_buf_ring), whose
-    /// unread bytes stay with the socket for its next read.
+    /// The wrapped stream back. A write still in flight is cancelled,
+    /// except on an adapter whose flush returns early (see the type's
+    /// doc), where the kernel finishes it: call `poll_flush` first to
+    /// finish writes. Read bytes buffered in the adapter, and a read still
+    /// in flight, are lost — except with
+    /// [`with_buf_ring`](Compat::with_buf_ring), whose unread bytes stay
+    /// with the socket for its next read.
     pub fn into_inner(mut self) -> S {
         if let Some(m) = self.multi.as_mut() {
             m.give_back();
