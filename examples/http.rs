@@ -101,7 +101,8 @@ const CONN_BUF: usize = 16 * 1024;
 /// buffers serve thousands of keep-alive connections; a request larger
 /// than one buffer arrives in several. 1 MiB in all: under wrk -c256,
 /// 512 × 2 KiB used 8 % less server CPU per request than 1024 × 4 KiB
-/// in two of four alternating runs and the same in the other two.
+/// in two of four alternating runs and about the same (within 1 %) in
+/// the other two.
 const RING_ENTRIES: u32 = 512;
 const RING_BUF: usize = 2048;
 
