@@ -29,7 +29,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures_util::io::{AsyncRead, AsyncWrite};
-
 use futures_util::stream::Stream;
 
 use super::buf_ring::{BufRing, RingBuf, Stash};
