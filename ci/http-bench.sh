@@ -7,7 +7,10 @@
 # (from /proc), which other load on the machine disturbs less.
 # Knobs: HTTP_BENCH_SECS (default 10), HTTP_BENCH_CONNS (default 256),
 # HTTP_BENCH_RUNS (default 1; with more, the runs alternate ringio, tokio,
-# ringio, ... and the medians and the median per-run ratio are printed).
+# ringio, ... and the medians and the median per-run ratio are printed),
+# HTTP_BENCH_PLAIN=1 (also run the ringio server with `--read plain`, a
+# receive per read instead of the multishot receive into a buffer ring,
+# between the two in each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,6 +75,9 @@ echo "wrk -t1 -c$conns -d${secs}s --latency, server on one core, runs alternatin
 for run in $(seq "$runs"); do
     [ "$runs" -gt 1 ] && echo "-- run $run"
     bench "ringio+hyper" 18080 target/release/examples/http --cores 1
+    if [ "${HTTP_BENCH_PLAIN:-0}" = 1 ]; then
+        bench "ringio-plain" 18082 target/release/examples/http --cores 1 --read plain
+    fi
     bench "tokio+hyper" 18081 target/release/examples/http_tokio
 done
 if [ "$runs" -gt 1 ]; then
@@ -83,8 +89,10 @@ if [ "$runs" -gt 1 ]; then
             return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
         }
         $1 == "ringio+hyper" { n++; r[n] = $2; rp[n] = $3; ru[n] = $4 + $5 }
-        $1 == "tokio+hyper" { m++; t[m] = $2; tp[m] = $3; tu[m] = $4 + $5; q[m] = r[m] / $2 }
+        $1 == "ringio-plain" { k++; p[k] = $2; pp[k] = $3; pu[k] = $4 + $5 }
+        $1 == "tokio+hyper" { m++; t[m] = $2; tp[m] = $3; tu[m] = $4 + $5; q[m] = r[m] / $2; if (k == m) qp[m] = p[m] / $2 }
         END {
+            if (k > 0) printf "median of %d runs: ringio --read plain %.0f req/s, p99 %.2f ms, %.2f us/req; plain/tokio req/s %.3f\n", k, median(p, k), median(pp, k), median(pu, k), median(qp, k)
             printf "median of %d runs: ringio %.0f req/s, p99 %.2f ms, %.2f us/req; ", n, median(r, n), median(rp, n), median(ru, n)
             printf "tokio %.0f req/s, p99 %.2f ms, %.2f us/req; ringio/tokio req/s %.3f\n", median(t, m), median(tp, m), median(tu, m), median(q, m)
         }' "$results"

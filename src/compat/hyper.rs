@@ -9,7 +9,8 @@
 //!   adapter's buffer and are copied into hyper's; writes are write-behind
 //!   (`poll_write` copies and submits, reports the bytes written, and the
 //!   next write or `poll_flush` waits for the send — hyper flushes after
-//!   every message it writes). It reports `is_write_vectored`, so hyper
+//!   every message it writes; with `with_buf_ring` on a kernel pool the
+//!   flush returns once the send is with the ring, see [`Compat`]). It reports `is_write_vectored`, so hyper
 //!   hands a message's head and body as separate slices, which the adapter
 //!   gathers into one send instead of hyper copying them into one buffer
 //!   first.
@@ -90,6 +91,9 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 
 use crate::error::Error;
 use crate::io::Compat;
+use crate::runtime::context;
+use crate::runtime::event_loop::TimerAction;
+use crate::time::heap::TimerKey;
 
 impl<S: AsRawFd + Unpin> Read for Compat<S> {
     fn poll_read(
@@ -128,7 +132,7 @@ impl<S: AsRawFd + Unpin> Write for Compat<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_write_done(cx)
+        self.get_mut().poll_flush_inner(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -213,7 +217,9 @@ impl hyper::rt::Timer for RingTimer {
 }
 
 /// The sleep of [`RingTimer`]: done at its deadline, as a timer in the
-/// running loop's heap (armed at the first poll).
+/// running loop's heap (armed at the first poll, for the deadline as it
+/// is: no clock read; a deadline already past fires at the loop's next
+/// turn).
 ///
 /// Unlike [`Sleep`](crate::Sleep) it is not a cancellation point: while
 /// the polling task has a cancellation pending it stays pending and
@@ -222,7 +228,8 @@ impl hyper::rt::Timer for RingTimer {
 #[derive(Debug)]
 pub struct RingSleep {
     deadline: Instant,
-    inner: Option<crate::Sleep>,
+    /// The armed timer: the loop's id and the heap entry.
+    timer: Option<(u64, TimerKey)>,
 }
 
 impl RingSleep {
@@ -230,7 +237,7 @@ impl RingSleep {
     pub fn until(deadline: Instant) -> RingSleep {
         RingSleep {
             deadline,
-            inner: None,
+            timer: None,
         }
     }
 
@@ -241,8 +248,18 @@ impl RingSleep {
 
     /// Moves the deadline (the timer is re-armed at the next poll).
     pub fn reset(&mut self, deadline: Instant) {
+        self.disarm();
         self.deadline = deadline;
-        self.inner = None;
+    }
+
+    fn disarm(&mut self) {
+        if let Some((loop_id, key)) = self.timer.take() {
+            context::try_with_loop(|lp| {
+                if lp.id == loop_id {
+                    lp.timers.borrow_mut().remove(key);
+                }
+            });
+        }
     }
 }
 
@@ -256,27 +273,41 @@ impl Future for RingSleep {
             return Poll::Pending;
         }
         let this = &mut *self;
-        let inner = match this.inner.as_mut() {
-            Some(inner) => inner,
-            None => {
-                // Armed at the first poll (and after a reset): the one
-                // clock read per arming.
-                let now = Instant::now();
-                if now >= this.deadline {
-                    return Poll::Ready(());
+        let fired = context::with_loop(|lp| {
+            let mut timers = lp.timers.borrow_mut();
+            match this.timer {
+                Some((loop_id, key)) if loop_id == lp.id => match timers.get_mut(key) {
+                    Some(TimerAction::Wake(w)) => {
+                        if !w.will_wake(cx.waker()) {
+                            *w = cx.waker().clone();
+                        }
+                        false
+                    }
+                    // Fired: fired timers leave the heap.
+                    _ => true,
+                },
+                _ => {
+                    let key = timers.insert(this.deadline, TimerAction::Wake(cx.waker().clone()));
+                    this.timer = Some((lp.id, key));
+                    false
                 }
-                this.inner.insert(crate::sleep(this.deadline - now))
             }
-        };
-        match Pin::new(inner).poll(cx) {
-            Poll::Pending => Poll::Pending,
+        });
+        match fired {
+            Some(false) => Poll::Pending,
             // Fired, or no running loop (where a timer can never fire,
             // hyper's reading of "done" is the safe one: a timeout).
-            Poll::Ready(_) => {
-                this.inner = None;
+            _ => {
+                this.timer = None;
                 Poll::Ready(())
             }
         }
+    }
+}
+
+impl Drop for RingSleep {
+    fn drop(&mut self) {
+        self.disarm();
     }
 }
 

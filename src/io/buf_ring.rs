@@ -617,6 +617,16 @@ impl StashQueue {
             .push_back(buf);
     }
 
+    /// Puts back bytes that come before everything queued (taken out
+    /// earlier and not all handed out).
+    pub(crate) fn push_front(&self, buf: RingBuf) {
+        self.0
+            .borrow_mut()
+            .get_or_insert_default()
+            .queue
+            .push_front(buf);
+    }
+
     pub(crate) fn pop_front(&self) -> Option<RingBuf> {
         self.0.borrow_mut().as_mut()?.queue.pop_front()
     }

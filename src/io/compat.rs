@@ -9,6 +9,13 @@
 //! the caller's slices. A read the caller stopped waiting for keeps going
 //! and its bytes are served by the next `poll_read` (nothing lost).
 //!
+//! With a [`BufRing`] (`Compat::with_buf_ring`, TCP and Unix streams), the
+//! read side is instead the socket's receive stream
+//! ([`RecvStream`]): one multishot receive stays armed from one read to the
+//! next, the kernel picks a pool buffer per arrival, and the bytes are
+//! copied out of it into the caller's slice. Unread bytes go to the
+//! socket's stash at `into_inner`, where its next read finds them.
+//!
 //! The operations in flight are named futures (`ops::ReadOp`,
 //! `ops::WriteAllOp`) kept in the adapter's fields, not boxed `async fn`
 //! futures: a read or a write costs no allocation, and both buffers are
@@ -22,9 +29,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures_util::io::{AsyncRead, AsyncWrite};
+use futures_util::stream::Stream;
 
+use super::buf_ring::{BufRing, RingBuf, Stash};
 use super::ops::{self, ReadOp, WriteAllOp, WriteTo};
 use crate::error::{Error, Result};
+use crate::net::{RecvStream, TcpStream, UnixStream};
 use crate::task::await_point::AwaitPoint;
 
 /// Default size of each of the adapter's two buffers.
@@ -38,9 +48,17 @@ type OpFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 /// Writes are write-behind: `poll_write` copies the bytes into the
 /// adapter's buffer, starts sending them and reports them written; an error
 /// from the ring shows up at the next `poll_write`, `poll_flush` or
-/// `poll_close`. `poll_close` flushes and shuts down the write half of a
-/// socket. A vectored write (`poll_write_vectored`) gathers its slices, in
-/// order and up to the buffer's capacity, into one ring write.
+/// `poll_close`. `poll_flush` waits for the send to complete — except on an
+/// adapter made by [`with_buf_ring`](Compat::with_buf_ring) with a pool
+/// the kernel registered (Linux 6.0+), where it returns as soon as the send
+/// is with the ring: that send is then the kernel's to finish (with
+/// `MSG_WAITALL`, so a short send needs no further poll), it is not
+/// cancelled if the adapter is dropped (a task of its own sees it to the
+/// end), and its error shows at the next `poll_write` or `poll_close`,
+/// not at the flush. This spares a wake-up of the task per flush.
+/// `poll_close` always waits for the send, then shuts down the write half
+/// of a socket. A vectored write (`poll_write_vectored`) gathers its
+/// slices, in order and up to the buffer's capacity, into one ring write.
 ///
 /// A deadline applies as for the owned-buffer calls: poll the adapter's
 /// futures inside [`with_timeout`](crate::io::with_timeout) and the ring
@@ -64,7 +82,11 @@ pub struct Compat<S> {
     /// The write buffer, `None` while it is with the kernel.
     wbuf: Option<Vec<u8>>,
     /// The write in flight, held in place as `read_op`.
-    write_op: Option<WriteAllOp<Vec<u8>>>,
+    write_op: WriteSlot,
+    /// The reads of an adapter made with `with_buf_ring`: one multishot
+    /// receive into the pool, kept armed across reads, instead of
+    /// `read_op`.
+    multi: Option<MultiRead>,
     /// Rare (once per stream), so boxed.
     shutdown_op: Option<OpFuture<Result<()>>>,
     shut_down: bool,
@@ -93,10 +115,55 @@ impl<S: AsRawFd> Compat<S> {
             rpos: 0,
             read_op: None,
             wbuf: Some(Vec::new()),
-            write_op: None,
+            write_op: WriteSlot {
+                op: None,
+                flush_early: false,
+            },
+            multi: None,
             shutdown_op: None,
             shut_down: false,
         }
+    }
+
+    /// Wraps a ringio [`TcpStream`] or [`UnixStream`] whose reads come
+    /// from one multishot receive into `ring`'s buffers, kept armed across
+    /// reads (Linux 6.0+ with a kernel-registered pool; else one plain
+    /// receive into a pool buffer per read), instead of a receive per read
+    /// into the adapter's own buffer. Writes are as with
+    /// [`with_capacity`](Compat::with_capacity) (`capacity` bytes). Any
+    /// other stream is wrapped as by `with_capacity`.
+    ///
+    /// One pool can serve all the loop's connections: a connection holds a
+    /// buffer only from the receive that filled it until its bytes are
+    /// read out, so `ring` needs about one buffer per connection with
+    /// unread bytes; when it runs dry, receives wait for a buffer (the data
+    /// waits in the socket).
+    ///
+    /// Bytes received and not yet read stay with the socket at
+    /// [`into_inner`](Compat::into_inner), as do those the receive still
+    /// brings once the adapter is gone: the socket's next read returns
+    /// them. A deadline from [`with_timeout`](crate::io::with_timeout) does
+    /// not apply to these reads (a multishot receive carries no linked
+    /// timeout); bound them with a timer instead, as hyper's header-read
+    /// timeout does.
+    pub fn with_buf_ring(ring: &BufRing, capacity: usize, inner: S) -> Compat<S>
+    where
+        S: 'static,
+    {
+        let stash = socket_stash(&inner);
+        let fd = inner.as_raw_fd();
+        let mut c = Compat::with_capacity(capacity, inner);
+        if let Some(stash) = stash {
+            c.multi = Some(MultiRead {
+                stream: RecvStream::new(fd, ring, stash.clone()),
+                stash,
+                cur: None,
+            });
+            // A kernel pool means Linux 6.0+, whose sends finish short
+            // writes themselves with MSG_WAITALL (5.18+).
+            c.write_op.flush_early = ring.is_kernel();
+        }
+        c
     }
 
     /// The wrapped stream.
@@ -104,10 +171,17 @@ impl<S: AsRawFd> Compat<S> {
         &self.inner
     }
 
-    /// The wrapped stream back. A read or write still in flight is
-    /// cancelled (its bytes are lost), and buffered read bytes are dropped:
-    /// call `poll_flush` first to finish writes.
-    pub fn into_inner(self) -> S {
+    /// The wrapped stream back. A write still in flight is cancelled,
+    /// except on an adapter whose flush returns early (see the type's
+    /// doc), where the kernel finishes it: call `poll_flush` first to
+    /// finish writes. Read bytes buffered in the adapter, and a read still
+    /// in flight, are lost — except with
+    /// [`with_buf_ring`](Compat::with_buf_ring), whose unread bytes stay
+    /// with the socket for its next read.
+    pub fn into_inner(mut self) -> S {
+        if let Some(m) = self.multi.as_mut() {
+            m.give_back();
+        }
         // The other fields (the op futures) drop when this returns, before
         // the caller can close the stream.
         self.inner
@@ -139,6 +213,9 @@ impl<S: AsRawFd> Compat<S> {
         put: impl FnOnce(&[u8]),
     ) -> Poll<io::Result<usize>> {
         let this = self;
+        if let Some(m) = this.multi.as_mut() {
+            return m.poll_read_into(cx, want, put);
+        }
         loop {
             if let Some(buf) = this.rbuf.as_ref() {
                 if this.rpos < buf.len() {
@@ -178,11 +255,11 @@ impl<S: AsRawFd> Compat<S> {
 
     /// Drives the in-flight write until its buffer has gone out entirely.
     pub(crate) fn poll_write_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(op) = self.write_op.as_mut() else {
+        let Some(op) = self.write_op.op.as_mut() else {
             return Poll::Ready(Ok(()));
         };
         let (res, mut buf) = ready!(Pin::new(op).poll(cx));
-        self.write_op = None;
+        self.write_op.op = None;
         buf.clear();
         self.wbuf = Some(buf);
         Poll::Ready(res.map_err(to_io))
@@ -220,7 +297,14 @@ impl<S: AsRawFd> Compat<S> {
         }
         let n = buf.len();
         let to = if self.socket {
-            WriteTo::Socket(0)
+            // With an early flush nobody may poll the send until the next
+            // write: MSG_WAITALL has the kernel finish a short send itself
+            // (a partial count then means an error stopped it).
+            WriteTo::Socket(if self.write_op.flush_early {
+                libc::MSG_WAITALL
+            } else {
+                0
+            })
         } else {
             WriteTo::File(u64::MAX)
         };
@@ -232,13 +316,30 @@ impl<S: AsRawFd> Compat<S> {
         // done yet (its SQE reaches the kernel at the loop's next
         // submission), and the next write or flush polls it anyway.
         let settle_now = !op.submitted() || AwaitPoint::current().is_pending();
-        self.write_op = Some(op);
+        self.write_op.op = Some(op);
         if settle_now {
             if let Poll::Ready(Err(e)) = self.poll_write_done(cx) {
                 return Poll::Ready(Err(e));
             }
         }
         Poll::Ready(Ok(n))
+    }
+
+    /// The flush of every adapter over `Compat`: waits for the write in
+    /// flight, except with an early flush (`with_buf_ring` on a kernel
+    /// pool), where a write handed to the ring counts as flushed: the
+    /// kernel finishes it whatever the adapter does next (see
+    /// [`WriteSlot`]), and its error shows at the next write or close.
+    pub(crate) fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let handed_over = self.write_op.flush_early
+            && self.write_op.op.as_ref().is_some_and(WriteAllOp::submitted)
+            // A pending cancellation is delivered by the op, as without
+            // an early flush.
+            && !AwaitPoint::current().is_pending();
+        if handed_over {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_write_done(cx)
     }
 
     /// Flushes, then shuts down a socket's write half (once).
@@ -259,6 +360,93 @@ impl<S: AsRawFd> Compat<S> {
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Poll::Ready(Ok(())),
             r => Poll::Ready(r.map_err(to_io)),
         }
+    }
+}
+
+/// The write in flight. With an early flush, a write still in flight when
+/// the adapter is dropped is finished by a task of its own rather than
+/// cancelled: the caller was told it was flushed.
+struct WriteSlot {
+    op: Option<WriteAllOp<Vec<u8>>>,
+    flush_early: bool,
+}
+
+impl Drop for WriteSlot {
+    fn drop(&mut self) {
+        let Some(op) = self.op.take().filter(|_| self.flush_early) else {
+            return;
+        };
+        // Usually done already (its completion unread); a send the kernel
+        // still holds (a full socket buffer) runs to its end. Its error has
+        // nobody to go to. Outside a loop the op drops (cancelled) with the
+        // future, as any op.
+        let _ = crate::task::Task::builder().spawn(async move {
+            let _ = op.await;
+            Ok::<(), Error>(())
+        });
+    }
+}
+
+/// The read side of a [`Compat`] made with a [`BufRing`]: a receive
+/// stream (one multishot receive, re-armed when the kernel ends it) and
+/// the buffer being handed out.
+struct MultiRead {
+    stream: RecvStream<'static>,
+    /// The socket's stash, where `into_inner` leaves `cur`'s bytes.
+    stash: Stash,
+    /// Received bytes not yet handed out. Dropped (back to the pool) as
+    /// soon as it is used up.
+    cur: Option<RingBuf>,
+}
+
+impl MultiRead {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        want: usize,
+        put: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(cur) = self.cur.as_mut() {
+                let n = want.min(cur.len());
+                put(&cur[..n]);
+                cur.advance(n);
+                if cur.is_empty() {
+                    self.cur = None;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            if want == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
+                None => return Poll::Ready(Ok(0)),
+                Some(Ok(buf)) if buf.is_empty() => {}
+                Some(Ok(buf)) => self.cur = Some(buf),
+                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+            }
+        }
+    }
+
+    /// Leaves the bytes not handed out with the socket, ahead of anything
+    /// stashed (the receive stream, dropped next, stashes what its
+    /// receive still brings behind them).
+    fn give_back(&mut self) {
+        if let Some(cur) = self.cur.take() {
+            self.stash.push_front(cur);
+        }
+    }
+}
+
+/// The stash of a ringio stream socket (`TcpStream`, `UnixStream`): where
+/// it keeps received bytes that a reader took from the kernel but did not
+/// hand out. `None` for any other stream.
+fn socket_stash<S: 'static>(inner: &S) -> Option<Stash> {
+    let any: &dyn std::any::Any = inner;
+    if let Some(s) = any.downcast_ref::<TcpStream>() {
+        Some(s.rx_stash())
+    } else {
+        any.downcast_ref::<UnixStream>().map(UnixStream::rx_stash)
     }
 }
 
@@ -294,7 +482,7 @@ impl<S: AsRawFd + Unpin> AsyncWrite for Compat<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_write_done(cx)
+        self.get_mut().poll_flush_inner(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

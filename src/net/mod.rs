@@ -120,6 +120,12 @@ macro_rules! stream_io {
             $crate::net::RecvStream::new(self.fd.raw(), ring, self.rx.get())
         }
 
+        /// The socket's stash of received bytes not yet handed out (for
+        /// `io::Compat`'s receive stream, which outlives a borrow).
+        pub(crate) fn rx_stash(&self) -> $crate::io::buf_ring::Stash {
+            self.rx.get()
+        }
+
         /// Sends the initialised bytes of `buf` once with `IORING_OP_SEND`
         /// (`MSG_NOSIGNAL`: a reset peer gives `EPIPE`, not `SIGPIPE`).
         /// Gives the count sent and the buffer back.
