@@ -71,7 +71,10 @@ pub fn ringio_file_reader(file: &File, size: u64, secs: f64) -> f64 {
                     // 4 KiB-aligned, so the same reader serves O_DIRECT.
                     let mut buf = ringio::io::AlignedBuf::new(BS, 4096)?;
                     let mut n = 0u64;
-                    while Instant::now() < deadline {
+                    // The clock every 8 reads, as the raw loop reads it
+                    // once per batch of completions (a clock read costs
+                    // ~40 ns in this VM, 2 % of a cached read).
+                    while n % 8 != 0 || Instant::now() < deadline {
                         let off = (rng.next_u64() % blocks) * BS as u64;
                         let (res, b) = file.read_at(buf, off).await;
                         buf = b;
@@ -102,7 +105,7 @@ fn tokio_reader(rt: &tokio::runtime::Runtime, path: &PathBuf, size: u64, secs: f
                 let mut rng = Rng::new(q as u64 * 7 + 1);
                 let mut buf = vec![0u8; BS];
                 let mut n = 0u64;
-                while Instant::now() < deadline {
+                while n % 8 != 0 || Instant::now() < deadline {
                     let off = (rng.next_u64() % blocks) * BS as u64;
                     f.seek(SeekFrom::Start(off)).await.unwrap();
                     f.read_exact(&mut buf).await.unwrap();
