@@ -27,7 +27,7 @@ pub const DEFAULT_RING_ENTRIES: u32 = 256;
 /// soon as it fills, so the reads reach the device 8 at a time during the
 /// turn. Measured with 4 KiB random reads at queue depth 32 on a virtio
 /// disk (the `fixed_read` benchmark; `benches/RESULTS.md`), this reached
-/// 0.96–1.11× fio's io_uring engine in four runs, 10–21 % above the
+/// 0.96–1.11× fio's io_uring engine in five runs, 10–21 % above the
 /// default ring in each (0.85–1.01×), for about the same CPU per read
 /// (`ring_entries(2)` enters too often: up to 30 % more CPU). Sockets were not measured with
 /// a small queue; keep the default there.
