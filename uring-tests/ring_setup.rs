@@ -304,3 +304,40 @@ fn build_multi_with_sqpoll_runs_one_kernel_thread_per_core() {
 fn nproc() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// 64 tasks each queue a NOP in the same turn.
+async fn sixty_four_nops_in_one_turn() {
+    let tasks: Vec<_> = (0..64)
+        .map(|_| ringio::create_task(async { ringio::io::nop().await }))
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[test]
+fn submit_batch_hands_queued_ops_to_the_kernel_mid_turn() {
+    let _g = serial();
+    let mut rt = Runtime::builder().submit_batch(8).build().unwrap();
+    rt.run(async {
+        let before = stats();
+        sixty_four_nops_in_one_turn().await;
+        let after = stats();
+        // 64 NOPs queued 8 at a time: each eighth goes in at once.
+        assert_eq!(after.batch_submits - before.batch_submits, 8);
+        assert!(after.enters - before.enters >= 8);
+        exercise().await.unwrap();
+    })
+    .unwrap();
+    // The default: one enter per turn, none mid-turn.
+    Runtime::new()
+        .unwrap()
+        .run(async {
+            let before = stats();
+            sixty_four_nops_in_one_turn().await;
+            let after = stats();
+            assert_eq!(after.batch_submits, 0);
+            assert!(after.enters - before.enters < 8, "{after:?}");
+        })
+        .unwrap();
+}

@@ -10,7 +10,7 @@
 //!
 //! Cases: ringio's `File::read_fixed_at` (32 tasks, each with one buffer
 //! of a `FixedBufs` set) on the default ring and on the builder's other
-//! ring setups (`coop_taskrun`, `defer_taskrun(false)`, `sqpoll` with its
+//! ring setups (`coop_taskrun`, `defer_taskrun(false)`, `submit_batch(8)`, `sqpoll` with its
 //! thread pinned to the CPU the loop is not on, and a small submission
 //! queue: `ring_entries(2)` or `(8)` with `cq_entries(64)`), ringio's plain
 //! `read_at` into an aligned buffer, and — with `RINGIO_BENCH_ODIRECT=1` —
@@ -50,6 +50,9 @@ enum Setup {
     /// handed to the kernel at once, so reads go in every few polls of a
     /// turn rather than all at its end.
     SmallSq(u32),
+    /// `Builder::submit_batch(n)`: the full-size queue, handed to the
+    /// kernel every `n` queued reads.
+    Batch(u32),
 }
 
 impl Setup {
@@ -65,6 +68,7 @@ impl Setup {
                 .sqpoll(Duration::from_millis(10))
                 .sqpoll_cpu(online_cpus().min(2) as u32 - 1),
             Setup::SmallSq(n) => b.ring_entries(n).cq_entries(64),
+            Setup::Batch(n) => b.submit_batch(n),
         }
     }
 
@@ -77,6 +81,8 @@ impl Setup {
             Setup::SmallSq(2) => "ring_entries(2) + cq_entries(64)",
             Setup::SmallSq(8) => "ring_entries(8) + cq_entries(64)",
             Setup::SmallSq(_) => "a small ring_entries + cq_entries(64)",
+            Setup::Batch(8) => "submit_batch(8)",
+            Setup::Batch(_) => "submit_batch(n)",
         }
     }
 }
@@ -415,6 +421,14 @@ pub fn run(cfg: &crate::util::Config) -> Vec<Row> {
         (
             Case::Ringio(Setup::SmallSq(8), true),
             "ringio read_fixed_at, ring_entries(8) + cq_entries(64)",
+        ),
+        (
+            Case::Ringio(Setup::Batch(8), true),
+            "ringio read_fixed_at, submit_batch(8)",
+        ),
+        (
+            Case::Ringio(Setup::Batch(8), false),
+            "ringio read_at, submit_batch(8)",
         ),
     ];
     if std::env::var("RINGIO_BENCH_ODIRECT").as_deref() == Ok("1") {
