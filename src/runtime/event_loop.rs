@@ -59,12 +59,6 @@ const TIMER_CHECK_INTERVAL: usize = 32;
 /// reallocating.
 const IDLE_QUEUE_CAPACITY: usize = 1024;
 
-/// How many turns in a row the run queue must stay under a quarter full
-/// before it gives its room back (see `shrink_queues`). An idle loop
-/// still turns at least once a second (the wake-up bound above), so a
-/// burst's memory goes within seconds at most.
-const QUIET_TURNS_BEFORE_SHRINK: u32 = 16;
-
 /// Something on the run queue.
 pub(crate) enum Runnable {
     /// Poll a task.
@@ -126,9 +120,6 @@ pub(crate) struct LoopInner {
     pub(crate) shutdown_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
     /// Reused buffer for the wakers of one reap.
     wake_buf: RefCell<Vec<Waker>>,
-    /// Turns in a row with the run queue under a quarter of a burst's
-    /// room (see `shrink_queues`).
-    quiet_turns: Cell<u32>,
 }
 
 impl LoopInner {
@@ -166,7 +157,6 @@ impl LoopInner {
             closed: Cell::new(false),
             shutdown_hooks: RefCell::new(Vec::new()),
             wake_buf: RefCell::new(Vec::new()),
-            quiet_turns: Cell::new(0),
         }))
     }
 
@@ -362,32 +352,18 @@ impl LoopInner {
     /// loop holds memory for its live tasks, not for its busiest turn.
     /// Shrinking only below a quarter of the capacity keeps a steady load
     /// from reallocating every turn.
-    ///
-    /// It waits for `QUIET_TURNS_BEFORE_SHRINK` such turns in a row: a
-    /// loop that spawns bursts back to back (a server taking waves of
-    /// connections) keeps the room it needs instead of reallocating and
-    /// copying the queue for every burst.
     fn shrink_queues(&self) {
         let mut ready = self.ready.borrow_mut();
         let (len, cap) = (ready.len(), ready.capacity());
-        let wake_cap = self.wake_buf.borrow().capacity();
-        let oversized = cap > IDLE_QUEUE_CAPACITY || wake_cap > IDLE_QUEUE_CAPACITY;
-        if !oversized || len >= cap / 4 {
-            self.quiet_turns.set(0);
-            return;
-        }
-        let quiet = self.quiet_turns.get() + 1;
-        if quiet < QUIET_TURNS_BEFORE_SHRINK {
-            self.quiet_turns.set(quiet);
-            return;
-        }
-        self.quiet_turns.set(0);
-        if cap > IDLE_QUEUE_CAPACITY {
+        if cap > IDLE_QUEUE_CAPACITY && len < cap / 4 {
             ready.shrink_to((len * 2).max(IDLE_QUEUE_CAPACITY));
         }
         drop(ready);
-        // Empty between turns.
-        self.wake_buf.borrow_mut().shrink_to(IDLE_QUEUE_CAPACITY);
+        let mut wake = self.wake_buf.borrow_mut();
+        if wake.capacity() > IDLE_QUEUE_CAPACITY {
+            // Empty between turns.
+            wake.shrink_to(IDLE_QUEUE_CAPACITY);
+        }
     }
 
     /// Moves the timers expired at `now` to the run queue, in deadline
@@ -582,7 +558,7 @@ mod tests {
     use std::task::{Poll, Waker};
     use std::time::{Duration, Instant};
 
-    use super::{IDLE_QUEUE_CAPACITY, MSG_RING_WAIT_BOUND, QUIET_TURNS_BEFORE_SHRINK};
+    use super::{IDLE_QUEUE_CAPACITY, MSG_RING_WAIT_BOUND};
     use crate::runtime::shared::Remote;
 
     #[test]
@@ -642,15 +618,10 @@ mod tests {
                 for t in tasks {
                     t.await.unwrap();
                 }
-                // Just after the burst the room is kept (another burst
-                // may follow); once it has passed, the queue is back to
-                // its ordinary size.
+                // The burst has passed: a turn or two later the queue is
+                // back to its ordinary size.
                 crate::sleep(Duration::ZERO).await.unwrap();
-                let kept = cap();
-                for _ in 0..QUIET_TURNS_BEFORE_SHRINK + 2 {
-                    crate::sleep(Duration::ZERO).await.unwrap();
-                }
-                assert!(kept >= 10_000, "shrunk at once: {kept}");
+                crate::sleep(Duration::ZERO).await.unwrap();
                 (during, cap())
             })
             .unwrap();
