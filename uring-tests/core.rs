@@ -672,6 +672,35 @@ fn a_promise_made_before_run_still_schedules_its_callbacks() {
 // ---------------------------------------------------------------------------
 // Context variables
 
+/// Two tasks that start with no variable set take turns; each sets its
+/// own value mid-way. Each keeps its value across its suspensions, never
+/// sees the other's, and the loop's context stays empty between them.
+#[test]
+fn a_variable_set_by_a_task_with_an_empty_context_stays_its_own() {
+    let var: ContextVar<u32> = ContextVar::new("mine");
+    block_on(async move {
+        let tasks: Vec<_> = (1..=2u32)
+            .map(|me| {
+                let v = var.clone();
+                ringio::create_task(async move {
+                    assert_eq!(v.get(), None);
+                    ringio::sleep(Duration::ZERO).await?;
+                    let _t = v.set(me);
+                    for _ in 0..3 {
+                        ringio::sleep(Duration::ZERO).await?;
+                        assert_eq!(v.get(), Some(me), "task {me} lost its value");
+                    }
+                    Ok::<_, Error>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(var.get(), None, "a task's value leaked into its parent");
+    });
+}
+
 #[test]
 fn context_is_copied_into_each_task_at_creation() {
     let var: ContextVar<u32> = ContextVar::new("request_id");

@@ -120,6 +120,10 @@ pub(crate) struct LoopInner {
     pub(crate) shutdown_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
     /// Reused buffer for the wakers of one reap.
     wake_buf: RefCell<Vec<Waker>>,
+    /// The run queue or the wake buffer has held more than
+    /// `IDLE_QUEUE_CAPACITY` entries since they were last shrunk: only then
+    /// does a turn look at their capacity (`shrink_queues`).
+    queues_grew: Cell<bool>,
 }
 
 impl LoopInner {
@@ -157,6 +161,7 @@ impl LoopInner {
             closed: Cell::new(false),
             shutdown_hooks: RefCell::new(Vec::new()),
             wake_buf: RefCell::new(Vec::new()),
+            queues_grew: Cell::new(false),
         }))
     }
 
@@ -285,6 +290,9 @@ impl LoopInner {
                 driver.arm_eventfd();
             }
             let reaped = driver.park(timeout, &mut wake);
+            if wake.len() > IDLE_QUEUE_CAPACITY {
+                self.queues_grew.set(true);
+            }
             drop(driver);
             if reaped.remote_wakeup {
                 self.shared.rearm();
@@ -321,7 +329,9 @@ impl LoopInner {
             self.fire_timers(Instant::now());
         }
 
-        self.shrink_queues();
+        if self.queues_grew.get() {
+            self.shrink_queues();
+        }
 
         // 5. Run what is ready now; what these schedule runs next turn. A
         // long turn (more than `LONG_TURN` runnables: thousands of tasks
@@ -330,6 +340,9 @@ impl LoopInner {
         // next, ahead of the rest of the turn: a burst of ready work delays
         // a timer by a bounded number of polls, not by the whole burst.
         let mut remaining = self.ready.borrow().len();
+        if remaining > IDLE_QUEUE_CAPACITY {
+            self.queues_grew.set(true);
+        }
         let mut ran = 0usize;
         while remaining > 0 {
             ran += 1;
@@ -358,12 +371,16 @@ impl LoopInner {
         if cap > IDLE_QUEUE_CAPACITY && len < cap / 4 {
             ready.shrink_to((len * 2).max(IDLE_QUEUE_CAPACITY));
         }
+        let ready_idle = ready.capacity() <= IDLE_QUEUE_CAPACITY;
         drop(ready);
         let mut wake = self.wake_buf.borrow_mut();
         if wake.capacity() > IDLE_QUEUE_CAPACITY {
             // Empty between turns.
             wake.shrink_to(IDLE_QUEUE_CAPACITY);
         }
+        // Both back to their ordinary size: nothing to look at until the
+        // next burst.
+        self.queues_grew.set(!ready_idle);
     }
 
     /// Moves the timers expired at `now` to the run queue, in deadline

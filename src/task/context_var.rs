@@ -75,6 +75,12 @@ impl Context {
         r
     }
 
+    /// No variable set and no identity drawn: the context of a task that
+    /// never set a variable.
+    fn is_empty(&self) -> bool {
+        self.id == 0 && self.values.is_none()
+    }
+
     /// Runs `f` in this context, discarding the changes it makes.
     pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
         self.clone().enter_returning(f).1
@@ -83,6 +89,19 @@ impl Context {
     /// Runs `f` in this context; returns the context as `f` left it.
     pub(crate) fn enter_returning<R>(self, f: impl FnOnce() -> R) -> (Context, R) {
         CURRENT.with(|c| {
+            if self.is_empty() && c.borrow().is_empty() {
+                // The usual poll of a task that never set a variable, on a
+                // loop with none set: nothing to swap in or back. What `f`
+                // sets, if anything, is this context's; the current one is
+                // left empty again.
+                let r = f();
+                let ctx = if c.borrow().is_empty() {
+                    Context::default()
+                } else {
+                    std::mem::take(&mut *c.borrow_mut())
+                };
+                return (ctx, r);
+            }
             let prev = std::mem::replace(&mut *c.borrow_mut(), self);
             let r = f();
             let ctx = std::mem::replace(&mut *c.borrow_mut(), prev);
