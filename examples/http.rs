@@ -33,7 +33,7 @@ use ringio::io::{BufRing, Compat};
 use ringio::net::{ListenOptions, TcpListener, TcpStream};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
-const USAGE: &str = "usage: http [--addr IP:PORT] [--cores N]
+const USAGE: &str = "usage: http [--addr IP:PORT] [--cores N] [--read ring|plain]
 
   --addr IP:PORT  where to listen (default 127.0.0.1:8080)
   --cores N       loops, one per core, each with its own SO_REUSEPORT
