@@ -5,6 +5,14 @@
 //! of each operation until its CQE is reaped, and hands wakers back to the
 //! loop. The loop decides when to enter the kernel (once per turn) and for how
 //! long (its earliest timer deadline).
+//!
+//! # Safety
+//!
+//! The driver's `unsafe` is the ring itself: SQEs pushed to the submission
+//! queue name memory that the op table (or the driver: the eventfd buffer,
+//! the wait timespec) keeps alive until their CQE is reaped; buffers and
+//! buffer rings are registered only while their memory is mapped; the
+//! descriptor duplicated for `MSG_RING` is owned by one `OwnedFd`.
 
 pub mod fault;
 mod op_table;

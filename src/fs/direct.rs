@@ -1,6 +1,14 @@
 //! `DirectFile`: a file opened straight into the ring's direct descriptor
 //! table (`IORING_OP_OPENAT` with `IORING_FILE_INDEX_ALLOC`), read and
 //! written with `IOSQE_FIXED_FILE`.
+//!
+//! # Safety
+//!
+//! Ring submissions (`ops::submit`, `Op::try_submit`) are `unsafe` because
+//! the kernel reads and writes the memory an SQE names until the CQE: every
+//! SQE here points into heap memory the op owns (moved into its data before
+//! submission, handed back with the result, parked in the op table if the
+//! future is dropped), or into no memory at all.
 
 use std::fmt;
 use std::future::Future;

@@ -8,6 +8,13 @@
 //! the loop's op table, when its future is dropped) while the kernel writes.
 //! While an operation has it, the buffer is held as a `KernelBuf`, so that
 //! those moves never invalidate the pointer the kernel was given.
+//!
+//! # Safety
+//!
+//! The `unsafe` here is the `IoBuf`/`IoBufMut` contract: a buffer's pointer
+//! is to memory that does not move while the buffer is owned by an op (heap
+//! memory, a mapping), is valid for `bytes_total()` bytes, and `set_init(n)`
+//! is called only once the first `n` bytes were written.
 
 use std::alloc::{self, Layout};
 use std::fmt;

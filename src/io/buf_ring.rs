@@ -20,6 +20,14 @@
 //! one whose stream was dropped, until its final completion is reaped, and
 //! at loop shutdown) holds a reference to it, and the kernel's registration
 //! is removed before the memory is unmapped.
+//!
+//! # Safety
+//!
+//! The `unsafe` here maps anonymous memory for provided-buffer rings (`mmap`,
+//! result checked) and registers it with the ring: the mapping (the ring
+//! entries and the buffers they name) stays mapped until the ring has
+//! unregistered it, and a buffer the kernel picked is read only up to the
+//! length its CQE reports, then given back to the ring once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

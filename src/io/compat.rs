@@ -20,6 +20,11 @@
 //! `ops::WriteAllOp`) kept in the adapter's fields, not boxed `async fn`
 //! futures: a read or a write costs no allocation, and both buffers are
 //! reused from one operation to the next.
+//!
+//! # Safety
+//!
+//! The `unsafe` here is one `fstat(2)` into an all-zero `stat`, read only
+//! when the call succeeded.
 
 use std::fmt;
 use std::future::Future;

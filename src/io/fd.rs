@@ -13,6 +13,14 @@
 //! the same guarantee: an op future dropped while its SQE is still queued
 //! hands that SQE to the kernel before its `drop` returns, so by the time
 //! the caller can close the descriptor, the kernel has resolved it.
+//!
+//! # Safety
+//!
+//! Adopting a descriptor (`RingFd::from_raw`, `OwnedFd::from_raw_fd`) is
+//! `unsafe` because the new owner closes it: it is only ever done with a
+//! descriptor the kernel has just created for us, or one a std type gave up,
+//! so nothing else owns it. `close(2)` runs only on a descriptor this module
+//! owns and that no queued SQE of its loop names any more.
 
 use std::fmt;
 use std::os::fd::RawFd;

@@ -1,6 +1,13 @@
 //! Registered buffers: a set of buffers the ring knows in advance, for
 //! `IORING_OP_READ_FIXED` / `WRITE_FIXED` (the kernel maps them once
 //! instead of on every operation).
+//!
+//! # Safety
+//!
+//! The `unsafe` here maps anonymous memory for registered buffers (`mmap`,
+//! result checked), registers it with the ring, and hands out slices of it:
+//! the mapping stays mapped until the ring has unregistered it, and each
+//! buffer is leased to one owner at a time.
 
 use std::cell::RefCell;
 use std::fmt;

@@ -16,6 +16,14 @@
 //! `futures-util` `AsyncRead`/`AsyncWrite` traits. [`BufRing`] is a pool of
 //! receive buffers the kernel fills as data arrives (provided-buffer ring,
 //! multishot receive), handed out as [`RingBuf`]s.
+//!
+//! # Safety
+//!
+//! Ring submissions (`ops::submit`, `Op::try_submit`) are `unsafe` because
+//! the kernel reads and writes the memory an SQE names until the CQE: every
+//! SQE here points into heap memory the op owns (moved into its data before
+//! submission, handed back with the result, parked in the op table if the
+//! future is dropped), or into no memory at all.
 
 mod buf;
 pub(crate) mod buf_ring;

@@ -6,6 +6,16 @@
 //! the data does), and gives the memory back with the result. A deadline in
 //! effect (see [`super::timeout`]) adds a linked `IORING_OP_LINK_TIMEOUT`
 //! whose timespec is boxed inside the same data.
+//!
+//! # Safety
+//!
+//! Ring submissions (`ops::submit`, `Op::try_submit`) are `unsafe` because
+//! the kernel reads and writes the memory an SQE names until the CQE: every
+//! SQE here points into heap memory the op owns (moved into its data before
+//! submission, handed back with the result, parked in the op table if the
+//! future is dropped), or into no memory at all. `KernelBox` and `KernelBuf`
+//! hold that memory through raw pointers, so that moving the op (into the op
+//! table, say) never retags it while the kernel may be writing into it.
 
 use std::any::Any;
 use std::ffi::CString;

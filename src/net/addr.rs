@@ -1,4 +1,11 @@
 //! Socket addresses to and from the kernel's `sockaddr` structs.
+//!
+//! # Safety
+//!
+//! The `unsafe` here converts socket addresses to and from
+//! `sockaddr_storage`: all-zero is a valid value of each `sockaddr` type, the
+//! storage is larger than and aligned for all of them, and the family field
+//! decides which one is read.
 
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs};

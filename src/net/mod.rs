@@ -28,6 +28,13 @@
 //! })
 //! .unwrap();
 //! ```
+//!
+//! # Safety
+//!
+//! Adopting a descriptor (`RingFd::from_raw`, `OwnedFd::from_raw_fd`) is
+//! `unsafe` because the new owner closes it: it is only ever done with a
+//! descriptor the kernel has just created for us, or one a std type gave up,
+//! so nothing else owns it.
 
 mod addr;
 pub(crate) mod direct;

@@ -1,4 +1,14 @@
 //! `RecvStream`: receives into a [`BufRing`]'s buffers, as a `Stream`.
+//!
+//! # Safety
+//!
+//! Ring submissions (`ops::submit`, `Op::try_submit`) are `unsafe` because
+//! the kernel reads and writes the memory an SQE names until the CQE: every
+//! SQE here points into heap memory the op owns (moved into its data before
+//! submission, handed back with the result, parked in the op table if the
+//! future is dropped), or into no memory at all. A multishot receive writes
+//! only into buffers of its provided-buffer pool, whose memory the op's data
+//! keeps alive (an `Rc`) until the final CQE.
 
 use std::fmt;
 use std::future::Future;

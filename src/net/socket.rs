@@ -1,6 +1,16 @@
 //! The socket calls that need no ring: creating, binding, listening and
 //! options (they never block), plus borrowing a socket as its `std` type
 //! for address and option getters.
+//!
+//! # Safety
+//!
+//! The `unsafe` here is plain socket system calls (`socket`, `setsockopt`,
+//! `getsockopt`, ...) on descriptors the socket types own, with option values
+//! that are live integers of the size passed, and the adoption of the
+//! descriptor `socket(2)` returns. Adopting a descriptor (`RingFd::from_raw`,
+//! `OwnedFd::from_raw_fd`) is `unsafe` because the new owner closes it: it is
+//! only ever done with a descriptor the kernel has just created for us, or
+//! one a std type gave up, so nothing else owns it.
 
 use std::io;
 use std::mem::{self, ManuallyDrop};

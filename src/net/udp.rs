@@ -1,5 +1,17 @@
 //! UDP sockets on the ring (`IORING_OP_SENDMSG`/`RECVMSG` for addressed
 //! datagrams, `SEND`/`RECV` once connected).
+//!
+//! # Safety
+//!
+//! Adopting a descriptor (`RingFd::from_raw`, `OwnedFd::from_raw_fd`) is
+//! `unsafe` because the new owner closes it: it is only ever done with a
+//! descriptor the kernel has just created for us, or one a std type gave up,
+//! so nothing else owns it. Ring submissions (`ops::submit`,
+//! `Op::try_submit`) are `unsafe` because the kernel reads and writes the
+//! memory an SQE names until the CQE: every SQE here points into heap memory
+//! the op owns (moved into its data before submission, handed back with the
+//! result, parked in the op table if the future is dropped), or into no
+//! memory at all.
 
 use std::fmt;
 use std::future::Future;

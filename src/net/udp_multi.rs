@@ -16,6 +16,17 @@
 //! op's data keeps alive until that completion; and a caller's buffer that
 //! a stashed datagram is copied into is an `IoBufMut`, writable for
 //! `bytes_total()` bytes, which cannot overlap the pool's mapping.
+//!
+//! # Safety
+//!
+//! Ring submissions (`ops::submit`, `Op::try_submit`) are `unsafe` because
+//! the kernel reads and writes the memory an SQE names until the CQE: every
+//! SQE here points into heap memory the op owns (moved into its data before
+//! submission, handed back with the result, parked in the op table if the
+//! future is dropped), or into no memory at all. A multishot `recvmsg` reads
+//! its `msghdr` from a `KernelBox` the op owns until the final CQE, and
+//! writes only into pool buffers; a datagram is copied out of a pool buffer
+//! into a caller's buffer that cannot overlap the pool's mapping.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

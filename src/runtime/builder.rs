@@ -1,4 +1,9 @@
 //! `Runtime` and its builder: a loop on the calling thread, and `run`.
+//!
+//! # Safety
+//!
+//! The `unsafe` here is `prctl(PR_SET_TIMERSLACK)`, which takes and returns
+//! plain integers and affects only the calling thread.
 
 use std::future::Future;
 use std::rc::Rc;

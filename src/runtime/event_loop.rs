@@ -12,6 +12,12 @@
 //! ahead of the rest of the turn. asyncio would run it after the whole
 //! turn; the order differs only in such long turns, and only when a timer
 //! expires during one.
+//!
+//! # Safety
+//!
+//! The `unsafe` here is making the loop's eventfd: `eventfd(2)` with fixed
+//! flags, its result checked, and the fresh descriptor adopted by an
+//! `OwnedFd` that nothing else owns.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -1,5 +1,15 @@
 //! `Op<D>`: the future of one kernel operation, and the await point where a
 //! task's cancellation meets the ring (the guide's cancellation rules 2, 5 and 7).
+//!
+//! # Safety
+//!
+//! Ring submissions (`ops::submit`, `Op::try_submit`) are `unsafe` because
+//! the kernel reads and writes the memory an SQE names until the CQE: every
+//! SQE here points into heap memory the op owns (moved into its data before
+//! submission, handed back with the result, parked in the op table if the
+//! future is dropped), or into no memory at all. `Op` and `Deferred` keep
+//! that memory (`data`) until the final CQE; the op table takes it over from
+//! a dropped `Op`.
 
 use std::any::Any;
 use std::future::Future;

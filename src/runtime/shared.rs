@@ -8,6 +8,12 @@
 //! loop thread whose ring supports it (a ring is `SINGLE_ISSUER`: only the
 //! sender's own ring may carry the message), else a write to an eventfd
 //! whose read is kept armed on the ring.
+//!
+//! # Safety
+//!
+//! The `unsafe` here is the `write(2)` that wakes a loop through its eventfd:
+//! the eventfd stays open while the shared state lives, and the call reads 8
+//! bytes from a live integer.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,6 +4,13 @@
 //! A signal can only be read from a `signalfd` while it is blocked: an
 //! unblocked one is delivered the ordinary way (its handler, or its default
 //! action) instead. The counts are per thread because masks are.
+//!
+//! # Safety
+//!
+//! The `unsafe` here is signal-mask calls (`sigemptyset`, `sigaddset`,
+//! `pthread_sigmask`, `sigismember`) on `sigset_t` values that are all-zero
+//! or filled in by the call before they are read; they change only the
+//! calling thread's mask.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

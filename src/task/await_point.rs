@@ -17,6 +17,14 @@
 //! - [`park`](AwaitPoint::park): the task suspends here (for `get_stack`,
 //!   and so that a cancelled task parked in a foreign future — one that is
 //!   no ringio await point — can be told apart, rule 6).
+//!
+//! # Safety
+//!
+//! The one `unsafe` here rests on one invariant: an `AwaitPoint` never
+//! outlives the poll it was made in (it is made and dropped inside a
+//! `poll` function, never stored or held across an `.await`), so the task
+//! reference it borrows without a count stays alive through the poller's
+//! own (the raw task's invariant 8). Debug builds check it on drop.
 
 use std::mem::ManuallyDrop;
 use std::panic::Location;

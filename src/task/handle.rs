@@ -1,4 +1,11 @@
 //! `Task<T>` and `TaskRef`: handles to a task (asyncio's `Task` object).
+//!
+//! # Safety
+//!
+//! The `unsafe` here reads a task's result slot as a `Slot<T>`: a `Task<T>`
+//! is only ever made for a task whose result type is `T` (the raw task's
+//! invariant 7), and no code that could reach the slot runs while it is
+//! borrowed.
 
 use std::fmt;
 use std::future::{Future, IntoFuture};

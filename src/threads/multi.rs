@@ -6,6 +6,13 @@
 //! starts knowing every other core's handle. Tasks never move between
 //! cores; work crosses through `LoopHandle::spawn` (a remote queue plus an
 //! `IORING_OP_MSG_RING` wake-up from the sender's ring).
+//!
+//! # Safety
+//!
+//! The `unsafe` here is CPU-affinity calls (`sched_getaffinity`,
+//! `sched_setaffinity`, `CPU_SET`, `CPU_ISSET`) on `cpu_set_t` values that
+//! start all-zero (a valid empty set), with CPU numbers kept below
+//! `CPU_SETSIZE`.
 
 use std::fmt;
 use std::future::Future;
