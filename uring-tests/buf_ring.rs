@@ -14,24 +14,8 @@ use futures_util::stream::Stream;
 use std::time::Duration;
 
 use ringio::Error;
-use ringio::io::{BufRing, BufRingMode, BufRingOptions, RingBuf};
-use ringio::net::{TcpListener, TcpStream, UnixStream};
-
-const MODES: [BufRingMode; 2] = [BufRingMode::Kernel, BufRingMode::Local];
-
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let c = ringio::create_task(async move { TcpStream::connect(addr).await });
-    let (s, _) = listener.accept().await.unwrap();
-    (c.await.unwrap(), s)
-}
-
-fn pool(mode: BufRingMode, entries: u32, size: usize) -> BufRing {
-    let ring = BufRing::with_options(BufRingOptions::new(entries, size).mode(mode)).unwrap();
-    assert_eq!(ring.is_kernel(), mode == BufRingMode::Kernel);
-    ring
-}
+use ringio::io::{BufRing, RingBuf};
+use ringio::net::UnixStream;
 
 #[test]
 fn multishot_receive_delivers_every_byte_in_order_through_a_small_pool() {

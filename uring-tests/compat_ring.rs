@@ -13,24 +13,10 @@ use std::time::Duration;
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 
 use ringio::Error;
-use ringio::io::{BufRing, BufRingMode, BufRingOptions, Compat};
-use ringio::net::{TcpListener, TcpStream, UnixStream};
-
-const MODES: [BufRingMode; 2] = [BufRingMode::Kernel, BufRingMode::Local];
-
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let c = ringio::create_task(async move { TcpStream::connect(addr).await });
-    let (s, _) = listener.accept().await.unwrap();
-    (c.await.unwrap(), s)
-}
-
-fn pool(mode: BufRingMode, entries: u32, size: usize) -> BufRing {
-    let ring = BufRing::with_options(BufRingOptions::new(entries, size).mode(mode)).unwrap();
-    assert_eq!(ring.is_kernel(), mode == BufRingMode::Kernel);
-    ring
-}
+use ringio::io::{BufRing, BufRingMode, Compat};
+use ringio::net::UnixStream;
+#[cfg(feature = "hyper")]
+use ringio::net::{TcpListener, TcpStream};
 
 /// 200 KB through a pool of 4 buffers of 64 bytes (the kernel's multishot
 /// receive runs dry and is re-armed over and over), read in slices of

@@ -26,13 +26,9 @@ fn pat(p: u64) -> u8 {
     (p.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
 }
 
-/// A connected TCP pair: (client, server).
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connect = ringio::create_task(async move { TcpStream::connect(addr).await });
-    let (server, _) = listener.accept().await.unwrap();
-    let client = connect.await.unwrap();
+/// A connected TCP pair, the client with `TCP_NODELAY`: (client, server).
+async fn nodelay_pair() -> (TcpStream, TcpStream) {
+    let (client, server) = tcp_pair().await;
     client.set_nodelay(true).unwrap();
     (client, server)
 }
@@ -94,7 +90,7 @@ impl ReadSome for UnixStream {
 fn a_read_dropped_after_its_data_arrived_gives_the_bytes_to_the_next_read() {
     let _g = serial();
     block_on(async {
-        let (client, server) = tcp_pair().await;
+        let (client, server) = nodelay_pair().await;
         let server = Rc::new(server);
         let s2 = server.clone();
         let read = poll_once(async move { s2.read(Vec::with_capacity(64)).await }).await;
@@ -117,7 +113,7 @@ fn a_read_dropped_after_its_data_arrived_gives_the_bytes_to_the_next_read() {
 fn a_read_exact_dropped_midway_gives_back_every_byte_it_had() {
     let _g = serial();
     block_on(async {
-        let (client, server) = tcp_pair().await;
+        let (client, server) = nodelay_pair().await;
         let server = Rc::new(server);
         let s2 = server.clone();
         let read = poll_once(async move { s2.read_exact(Vec::with_capacity(10)).await }).await;
@@ -147,7 +143,7 @@ fn a_read_exact_dropped_midway_gives_back_every_byte_it_had() {
 fn a_read_dropped_with_nothing_received_leaves_the_stream_as_it_was() {
     let _g = serial();
     block_on(async {
-        let (client, server) = tcp_pair().await;
+        let (client, server) = nodelay_pair().await;
         let server = Rc::new(server);
         let s2 = server.clone();
         let read = poll_once(async move { s2.read(Vec::with_capacity(64)).await }).await;
@@ -163,7 +159,7 @@ fn a_read_dropped_with_nothing_received_leaves_the_stream_as_it_was() {
 fn a_receive_stream_after_a_dropped_read_returns_its_bytes_first() {
     let _g = serial();
     block_on(async {
-        let (client, server) = tcp_pair().await;
+        let (client, server) = nodelay_pair().await;
         let server = Rc::new(server);
         let s2 = server.clone();
         let read = poll_once(async move { s2.read(Vec::with_capacity(64)).await }).await;
@@ -357,7 +353,7 @@ fn a_direct_stream_read_exact_dropped_midway_gives_back_every_byte_it_had() {
 fn tcp_reads_raced_with_a_timer_deliver_every_byte_once_in_order() {
     let _g = serial();
     block_on(async {
-        let (client, server) = tcp_pair().await;
+        let (client, server) = nodelay_pair().await;
         race_a_pair(client, &server).await;
     });
 }
@@ -437,7 +433,7 @@ fn a_dropped_read_and_its_dropped_socket_leak_nothing() {
         settle().await;
         let fds = open_fds();
         for round in 0..50 {
-            let (client, server) = tcp_pair().await;
+            let (client, server) = nodelay_pair().await;
             let server = Rc::new(server);
             let s2 = server.clone();
             let read = poll_once(async move { s2.read(Vec::with_capacity(4096)).await }).await;
@@ -497,7 +493,7 @@ fn send_now(fd: std::os::fd::RawFd, bytes: &[u8]) {
 async fn dropped_read_then_next_read_in_order() {
     use std::os::fd::AsRawFd;
     for _ in 0..20 {
-        let (client, server) = tcp_pair().await;
+        let (client, server) = nodelay_pair().await;
         let server = Rc::new(server);
         let s2 = server.clone();
         let first = poll_once(async move { s2.read(Vec::with_capacity(64)).await }).await;
@@ -528,7 +524,7 @@ fn bytes_of_a_dropped_read_come_before_those_of_the_read_after_it() {
 async fn dropped_read_exact_then_next_read_in_order() {
     use std::os::fd::AsRawFd;
     for _ in 0..20 {
-        let (client, server) = tcp_pair().await;
+        let (client, server) = nodelay_pair().await;
         let server = Rc::new(server);
         let s2 = server.clone();
         let first = poll_once(async move { s2.read_exact(Vec::with_capacity(10)).await }).await;

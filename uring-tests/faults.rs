@@ -27,7 +27,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{block_on, open_fds, pipe, serial, settle, settled_open_fds, stats};
+use common::{block_on, open_fds, pipe, serial, settle, settled_open_fds, stats, tcp_pair};
 use io_uring::opcode;
 use ringio::fault::{self, Fault};
 use ringio::net::{TcpListener, TcpStream};
@@ -51,15 +51,6 @@ fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + '
         },
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("hung: not done after {limit:?}"),
     }
-}
-
-/// A connected TCP pair on loopback.
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connect = ringio::create_task(async move { TcpStream::connect(addr).await });
-    let (server, _) = listener.accept().await.unwrap();
-    (connect.await.unwrap(), server)
 }
 
 fn errno(e: &Error) -> Option<i32> {

@@ -294,15 +294,6 @@ fn cancel_pending_accept_then_listener_still_works() {
     });
 }
 
-/// A connected pair on loopback.
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let c = ringio::create_task(async move { TcpStream::connect(addr).await });
-    let (s, _) = listener.accept().await.unwrap();
-    (c.await.unwrap(), s)
-}
-
 #[test]
 fn cancel_pending_recv_keeps_socket_and_later_data() {
     let _g = serial();

@@ -11,16 +11,7 @@ use std::time::Duration;
 
 use io_uring::opcode;
 use ringio::io::{BufRing, BufRingMode, BufRingOptions, IoBuf};
-use ringio::net::{TcpListener, TcpStream};
 use ringio::{Error, Runtime};
-
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let c = ringio::create_task(async move { TcpStream::connect(addr).await });
-    let (s, _) = listener.accept().await.unwrap();
-    (c.await.unwrap(), s)
-}
 
 /// Sends 3 MiB with `send_zc` (resending the rest after a short send) and
 /// checks the peer got every byte and the buffer came back whole.

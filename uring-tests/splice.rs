@@ -7,16 +7,7 @@ use std::net::Shutdown;
 
 use io_uring::opcode;
 use ringio::fs::File;
-use ringio::net::{TcpListener, TcpStream};
 use ringio::{Error, Runtime};
-
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let c = ringio::create_task(async move { TcpStream::connect(addr).await });
-    let (s, _) = listener.accept().await.unwrap();
-    (c.await.unwrap(), s)
-}
 
 fn temp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ringio-splice-{name}-{}", std::process::id()))

@@ -18,17 +18,9 @@ use std::time::Duration;
 
 use futures_util::stream::Stream;
 use io_uring::opcode;
-use ringio::io::{BufRing, BufRingMode, BufRingOptions};
+use ringio::io::{BufRing, BufRingMode};
 use ringio::net::{Datagram, RecvFromStream, UdpSocket};
 use ringio::{Error, Runtime};
-
-const MODES: [BufRingMode; 2] = [BufRingMode::Kernel, BufRingMode::Local];
-
-fn pool(mode: BufRingMode, entries: u32, size: usize) -> BufRing {
-    let ring = BufRing::with_options(BufRingOptions::new(entries, size).mode(mode)).unwrap();
-    assert_eq!(ring.is_kernel(), mode == BufRingMode::Kernel);
-    ring
-}
 
 /// The payload of datagram `seq` from sender `who`: its own bytes, with a
 /// length that varies (0 to 300 bytes).

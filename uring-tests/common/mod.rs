@@ -106,3 +106,29 @@ pub async fn settle() {
     }
     panic!("ops or wake-up sends still in flight: {:?}", stats());
 }
+
+/// A connected TCP pair on loopback: (client, server).
+pub async fn tcp_pair() -> (ringio::net::TcpStream, ringio::net::TcpStream) {
+    use ringio::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connect = ringio::create_task(async move { TcpStream::connect(addr).await });
+    let (server, _) = listener.accept().await.unwrap();
+    (connect.await.unwrap(), server)
+}
+
+/// Both kinds of provided-buffer pool: the kernel's ring and the
+/// user-space one older kernels get.
+pub const MODES: [ringio::io::BufRingMode; 2] = [
+    ringio::io::BufRingMode::Kernel,
+    ringio::io::BufRingMode::Local,
+];
+
+/// A pool of `entries` buffers of `size` bytes, of the kind `mode` asks
+/// for (checked).
+pub fn pool(mode: ringio::io::BufRingMode, entries: u32, size: usize) -> ringio::io::BufRing {
+    use ringio::io::{BufRing, BufRingMode, BufRingOptions};
+    let ring = BufRing::with_options(BufRingOptions::new(entries, size).mode(mode)).unwrap();
+    assert_eq!(ring.is_kernel(), mode == BufRingMode::Kernel);
+    ring
+}
