@@ -114,29 +114,63 @@ fn a_read_exact_dropped_midway_gives_back_every_byte_it_had() {
     let _g = serial();
     block_on(async {
         let (client, server) = nodelay_pair().await;
-        let server = Rc::new(server);
-        let s2 = server.clone();
-        let read = poll_once(async move { s2.read_exact(Vec::with_capacity(10)).await }).await;
-        // 4 bytes: the first receive returns them into the buffer, the
-        // second waits for the other 6.
-        let (res, _) = client.write_all(b"abcd".to_vec()).await;
-        res.unwrap();
-        reap().await;
-        // 2 more: the second receive returns them, the third waits.
-        let (res, _) = client.write_all(b"ef".to_vec()).await;
-        res.unwrap();
-        reap().await;
-        drop(read);
-        settle().await;
-        let (res, _) = client.write_all(b"ghij".to_vec()).await;
-        res.unwrap();
-        let (res, buf) = server
-            .read_exact(Vec::with_capacity(10))
-            .timeout(Duration::from_secs(5))
-            .await;
-        res.expect("the 6 bytes of the dropped read_exact come first");
-        assert_eq!(buf, b"abcdefghij");
+        read_exact_dropped_midway(client, server).await;
     });
+}
+
+/// `read_exact` on either server type.
+trait ReadExact: 'static {
+    fn read_exact_vec(
+        &self,
+        buf: Vec<u8>,
+    ) -> impl Future<Output = ringio::io::BufResult<(), Vec<u8>>>;
+}
+
+impl ReadExact for TcpStream {
+    fn read_exact_vec(
+        &self,
+        buf: Vec<u8>,
+    ) -> impl Future<Output = ringio::io::BufResult<(), Vec<u8>>> {
+        self.read_exact(buf)
+    }
+}
+
+impl ReadExact for DirectStream {
+    fn read_exact_vec(
+        &self,
+        buf: Vec<u8>,
+    ) -> impl Future<Output = ringio::io::BufResult<(), Vec<u8>>> {
+        self.read_exact(buf)
+    }
+}
+
+/// A `read_exact` of 10 bytes on `server` takes 4, then 2 more, and is
+/// dropped while waiting for the rest: the next `read_exact` gets those 6
+/// first, then the 4 sent after the drop.
+async fn read_exact_dropped_midway<S: ReadExact>(client: TcpStream, server: S) {
+    let server = Rc::new(server);
+    let s2 = server.clone();
+    let read = poll_once(async move { s2.read_exact_vec(Vec::with_capacity(10)).await }).await;
+    // 4 bytes: the first receive returns them into the buffer, the
+    // second waits for the other 6.
+    let (res, _) = client.write_all(b"abcd".to_vec()).await;
+    res.unwrap();
+    reap().await;
+    // 2 more: the second receive returns them, the third waits.
+    let (res, _) = client.write_all(b"ef".to_vec()).await;
+    res.unwrap();
+    reap().await;
+    drop(read);
+    settle().await;
+    let (res, _) = client.write_all(b"ghij".to_vec()).await;
+    res.unwrap();
+    let (res, buf) = ringio::io::with_timeout(
+        Duration::from_secs(5),
+        server.read_exact_vec(Vec::with_capacity(10)),
+    )
+    .await;
+    res.expect("the 6 bytes of the dropped read_exact come first");
+    assert_eq!(buf, b"abcdefghij");
 }
 
 #[test]
@@ -330,22 +364,7 @@ fn a_direct_stream_read_exact_dropped_midway_gives_back_every_byte_it_had() {
         let Some((client, server)) = direct_pair().await else {
             return;
         };
-        let server = Rc::new(server);
-        let s2 = server.clone();
-        let read = poll_once(async move { s2.read_exact(Vec::with_capacity(10)).await }).await;
-        let (res, _) = client.write_all(b"abcd".to_vec()).await;
-        res.unwrap();
-        reap().await;
-        drop(read);
-        settle().await;
-        let (res, _) = client.write_all(b"efghij".to_vec()).await;
-        res.unwrap();
-        let (res, buf) = server
-            .read_exact(Vec::with_capacity(10))
-            .timeout(Duration::from_secs(5))
-            .await;
-        res.expect("the 4 bytes of the dropped read_exact come first");
-        assert_eq!(buf, b"abcdefghij");
+        read_exact_dropped_midway(client, server).await;
     });
 }
 
