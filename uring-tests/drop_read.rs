@@ -86,19 +86,31 @@ impl ReadSome for UnixStream {
     }
 }
 
+/// Starts a 64-byte read on `server`, has `client` send `bytes`, lets the
+/// receive complete with them, and drops the read: its bytes now wait in
+/// the socket's stash. The server comes back shared, as the read had it.
+async fn drop_a_read_that_received(
+    client: &TcpStream,
+    server: TcpStream,
+    bytes: &[u8],
+) -> Rc<TcpStream> {
+    let server = Rc::new(server);
+    let s2 = server.clone();
+    let read = poll_once(async move { s2.read(Vec::with_capacity(64)).await }).await;
+    let (res, _) = client.write_all(bytes.to_vec()).await;
+    res.unwrap();
+    // The receive completes with the bytes; nobody takes them.
+    reap().await;
+    drop(read);
+    server
+}
+
 #[test]
 fn a_read_dropped_after_its_data_arrived_gives_the_bytes_to_the_next_read() {
     let _g = serial();
     block_on(async {
         let (client, server) = nodelay_pair().await;
-        let server = Rc::new(server);
-        let s2 = server.clone();
-        let read = poll_once(async move { s2.read(Vec::with_capacity(64)).await }).await;
-        let (res, _) = client.write_all(b"hello".to_vec()).await;
-        res.unwrap();
-        // The receive completes with the 5 bytes; nobody takes them.
-        reap().await;
-        drop(read);
+        let server = drop_a_read_that_received(&client, server, b"hello").await;
         assert_eq!(stats().ops_in_flight, 0, "the completion was reaped");
         // A smaller buffer takes part of them; the next read the rest.
         assert_eq!(server.read_some(Vec::with_capacity(3)).await, b"hel");
@@ -194,13 +206,7 @@ fn a_receive_stream_after_a_dropped_read_returns_its_bytes_first() {
     let _g = serial();
     block_on(async {
         let (client, server) = nodelay_pair().await;
-        let server = Rc::new(server);
-        let s2 = server.clone();
-        let read = poll_once(async move { s2.read(Vec::with_capacity(64)).await }).await;
-        let (res, _) = client.write_all(b"first".to_vec()).await;
-        res.unwrap();
-        reap().await;
-        drop(read);
+        let server = drop_a_read_that_received(&client, server, b"first").await;
         let ring =
             BufRing::with_options(BufRingOptions::new(4, 4096).mode(BufRingMode::Local)).unwrap();
         let mut stream = server.recv_multishot(&ring);
