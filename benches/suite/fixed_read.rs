@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types};
 
 use crate::file_read::bench_file;
-use crate::util::Rng;
+use crate::util::{Rng, process_cpu};
 use crate::{Better, Row};
 
 const BS: usize = 4096;
@@ -375,19 +375,6 @@ fn json_num(text: &str, key: &str) -> Option<f64> {
             }
         }
     }
-}
-
-/// CPU time (user + system) of this process so far, SQPOLL thread
-/// included.
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage writes into the struct we pass.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 pub fn run(cfg: &crate::util::Config) -> Vec<Row> {

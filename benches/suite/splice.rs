@@ -14,9 +14,9 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::util::{Rng, listener, pin_to_cpu, tcp_pair, thread_cpu, tokio_ct};
+use crate::util::{Rng, listener, pin_to_cpu, process_cpu, tcp_pair, thread_cpu, tokio_ct};
 use crate::{Better, Row};
 
 const FILE: u64 = 64 << 20;
@@ -49,18 +49,6 @@ fn bench_file() -> PathBuf {
     // Into the page cache.
     std::fs::read(&path).unwrap();
     path
-}
-
-/// CPU time (user + system) of the whole process so far.
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage writes into the struct we pass.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Serves the file `PASSES` times the given way, `chunk` bytes per call:

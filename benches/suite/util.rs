@@ -61,6 +61,19 @@ pub fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// CPU time (user + system) the whole process has used so far, its
+/// kernel threads (an SQPOLL thread) included.
+pub fn process_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// xorshift64*: cheap, deterministic random numbers.
 pub struct Rng(u64);
 
