@@ -1184,6 +1184,35 @@ fn run_cancels_leftover_tasks_and_runs_their_cleanup() {
 }
 
 #[test]
+fn run_ends_with_the_turn_its_main_task_ends_in_while_others_keep_yielding() {
+    // Tasks that only wake each other (no timer armed, no op in flight)
+    // have several turns run back to back inside one; the main task's end
+    // still ends `run` with the turn it ended in, as asyncio's loop stops
+    // after the `_run_once` in which the main task finished.
+    let steps = Rc::new(Cell::new(0u32));
+    let s = steps.clone();
+    Runtime::new()
+        .unwrap()
+        .run(async move {
+            ringio::create_task(async move {
+                loop {
+                    s.set(s.get() + 1);
+                    ringio::sleep(Duration::ZERO).await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), Error>(())
+            });
+            for _ in 0..1000 {
+                ringio::sleep(Duration::ZERO).await.unwrap();
+            }
+        })
+        .unwrap();
+    // One step per turn from the second to the one main ended in (the
+    // 1001st), none after it.
+    assert_eq!(steps.get(), 1000);
+}
+
+#[test]
 fn run_reports_errors_of_leftover_tasks_without_raising() {
     let (mut rt, logged) = capturing_runtime(false);
     let v = rt

@@ -873,6 +873,17 @@ impl Driver {
         !self.ring.submission().is_empty() || !self.backlog.is_empty()
     }
 
+    /// Whether a non-blocking turn would skip the kernel and find nothing
+    /// here: no op in flight, nothing to submit, no completion or dropped
+    /// op's data held back for the next park, no fixed slot to close.
+    pub(crate) fn is_quiet(&mut self) -> bool {
+        !self.has_ops_in_flight()
+            && !self.has_pending_submissions()
+            && self.stray_wake.is_empty()
+            && self.stray_dead.is_empty()
+            && (self.file_table == 0 || FIXED_TO_CLOSE.with(|v| v.borrow().is_empty()))
+    }
+
     /// Arms the eventfd read if it is not armed.
     pub(crate) fn arm_eventfd(&mut self) {
         if self.eventfd_armed {

@@ -13,6 +13,12 @@
 //! turn; the order differs only in such long turns, and only when a timer
 //! expires during one.
 //!
+//! A turn that ends with work ready and nothing else in the loop (no op
+//! with the kernel, no timer, nothing from other threads) runs the next
+//! turn itself, up to `QUIET_TURNS` times: that turn's checks could only
+//! come back empty. It stops as soon as a task ends, so that `run` still
+//! sees its main task finish in the turn it finished in.
+//!
 //! # Safety
 //!
 //! The `unsafe` here is making the loop's eventfd: `eventfd(2)` with fixed
@@ -59,6 +65,12 @@ const MSG_RING_WAIT_BOUND: Duration = Duration::from_secs(1);
 
 /// How many runnables a long turn runs between two looks at the timers.
 const TIMER_CHECK_INTERVAL: usize = 32;
+
+/// How many times one turn may run the run queue again when nothing else
+/// could have happened between two turns (see `next_turn_is_quiet`): a
+/// bound, so that the caller of `run_once` still gets control back now
+/// and then.
+const QUIET_TURNS: u32 = 64;
 
 /// Capacity the run queue and the wake buffer shrink back to after a
 /// burst (see `shrink_queues`): enough for ordinary turns without
@@ -130,6 +142,10 @@ pub(crate) struct LoopInner {
     /// `IDLE_QUEUE_CAPACITY` entries since they were last shrunk: only then
     /// does a turn look at their capacity (`shrink_queues`).
     queues_grew: Cell<bool>,
+    /// Tasks that have ended on this loop: a turn whose runnables ended a
+    /// task gives control back to its caller, which may be waiting for
+    /// just that (`run` waits for its main task).
+    pub(crate) tasks_ended: Cell<u64>,
 }
 
 impl LoopInner {
@@ -168,6 +184,7 @@ impl LoopInner {
             shutdown_hooks: RefCell::new(Vec::new()),
             wake_buf: RefCell::new(Vec::new()),
             queues_grew: Cell::new(false),
+            tasks_ended: Cell::new(0),
         }))
     }
 
@@ -339,12 +356,47 @@ impl LoopInner {
             self.shrink_queues();
         }
 
-        // 5. Run what is ready now; what these schedule runs next turn. A
-        // long turn (more than `LONG_TURN` runnables: thousands of tasks
-        // made at once) looks at the clock every `TIMER_CHECK_INTERVAL`
-        // runnables from then on, and what an expired timer wakes runs
-        // next, ahead of the rest of the turn: a burst of ready work delays
-        // a timer by a bounded number of polls, not by the whole burst.
+        // 5. Run what is ready now; what these schedule runs next turn.
+        // When that next turn would find nothing but the run queue (see
+        // `next_turn_is_quiet`), it is run here instead, without the
+        // checks above that would all come back empty: tasks that only wake
+        // each other (a channel, a lock, a queue between tasks) pay for
+        // none of them.
+        let mut quiet_turns = 0;
+        loop {
+            let ended = self.tasks_ended.get();
+            self.run_ready();
+            quiet_turns += 1;
+            if quiet_turns == QUIET_TURNS
+                || self.tasks_ended.get() != ended
+                || !self.next_turn_is_quiet()
+            {
+                break;
+            }
+        }
+    }
+
+    /// Whether a turn starting now would do nothing but run the run queue:
+    /// something is ready (so the ring would not wait), the kernel has
+    /// nothing of ours to report or take (so the turn would not enter it),
+    /// no other thread has sent work, no timer is armed, and no queue is
+    /// due to shrink. Such a turn can run as part of the current one:
+    /// nothing could tell the two apart.
+    fn next_turn_is_quiet(&self) -> bool {
+        !self.ready.borrow().is_empty()
+            && !self.queues_grew.get()
+            && self.timers.borrow().len() == 0
+            && !self.shared.has_pending()
+            && self.driver.borrow_mut().is_quiet()
+    }
+
+    /// Runs what is on the run queue now; what these schedule waits for
+    /// the next call. A long run (more than `LONG_TURN` runnables:
+    /// thousands of tasks made at once) looks at the clock every
+    /// `TIMER_CHECK_INTERVAL` runnables from then on, and what an expired
+    /// timer wakes runs next, ahead of the rest: a burst of ready work
+    /// delays a timer by a bounded number of polls, not by the whole burst.
+    fn run_ready(self: &Rc<Self>) {
         let mut remaining = self.ready.borrow().len();
         if remaining > IDLE_QUEUE_CAPACITY {
             self.queues_grew.set(true);

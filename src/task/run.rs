@@ -106,6 +106,7 @@ impl RawTask {
     pub(crate) fn finish(&self, lp: &Rc<LoopInner>, state: State) {
         let core = self.core();
         core.set_state(state);
+        lp.tasks_ended.set(lp.tasks_ended.get() + 1);
         #[cfg(feature = "tracing")]
         tracing::debug!(target: "ringio::task", task_id = core.id(), state = state.word(), cancelled = (state == State::Cancelled), "task ended");
         core.take_cancel();
