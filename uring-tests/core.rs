@@ -1096,6 +1096,62 @@ fn a_full_submission_queue_loses_nothing() {
 }
 
 #[test]
+fn ops_first_polled_under_a_waker_that_is_not_their_tasks_complete() {
+    // An op registers the waker of the poll that submits it. Under
+    // `FuturesUnordered` that is the set's own waker, not the task's.
+    use futures_util::StreamExt;
+    let done = ringio::run(async {
+        let mut set: futures_util::stream::FuturesUnordered<_> =
+            (0..64).map(|_| ringio::io::nop()).collect();
+        let mut n = 0;
+        while let Some(r) = set.next().await {
+            r.unwrap();
+            n += 1;
+        }
+        n
+    });
+    assert_eq!(done, 64);
+}
+
+#[test]
+fn an_op_started_in_one_task_and_awaited_in_another_wakes_the_second() {
+    // Task A polls a pipe read once (the op goes to the ring with A's
+    // waker) and hands the future to task B, which finishes it: the
+    // completion must wake B, not the task that started it.
+    let got = ringio::run(async {
+        let (r, w) = pipe();
+        type Read = std::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>>>>>;
+        let handoff: Rc<RefCell<Option<Read>>> = Rc::default();
+        let h = handoff.clone();
+        let a = ringio::create_task(async move {
+            let mut read = Box::pin(async move {
+                let (res, buf) = ringio::io::read(&r, Vec::with_capacity(16)).await;
+                res.map(|n| buf[..n].to_vec())
+            });
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "nothing written yet");
+            *h.borrow_mut() = Some(read);
+            Ok::<_, Error>(())
+        });
+        a.await.unwrap();
+        let read = handoff.borrow_mut().take().unwrap();
+        let b = ringio::create_task(read);
+        ringio::sleep(ms(20)).await.unwrap();
+        let (res, _) = ringio::io::write_all(&w, b"handed over".to_vec()).await;
+        res.unwrap();
+        let t = Instant::now();
+        let got = ringio::wait_for(b, Some(Duration::from_secs(5))).await;
+        (got, t.elapsed())
+    });
+    let (got, took) = got;
+    assert_eq!(got.unwrap(), b"handed over");
+    // Woken by the completion, not by wait_for's cancel at 5 s (which
+    // would also find the bytes read).
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
 fn many_pipe_reads_and_writes_on_a_small_ring() {
     let mut rt = Runtime::builder().ring_entries(8).build().unwrap();
     let total = rt

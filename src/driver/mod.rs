@@ -567,7 +567,9 @@ impl Driver {
         self.ops.len() > 0 || !self.internal.is_empty()
     }
 
-    /// Queues `sqe` for a caller and returns the key its CQE will carry.
+    /// Queues `sqe` for a caller and returns the key its CQE will carry;
+    /// `waker` (the poller's, when the op's future submits it from its
+    /// poll) is woken by the completion.
     ///
     /// # Safety
     ///
@@ -579,8 +581,9 @@ impl Driver {
         &mut self,
         sqe: squeue::Entry,
         cleanup: Option<OrphanCleanup>,
+        waker: Option<Waker>,
     ) -> OpKey {
-        let key = self.ops.insert(cleanup, self.sub_gen);
+        let key = self.ops.insert(cleanup, self.sub_gen, waker);
         self.stats.ops_submitted += 1;
         self.push(fault::on_submit(sqe.user_data(key.user_data())));
         self.submit_if_batch_full();
@@ -612,8 +615,9 @@ impl Driver {
         sqe: squeue::Entry,
         timeout: squeue::Entry,
         cleanup: Option<OrphanCleanup>,
+        waker: Option<Waker>,
     ) -> OpKey {
-        let key = self.ops.insert(cleanup, self.sub_gen);
+        let key = self.ops.insert(cleanup, self.sub_gen, waker);
         self.stats.ops_submitted += 1;
         // A link must not be split by a flush between the two entries: make
         // room for both, or queue both in the backlog.
@@ -1203,11 +1207,11 @@ mod tests {
         let ts = Box::new(Timespec::new().sec(5));
         let link = opcode::LinkTimeout::new(&*ts as *const Timespec).build();
         // SAFETY: NOP points to nothing; the timespec outlives the op.
-        let key = unsafe { d.submit_linked(opcode::Nop::new().build(), link, None) };
+        let key = unsafe { d.submit_linked(opcode::Nop::new().build(), link, None, None) };
         assert_eq!(wait_for(&mut d, key), 0);
         // And an op queued after it is not stuck behind it.
         // SAFETY: NOP points to nothing.
-        let key = unsafe { d.submit(opcode::Nop::new().build(), None) };
+        let key = unsafe { d.submit(opcode::Nop::new().build(), None, None) };
         assert_eq!(wait_for(&mut d, key), 0);
         assert_eq!(d.stats().ops_in_flight, 0);
     }

@@ -251,12 +251,19 @@ pub(crate) struct OpTable {
 }
 
 impl OpTable {
-    pub(crate) fn insert(&mut self, cleanup: Option<OrphanCleanup>, queued_gen: u64) -> OpKey {
+    /// A slot for a new op, with `waker` already registered if the op's
+    /// future is being polled as it is submitted.
+    pub(crate) fn insert(
+        &mut self,
+        cleanup: Option<OrphanCleanup>,
+        queued_gen: u64,
+        waker: Option<Waker>,
+    ) -> OpKey {
         self.next_seq += 1;
         let seq = self.next_seq;
         let key_gen = (seq & GEN_MASK) as u32;
         let index = self.slots.insert(OpSlot {
-            waker: None,
+            waker,
             first: (NO_RESULT, 0),
             gen_flags: GenFlags::new(key_gen),
             queued_gen: queued_gen as u32,
@@ -371,9 +378,9 @@ mod tests {
     fn a_stale_completion_meets_no_slot_and_the_live_one_its_own() {
         let mut t = OpTable::default();
         let (mut dead, mut over) = (Vec::new(), Vec::new());
-        let a = t.insert(None, 0);
+        let a = t.insert(None, 0, None);
         t.remove(a);
-        let b = t.insert(None, 0);
+        let b = t.insert(None, 0, None);
         assert_eq!(a.index, b.index, "the slot is reused");
         assert!(
             t.complete(a.user_data(), 1, 0, &mut dead, &mut over)
@@ -394,7 +401,7 @@ mod tests {
     fn multishot_completions_queue_in_order_past_the_inline_one() {
         let mut t = OpTable::default();
         let (mut dead, mut over) = (Vec::new(), Vec::new());
-        let k = t.insert(None, 0);
+        let k = t.insert(None, 0, None);
         t.get_mut(k).unwrap().set_max_queued(3);
         let more = 1 << 1; // IORING_CQE_F_MORE
         for res in 1..=3 {

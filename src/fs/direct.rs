@@ -168,7 +168,7 @@ impl DirectFile {
             let (slot, id) = (this.slot, this.loop_id);
             let sqe = opcode::Close::new(Fixed(slot)).build();
             // SAFETY: the SQE points to no memory.
-            let mut op = match unsafe { Op::try_submit(sqe, None, (), None) } {
+            let mut op = match unsafe { Op::try_submit(sqe, None, (), None, None) } {
                 Ok(op) => op,
                 Err((e, ())) => {
                     release_slot(slot, id);

@@ -101,8 +101,8 @@ impl Deferred {
         // SAFETY: forwarded from the caller.
         unsafe {
             match self.link_timeout {
-                Some(t) => driver.submit_linked(self.sqe, t, self.cleanup),
-                None => driver.submit(self.sqe, self.cleanup),
+                Some(t) => driver.submit_linked(self.sqe, t, self.cleanup, None),
+                None => driver.submit(self.sqe, self.cleanup, None),
             }
         }
     }
@@ -137,13 +137,18 @@ impl<D: 'static> Op<D> {
         cleanup: Option<OrphanCleanup>,
     ) -> Result<Op<D>> {
         // SAFETY: forwarded from the caller.
-        unsafe { Self::try_submit(sqe, link_timeout, data, cleanup) }.map_err(|(e, _)| e)
+        unsafe { Self::try_submit(sqe, link_timeout, data, cleanup, None) }.map_err(|(e, _)| e)
     }
 
     /// [`Op::submit_with`] that first checks, under the same borrow of the
     /// driver, that the ring supports the opcode (and `LINK_TIMEOUT` if one
     /// is linked), and gives `data` back with the error when it cannot
     /// submit: no running loop, or `Error::Unsupported` naming the opcode.
+    ///
+    /// `poller` is the waker of the poll this is called from, if the op's
+    /// future submits it while being polled: it is registered with the op
+    /// at once, and [`Op::waits_registered`] then says that this poll needs
+    /// no look at the op table.
     ///
     /// # Safety
     ///
@@ -154,6 +159,7 @@ impl<D: 'static> Op<D> {
         link_timeout: Option<squeue::Entry>,
         data: D,
         cleanup: Option<OrphanCleanup>,
+        poller: Option<&Waker>,
     ) -> std::result::Result<Op<D>, (Error, D)> {
         let location = Location::caller();
         let Some(lp) = context::current_loop() else {
@@ -183,13 +189,17 @@ impl<D: 'static> Op<D> {
                 }))),
             });
         }
+        // SAFETY: `Op` is `!Send` and made here, on the running loop's
+        // thread, whose driver keeps the waker on this thread (as in
+        // `poll_op`).
+        let waker = poller.map(|w| unsafe { raw::loop_local_waker(w, lp.id) });
         // SAFETY: the caller promises the SQE points into `data`'s heap
         // memory, which this `Op` (or, once dropped, the op table) owns
         // until the final CQE.
         let key = unsafe {
             match link_timeout {
-                Some(t) => driver.submit_linked(sqe, t, cleanup),
-                None => driver.submit(sqe, cleanup),
+                Some(t) => driver.submit_linked(sqe, t, cleanup, waker),
+                None => driver.submit(sqe, cleanup, waker),
             }
         };
         drop(driver);
@@ -200,6 +210,20 @@ impl<D: 'static> Op<D> {
             location,
             rare: None,
         })
+    }
+
+    /// Marks the poll that submitted this op (with its waker, through
+    /// [`Op::try_submit`]) as the op's first: the task parks here, and
+    /// `Pending` is the answer, with no look at the op table (no
+    /// completion can have been reaped since the submission, and the waker
+    /// is registered already). `false` for an op whose submission was
+    /// deferred (its task has a cancellation pending): poll it instead.
+    pub(crate) fn waits_registered(&self) -> bool {
+        if self.rare.is_some() {
+            return false;
+        }
+        AwaitPoint::current().park(self.location);
+        true
     }
 
     /// `Ok` if the running loop's ring supports `opcode`, else
