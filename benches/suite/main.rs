@@ -7,6 +7,8 @@
 //! `cargo bench` runs everything; `cargo bench -- NAME [NAME..]` runs the
 //! benchmarks whose name contains one of the NAMEs (`spawn_join`, `switch`,
 //! `timers`, `nop`, `tcp_echo`, `file_read`, `cancel`, `memory`).
+//! `cargo bench -- instr` counts instructions per operation under
+//! callgrind instead (see `instr.rs`); only when named.
 //!
 //! Environment: `RINGIO_BENCH_SECS` (seconds per tcp_echo cell, default 2;
 //! file_read uses the same), `RINGIO_BENCH_REPS` (repetitions of every
@@ -22,6 +24,7 @@ mod alloc;
 mod cancel;
 mod file_read;
 mod fixed_read;
+mod instr;
 mod memory;
 mod nop;
 mod ring_setup;
@@ -148,12 +151,20 @@ fn print_table(rows: &[Row]) {
 type BenchFn = fn(&util::Config) -> Vec<Row>;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, one, case, side, n] = args.as_slice() {
+        if one == "--one" {
+            // A child of the `instr` benchmark, run under callgrind.
+            instr::run_one(case, side, n.parse().expect("--one CASE SIDE N"));
+            return;
+        }
+    }
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
     let cfg = util::Config::from_env();
-    let benches: [(&str, BenchFn); 12] = [
+    let benches: [(&str, BenchFn); 13] = [
         ("spawn_join", sched::spawn_join),
         ("switch", sched::switch),
         ("timers", timers::run),
@@ -166,11 +177,16 @@ fn main() {
         ("send_zc", send_zc::run),
         ("fixed_read", fixed_read::run),
         ("splice", splice::run),
+        ("instr", instr::run),
     ];
     let t0 = Instant::now();
     let mut rows = Vec::new();
     for (name, f) in benches {
         if !filters.is_empty() && !filters.iter().any(|p| name.contains(p.as_str())) {
+            continue;
+        }
+        // Minutes under valgrind: only when asked for by name.
+        if name == "instr" && !filters.iter().any(|p| p == "instr") {
             continue;
         }
         let t = Instant::now();

@@ -10,9 +10,9 @@ use crate::util::{push, raw_ring};
 use crate::{Better, Row};
 
 const N: usize = 256_000;
-const BATCH: usize = 32;
+pub const BATCH: usize = 32;
 
-fn ringio_seq(n: usize) -> f64 {
+pub fn ringio_seq(n: usize) -> f64 {
     ringio::run(async move {
         let t = Instant::now();
         for _ in 0..n {
@@ -22,7 +22,7 @@ fn ringio_seq(n: usize) -> f64 {
     })
 }
 
-fn ringio_batch(n: usize) -> f64 {
+pub fn ringio_batch(n: usize) -> f64 {
     ringio::run(async move {
         let t = Instant::now();
         let tasks: Vec<_> = (0..BATCH)
@@ -42,7 +42,7 @@ fn ringio_batch(n: usize) -> f64 {
     })
 }
 
-fn raw(n: usize, batch: usize) -> f64 {
+pub fn raw(n: usize, batch: usize) -> f64 {
     let mut ring = raw_ring(256);
     let t = Instant::now();
     for _ in 0..n / batch {

@@ -22,7 +22,7 @@ const SWITCH_N: usize = 1_000_000;
 
 /// `rounds` times: spawn `n` trivial tasks, then await each. Nanoseconds
 /// per task.
-fn ringio_spawn_join(n: usize, rounds: usize) -> f64 {
+pub fn ringio_spawn_join(n: usize, rounds: usize) -> f64 {
     ringio::run(async move {
         let t = Instant::now();
         for _ in 0..rounds {
@@ -42,7 +42,7 @@ fn ringio_spawn_join(n: usize, rounds: usize) -> f64 {
     })
 }
 
-fn tokio_spawn_join(rt: &tokio::runtime::Runtime, n: usize, rounds: usize) -> f64 {
+pub fn tokio_spawn_join(rt: &tokio::runtime::Runtime, n: usize, rounds: usize) -> f64 {
     rt.block_on(async move {
         let t = Instant::now();
         for _ in 0..rounds {
@@ -69,7 +69,7 @@ thread_local! {
 /// allocation per task, raw-pointer wakers: what smol and async-executor
 /// build on). No names, no cancellation, no context: what a task costs
 /// here before any of asyncio's Task object.
-fn floor_spawn_join(n: usize, rounds: usize) -> f64 {
+pub fn floor_spawn_join(n: usize, rounds: usize) -> f64 {
     let t = Instant::now();
     let mut cx = Context::from_waker(Waker::noop());
     for _ in 0..rounds {
@@ -171,7 +171,7 @@ fn baton() -> Arc<Baton> {
     })
 }
 
-fn ringio_pingpong(n: usize) -> f64 {
+pub fn ringio_pingpong(n: usize) -> f64 {
     ringio::run(async move {
         let b = baton();
         let t = Instant::now();
@@ -192,7 +192,7 @@ fn ringio_pingpong(n: usize) -> f64 {
     })
 }
 
-fn tokio_pingpong(rt: &tokio::runtime::Runtime, n: usize) -> f64 {
+pub fn tokio_pingpong(rt: &tokio::runtime::Runtime, n: usize) -> f64 {
     rt.block_on(async move {
         let b = baton();
         let t = Instant::now();
