@@ -35,7 +35,7 @@ struct Case {
     raw: Option<Side>,
 }
 
-fn cases() -> [Case; 4] {
+fn cases() -> [Case; 5] {
     [
         Case {
             name: "spawn_join",
@@ -50,6 +50,21 @@ fn cases() -> [Case; 4] {
             }),
             raw: Some(|n| {
                 crate::sched::floor_spawn_join(n, 1);
+            }),
+        },
+        Case {
+            name: "spawn_join_warm",
+            metric: "spawn+join, rounds of 1k tasks (floor: bare async-task)",
+            unit: "instr/task",
+            sizes: (50_000, 100_000),
+            ringio: |n| {
+                crate::sched::ringio_spawn_join(1000, n / 1000);
+            },
+            tokio: Some(|n| {
+                crate::sched::tokio_spawn_join(&crate::util::tokio_ct(), 1000, n / 1000);
+            }),
+            raw: Some(|n| {
+                crate::sched::floor_spawn_join(1000, n / 1000);
             }),
         },
         Case {

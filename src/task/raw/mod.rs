@@ -47,6 +47,10 @@
 //! 8. **The current task is borrowed.** The current-task slot holds a
 //!    pointer without a count; it is set only while `RawTask::run` holds
 //!    its own reference to that task, and put back before that goes.
+//! 9. **The running loop is borrowed.** The waker's running-loop slot
+//!    (`waker::RUNNING_LOOP`) holds a pointer to the loop without a count;
+//!    the runtime's loop guard sets it while it holds that loop's `Rc`,
+//!    and puts the previous one back before it lets that `Rc` go.
 
 mod waker;
 
@@ -61,7 +65,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll};
 
-pub(crate) use waker::{WakerRef, loop_local_waker, same_task, wake_reaped};
+pub(crate) use waker::{WakerRef, loop_local_waker, same_task, set_running_loop, wake_reaped};
 
 use super::core::TaskCore;
 use super::outcome::{Slot, State};

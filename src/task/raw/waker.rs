@@ -6,6 +6,7 @@
 //! its ring (at most one such wake queued per task at a time). The
 //! invariants are in the parent module.
 
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
@@ -14,12 +15,32 @@ use std::sync::atomic::Ordering;
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
 use super::{Header, RawTask, RemoteTask, SyncHeader, increment_refs, release_ref};
-use crate::runtime::context;
 use crate::runtime::event_loop::{LoopInner, Runnable};
 use crate::runtime::shared::Remote;
 use crate::task::outcome::State;
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
+
+thread_local! {
+    /// The loop running on this thread, as a pointer without a count, for
+    /// the wake path (every local wake looks it up): null when none runs.
+    /// Set by the runtime's loop guard from the `Rc` it keeps in the
+    /// context's own slot while the loop runs (see
+    /// [`set_running_loop`]).
+    static RUNNING_LOOP: Cell<*const LoopInner> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Makes `lp` the loop that local wakes on this thread schedule onto, and
+/// returns the previous one.
+///
+/// # Safety
+///
+/// `lp` is null, or a loop kept alive (by a strong `Rc` the caller holds)
+/// until this slot is set back to what it was, which the caller does
+/// before it lets that `Rc` go.
+pub(crate) unsafe fn set_running_loop(lp: *const LoopInner) -> *const LoopInner {
+    RUNNING_LOOP.with(|c| c.replace(lp))
+}
 
 /// The vtable of a waker counted on the loop's side (see
 /// [`loop_local_waker`]).
@@ -200,21 +221,25 @@ unsafe fn local_drop(data: *const ()) {
 /// `false`: the wake must go through the loop's remote queue.
 pub(super) fn schedule_local(ptr: NonNull<Header>) -> bool {
     let loop_id = sync_of(ptr.as_ptr() as *const ()).queue.id;
-    // `try_`: a waker may be woken from a thread-local's destructor, when
-    // this thread's loop slot is already gone (then the remote path serves).
-    context::try_with_loop(|lp| {
-        if lp.id != loop_id {
-            return false;
-        }
-        // SAFETY: this thread runs the task's loop (invariant 6), and the
-        // caller's count keeps the allocation alive.
-        let core = unsafe { &ptr.as_ref().core };
-        if core.local.get() != 0 && core.state() == State::Pending && !core.is_queued() {
-            core.set_queued(true);
-            // SAFETY: on the loop's thread with `local > 0`.
-            lp.schedule(Runnable::Task(unsafe { RawTask::from_ptr(ptr) }));
-        }
-        true
-    })
-    .unwrap_or(false)
+    // A slot with no destructor: also readable while this thread's
+    // thread-locals are destroyed (a waker woken by another one's drop).
+    let lp = RUNNING_LOOP.with(Cell::get);
+    if lp.is_null() {
+        return false;
+    }
+    // SAFETY: non-null, so the loop guard that set it still holds the
+    // loop's `Rc` (the contract of `set_running_loop`).
+    let lp = unsafe { &*lp };
+    if lp.id != loop_id {
+        return false;
+    }
+    // SAFETY: this thread runs the task's loop (invariant 6), and the
+    // caller's count keeps the allocation alive.
+    let core = unsafe { &ptr.as_ref().core };
+    if core.local.get() != 0 && core.state() == State::Pending && !core.is_queued() {
+        core.set_queued(true);
+        // SAFETY: on the loop's thread with `local > 0`.
+        lp.schedule(Runnable::Task(unsafe { RawTask::from_ptr(ptr) }));
+    }
+    true
 }
