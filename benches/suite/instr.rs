@@ -43,7 +43,8 @@ fn cases() -> [Case; 5] {
             unit: "instr/task",
             sizes: (50_000, 100_000),
             ringio: |n| {
-                crate::sched::ringio_spawn_join(n, 1);
+                let mut rt = ringio::Runtime::new().expect("ring setup");
+                crate::sched::ringio_spawn_join(&mut rt, n, 1);
             },
             tokio: Some(|n| {
                 crate::sched::tokio_spawn_join(&crate::util::tokio_ct(), n, 1);
@@ -58,7 +59,8 @@ fn cases() -> [Case; 5] {
             unit: "instr/task",
             sizes: (50_000, 100_000),
             ringio: |n| {
-                crate::sched::ringio_spawn_join(1000, n / 1000);
+                let mut rt = ringio::Runtime::new().expect("ring setup");
+                crate::sched::ringio_spawn_join(&mut rt, 1000, n / 1000);
             },
             tokio: Some(|n| {
                 crate::sched::tokio_spawn_join(&crate::util::tokio_ct(), 1000, n / 1000);

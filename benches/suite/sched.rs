@@ -20,10 +20,13 @@ use crate::{Better, Row};
 const SPAWN_N: usize = 100_000;
 const SWITCH_N: usize = 1_000_000;
 
-/// `rounds` times: spawn `n` trivial tasks, then await each. Nanoseconds
+/// `rounds` times: spawn `n` trivial tasks, then await each, on `rt` (made
+/// once and reused, as tokio's runtime is: a loop's run queue and task
+/// table keep the room a burst made them grow, and a fresh loop per
+/// measurement would time that growth on ringio's side only). Nanoseconds
 /// per task.
-pub fn ringio_spawn_join(n: usize, rounds: usize) -> f64 {
-    ringio::run(async move {
+pub fn ringio_spawn_join(rt: &mut ringio::Runtime, n: usize, rounds: usize) -> f64 {
+    rt.run(async move {
         let t = Instant::now();
         for _ in 0..rounds {
             let mut v = Vec::with_capacity(n);
@@ -40,6 +43,7 @@ pub fn ringio_spawn_join(n: usize, rounds: usize) -> f64 {
         }
         t.elapsed().as_nanos() as f64 / (n * rounds) as f64
     })
+    .expect("spawn_join on a reused runtime")
 }
 
 pub fn tokio_spawn_join(rt: &tokio::runtime::Runtime, n: usize, rounds: usize) -> f64 {
@@ -112,15 +116,16 @@ pub fn spawn_join(cfg: &crate::util::Config) -> Vec<Row> {
     let ct = tokio_ct();
     let mt = tokio_mt();
     // Warm up allocators and code paths once, unrecorded.
-    ringio_spawn_join(SPAWN_N / 10, 1);
+    let mut rt = ringio::Runtime::new().expect("ring setup");
+    ringio_spawn_join(&mut rt, SPAWN_N / 10, 1);
     tokio_spawn_join(&ct, SPAWN_N / 10, 1);
     floor_spawn_join(SPAWN_N / 10, 1);
     for _ in 0..cfg.reps {
-        big.ringio.push(ringio_spawn_join(SPAWN_N, 1));
+        big.ringio.push(ringio_spawn_join(&mut rt, SPAWN_N, 1));
         big.tokio.push(tokio_spawn_join(&ct, SPAWN_N, 1));
         big.tokio_mt.push(tokio_spawn_join(&mt, SPAWN_N, 1));
         big.raw.push(floor_spawn_join(SPAWN_N, 1));
-        warm.ringio.push(ringio_spawn_join(1000, 100));
+        warm.ringio.push(ringio_spawn_join(&mut rt, 1000, 100));
         warm.tokio.push(tokio_spawn_join(&ct, 1000, 100));
         warm.tokio_mt.push(tokio_spawn_join(&mt, 1000, 100));
         warm.raw.push(floor_spawn_join(1000, 100));
