@@ -554,6 +554,46 @@ fn current_task_and_all_tasks() {
 }
 
 #[test]
+fn tasks_not_yet_polled_count_as_live_and_end_cancelled_with_run() {
+    // A task enters the loop's task table only when it first suspends;
+    // before that, all_tasks(), the loop's stats and the end of `run` still
+    // see it.
+    let mut rt = Runtime::new().unwrap();
+    let (unstarted, suspended, finished) = rt
+        .run(async {
+            let lp = ringio::get_running_loop().unwrap();
+            let quick: Vec<_> = (0..3)
+                .map(|i| ringio::create_task(async move { Ok::<_, Error>(i) }))
+                .collect();
+            let parked = ringio::create_task(async {
+                ringio::sleep(HOUR).await?;
+                Ok::<_, Error>(())
+            });
+            // main (in its first poll) + 3 quick + parked, none polled yet.
+            let before = (ringio::all_tasks().len(), lp.stats().tasks);
+            let mut sum = 0;
+            for t in quick {
+                sum += t.await.unwrap();
+            }
+            // The quick ones ended in their first poll; main and parked
+            // have suspended.
+            let after = (ringio::all_tasks().len(), lp.stats().tasks);
+            assert!(!parked.done());
+            // Made in main's last poll, never polled: run's end cancels it.
+            let late = ringio::create_task(async { Ok::<_, Error>(()) });
+            (before, (after, sum, parked), late)
+        })
+        .unwrap();
+    assert_eq!(unstarted, (5, 5));
+    let (after, sum, parked) = suspended;
+    assert_eq!(after, (2, 2));
+    assert_eq!(sum, 3);
+    assert!(parked.cancelled());
+    assert!(finished.cancelled());
+    assert_eq!(rt.stats().tasks, 0);
+}
+
+#[test]
 fn a_task_cannot_await_itself() {
     block_on(async {
         let t = ringio::create_task(async {

@@ -586,9 +586,13 @@ impl<T: 'static> Spawned<T> {
                 None => Ok(()),
             }
         })?;
+        // Found again through the task table (by key, checked by id): in
+        // it from now on, not only from its first suspension.
+        let key =
+            context::with_loop(|lp| task.raw.keep_live(lp)).ok_or_else(Error::no_running_loop)?;
         Ok(Spawned {
             loop_id,
-            key: task.core().key(),
+            key,
             id: task.core().id(),
             slot,
             cancel_msg: None,

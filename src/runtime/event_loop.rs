@@ -122,7 +122,8 @@ pub(crate) struct LoopInner {
     pub(crate) driver: RefCell<Driver>,
     pub(crate) timers: RefCell<TimerHeap<TimerAction>>,
     ready: RefCell<VecDeque<Runnable>>,
-    /// The tasks not yet done (asyncio's `all_tasks()`).
+    /// The tasks not yet done that have suspended at least once (with the
+    /// run queue's not yet polled ones, asyncio's `all_tasks()`).
     pub(crate) tasks: RefCell<Slab<TaskRef>>,
     /// The origin of `Loop::time()`.
     pub(crate) origin: Instant,
@@ -553,9 +554,39 @@ impl LoopInner {
         dropped
     }
 
-    /// Tasks not yet done.
+    /// Tasks not yet done: those that have suspended (the task table),
+    /// the one in its first poll now, if any, and those waiting for their
+    /// first poll (on the run queue).
     pub(crate) fn live_tasks(&self) -> Vec<TaskRef> {
-        self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect()
+        let mut live: Vec<TaskRef> = self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect();
+        self.for_each_untabled_task(|t| live.push(TaskRef { raw: t.clone() }));
+        live
+    }
+
+    /// How many tasks are not done (see `live_tasks`).
+    pub(crate) fn live_task_count(&self) -> usize {
+        let mut n = self.tasks.borrow().len();
+        self.for_each_untabled_task(|_| n += 1);
+        n
+    }
+
+    /// Calls `f` on each task of this loop that is not done and not in
+    /// the task table: the task in its first poll, then those on the run
+    /// queue that were never polled.
+    fn for_each_untabled_task(&self, mut f: impl FnMut(&RawTask)) {
+        let untabled = |t: &RawTask| t.core().key().is_none() && !t.core().is_done();
+        crate::runtime::context::with_task(|t| {
+            if t.loop_id() == self.id && untabled(t) {
+                f(t);
+            }
+        });
+        for r in self.ready.borrow().iter() {
+            if let Runnable::Task(t) = r {
+                if !t.core().started() && untabled(t) {
+                    f(t);
+                }
+            }
+        }
     }
 
     /// The end of `run` (asyncio's `_cancel_all_tasks` and

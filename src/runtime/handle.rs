@@ -177,7 +177,7 @@ impl Loop {
         LoopStats {
             driver: self.inner.driver.borrow().stats(),
             timers: self.inner.timers.borrow().len(),
-            tasks: self.inner.tasks.borrow().len(),
+            tasks: self.inner.live_task_count(),
             run_queue: self.inner.ready_len(),
             slow_polls: self.inner.slow_polls.get(),
             wakeups_msg_ring: self

@@ -423,7 +423,24 @@ impl<D: 'static> Future for Op<D> {
 }
 
 impl<D: 'static> Drop for Op<D> {
+    #[inline]
     fn drop(&mut self) {
+        // The usual end: the op completed and its result was taken. Kept
+        // apart from the rest, which is out of line, so that dropping a
+        // finished op costs two compares rather than a large call frame.
+        if self.key == OpKey::DONE && self.rare.is_none() {
+            return;
+        }
+        self.drop_unfinished();
+    }
+}
+
+impl<D: 'static> Op<D> {
+    /// `Drop` of an op that did not complete (or was deferred, or
+    /// cancelled for its task).
+    #[cold]
+    #[inline(never)]
+    fn drop_unfinished(&mut self) {
         if let Some(deferred) = self.take_deferred() {
             // Dropped before its first poll: it goes to the kernel as any
             // dropped op does (submitted when created, before deferral

@@ -57,6 +57,9 @@ const PARKED_IN_RINGIO: u8 = 1 << 4;
 /// Someone read the exception (for "exception was never retrieved").
 const RETRIEVED: u8 = 1 << 5;
 
+/// `TaskCore::key` of a task not in its loop's task table.
+const NO_KEY: u32 = u32::MAX;
+
 /// Bits of `TaskCore::word` that hold the id, and where the flags and the
 /// state start.
 const ID_MASK: u64 = (1 << 56) - 1;
@@ -122,7 +125,8 @@ fn drop_cold(cold: Box<ColdFields>) {
 pub(crate) struct TaskCore {
     /// References held on the loop's thread (see `raw`'s invariants).
     pub(super) local: Cell<u32>,
-    /// Slot in the loop's task table while the task is live.
+    /// Slot in the loop's task table from the task's first suspension
+    /// until it ends (`NO_KEY` before and after).
     key: Cell<u32>,
     /// The task's id (56 bits: unique for centuries of spawning), its
     /// flags and its state, in one word: a small task is most of what a
@@ -142,7 +146,7 @@ impl TaskCore {
     pub(crate) fn new(name: Option<String>, context: Context) -> TaskCore {
         TaskCore {
             local: Cell::new(0),
-            key: Cell::new(0),
+            key: Cell::new(NO_KEY),
             word: Cell::new(next_task_id() & ID_MASK | state_bits(State::Pending)),
             location: Cell::new(None),
             context: Cell::new(context),
@@ -183,12 +187,15 @@ impl TaskCore {
     /// The task's slot in its loop's task table while it is live (with
     /// `id`, what a `Send` future may keep to find the task again on its
     /// loop's thread).
-    pub(crate) fn key(&self) -> usize {
-        self.key.get() as usize
+    /// The task's slot in its loop's task table, if it has one (from its
+    /// first suspension until it ends).
+    pub(crate) fn key(&self) -> Option<usize> {
+        let key = self.key.get();
+        (key != NO_KEY).then_some(key as usize)
     }
 
-    pub(super) fn set_key(&self, key: u32) {
-        self.key.set(key);
+    pub(super) fn set_key(&self, key: Option<u32>) {
+        self.key.set(key.unwrap_or(NO_KEY));
     }
 
     /// Runs `f` on the cold fields, if they exist.
@@ -256,7 +263,7 @@ impl TaskCore {
         self.set_flag(STARTED, true)
     }
 
-    pub(super) fn started(&self) -> bool {
+    pub(crate) fn started(&self) -> bool {
         self.flag(STARTED)
     }
 

@@ -34,14 +34,11 @@ where
     if lp.closed.get() {
         return Err(Error::InvalidState("the event loop is closed".into()));
     }
-    let mut tasks = lp.tasks.borrow_mut();
-    let entry = tasks.vacant_entry();
-    let key = u32::try_from(entry.key())
-        .map_err(|_| Error::InvalidState("more than 2^32 tasks alive on one loop".into()))?;
     let raw = RawTask::new::<N, F, T>(future, TaskCore::new(name, context), lp.shared.clone());
-    raw.core().set_key(key);
-    entry.insert(TaskRef { raw: raw.clone() });
-    drop(tasks);
+    // Until its first poll the run queue's entry keeps the task (and
+    // `all_tasks` finds it there); it joins the task table only if it
+    // suspends (`keep_live`): a task that ends in its first poll never
+    // touches the table.
     raw.core().set_queued(true);
     lp.schedule(Runnable::Task(raw.clone()));
     Ok(raw)
@@ -82,10 +79,16 @@ impl RawTask {
             // A cancellation that found no ringio await point to deliver it
             // (the task is parked in a foreign future) ends the task: its
             // future is dropped (cancellation rule 6).
-            Poll::Pending if core.parked_in_ringio() => return,
+            Poll::Pending if core.parked_in_ringio() => {
+                self.keep_live(lp);
+                return;
+            }
             Poll::Pending => match core.take_cancel() {
                 Some(msg) => self.end_with(Error::Cancelled { msg }),
-                None => return,
+                None => {
+                    self.keep_live(lp);
+                    return;
+                }
             },
             // asyncio: a task that asked for its own cancellation and then
             // returns normally ends cancelled (`_must_cancel` at the end).
@@ -100,6 +103,25 @@ impl RawTask {
         self.finish(lp, state);
     }
 
+    /// Puts the task in the loop's task table, if it is not there yet,
+    /// and returns its key: from its first suspension (or earlier, for
+    /// one that is to be found by key) until it ends, the table holds it,
+    /// so that it lives (and `all_tasks` and the end of `run` find it)
+    /// whoever else lets it go.
+    pub(crate) fn keep_live(&self, lp: &LoopInner) -> usize {
+        let core = self.core();
+        if let Some(key) = core.key() {
+            return key;
+        }
+        let mut tasks = lp.tasks.borrow_mut();
+        let entry = tasks.vacant_entry();
+        // 2^32 suspended tasks would take far more memory than there is.
+        let key = u32::try_from(entry.key()).expect("fewer than 2^32 tasks alive on one loop");
+        core.set_key(Some(key));
+        entry.insert(TaskRef { raw: self.clone() });
+        key as usize
+    }
+
     /// Ends the task in `state` (its slot is already written): leave the
     /// task table, then tell the waiters and schedule the done callbacks,
     /// in the order they were registered.
@@ -110,7 +132,10 @@ impl RawTask {
         #[cfg(feature = "tracing")]
         tracing::debug!(target: "ringio::task", task_id = core.id(), state = state.word(), cancelled = (state == State::Cancelled), "task ended");
         core.take_cancel();
-        let removed = lp.tasks.borrow_mut().try_remove(core.key());
+        let removed = core.key().and_then(|key| {
+            core.set_key(None);
+            lp.tasks.borrow_mut().try_remove(key)
+        });
         let mut me: Option<TaskRef> = None;
         let mut ctx: Option<Context> = None;
         core.waiters.drain(|waiter| match waiter {

@@ -30,9 +30,12 @@
 //!    freed, on whichever thread let go last (a waker may be dropped on any
 //!    thread). By invariant 2 nothing that is `!Send` is left in it then:
 //!    freeing drops only empty values and the `Arc` of the loop's queue.
-//! 4. **Live tasks are in the table.** A task not yet done holds a local
-//!    reference through its loop's task table, so `local == 0` implies the
-//!    task is done; a wake that finds `local == 0` does nothing.
+//! 4. **Live tasks are held by the loop.** A task not yet done holds a
+//!    local reference through its loop: its run-queue entry until its
+//!    first poll, its task-table entry from its first suspension until it
+//!    ends (a task that ends in its first poll never enters the table). So
+//!    `local == 0` implies the task is done; a wake that finds
+//!    `local == 0` does nothing.
 //! 5. **The future is pinned.** It lives in the allocation, which never
 //!    moves, and is only ever dropped in place (`Stage::Running` is replaced
 //!    through a pointer, never moved out).
