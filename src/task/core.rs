@@ -143,6 +143,7 @@ pub(crate) struct TaskCore {
 
 impl TaskCore {
     /// The core of a new task in `context`, named `name` (else `Task-N`).
+    #[inline]
     pub(crate) fn new(name: Option<String>, context: Context) -> TaskCore {
         TaskCore {
             local: Cell::new(0),

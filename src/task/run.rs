@@ -136,18 +136,20 @@ impl RawTask {
             core.set_key(None);
             lp.tasks.borrow_mut().try_remove(key)
         });
-        let mut me: Option<TaskRef> = None;
-        let mut ctx: Option<Context> = None;
         core.waiters.drain(|waiter| match waiter {
             Waiter::Wake(w) => w.wake(),
-            Waiter::Call(_, f) => {
-                let me = me.get_or_insert_with(|| TaskRef { raw: self.clone() });
-                let ctx = ctx.get_or_insert_with(|| core.context());
-                schedule_callback(lp, me.clone(), f, ctx.clone());
-            }
+            Waiter::Call(_, f) => self.schedule_done_callback(lp, f),
         });
         // The table's reference goes last: the task may die with it.
         drop(removed);
+    }
+
+    /// Schedules done callback `f` of this task, which has ended. Out of
+    /// line: most tasks have none, and `finish` stays small without it.
+    #[inline(never)]
+    fn schedule_done_callback(&self, lp: &Rc<LoopInner>, f: DoneCallback) {
+        let me = TaskRef { raw: self.clone() };
+        schedule_callback(lp, me, f, self.core().context());
     }
 
     /// Drops the future of a task that cannot finish (shutdown only); it

@@ -107,6 +107,7 @@ struct Vtable {
     error: unsafe fn(NonNull<Header>) -> Option<Error>,
     drop_contents: unsafe fn(NonNull<Header>),
     dealloc: unsafe fn(NonNull<Header>),
+    drop_and_dealloc: unsafe fn(NonNull<Header>) -> std::thread::Result<()>,
     /// The future's type name (asyncio's `get_coro()`).
     coro: fn() -> &'static str,
 }
@@ -371,16 +372,26 @@ unsafe fn release_local_side(ptr: NonNull<Header>) {
     // SAFETY: the caller says the last local reference just went; the
     // allocation is alive (the local share of `refs` is still held).
     let vtable = unsafe { ptr.as_ref().sync.vtable };
+    // SAFETY: as above; only the sync header is read.
+    let sync = unsafe { &*ptr.as_ptr().cast::<SyncHeader>() };
+    if sync.refs.load(Ordering::Acquire) == 1 {
+        // No waker and no queued wake exists, and none can appear (a new
+        // count is only ever made from an existing one, and no local
+        // reference is left to lend a waker): the contents and the memory
+        // go together, in one pass over the cell.
+        // SAFETY: invariant 2, and the local share is the last count.
+        if let Err(payload) = unsafe { (vtable.drop_and_dealloc)(ptr) } {
+            resume_unwind(payload);
+        }
+        return;
+    }
     // A panicking `Drop` of the result must not leave the count unreleased.
     // SAFETY: invariant 2; the vtable matches the cell (invariant 7).
     let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { (vtable.drop_contents)(ptr) }));
-    // SAFETY: the allocation is alive while the local share is held; only
-    // the sync header is read.
-    let sync = unsafe { &*ptr.as_ptr().cast::<SyncHeader>() };
     if sync.refs.load(Ordering::Acquire) == 1 {
-        // No waker and no queued wake exists, and none can appear: a new
-        // count is only ever made from an existing one. The local share is
-        // the last: free without the read-modify-write.
+        // The other counts went meanwhile (wakers dropped on other
+        // threads), and none can appear: the local share is the last. Free
+        // without the read-modify-write.
         // SAFETY: as in `release_ref` once the count reached zero.
         unsafe { (vtable.dealloc)(ptr) };
     } else {
@@ -475,6 +486,7 @@ where
         error: error::<F, T>,
         drop_contents: drop_contents::<F, T>,
         dealloc: dealloc::<F, T>,
+        drop_and_dealloc: drop_and_dealloc::<F, T>,
         coro: std::any::type_name::<N>,
     }
 }
@@ -596,6 +608,39 @@ unsafe fn drop_contents<F, T>(ptr: NonNull<Header>) {
     if let Some(msg) = panicked {
         std::panic::panic_any(msg);
     }
+}
+
+/// Drops what the cell still holds — the stage, the core's context, cold
+/// fields and waiters, the loop's queue — in place, and frees it: the
+/// local side's last reference went while no other count existed (see
+/// `release_local_side`). A panic in one of those drops is returned, after
+/// the memory is freed.
+///
+/// # Safety
+///
+/// On the loop's thread, with `local` zero and `refs` one (the local
+/// share): nothing else can reach the cell, now or later.
+unsafe fn drop_and_dealloc<F, T>(ptr: NonNull<Header>) -> std::thread::Result<()> {
+    #[cfg(all(test, loom))]
+    loom_tests::freeing(ptr);
+    let cell = ptr.cast::<TaskCell<F, T>>().as_ptr();
+    // SAFETY: the cell is live and ours alone (the caller's promise); each
+    // field is dropped once, here, and never read again.
+    let stage = catch_unwind(AssertUnwindSafe(|| unsafe {
+        ptr::drop_in_place(&raw mut (*cell).stage)
+    }));
+    // SAFETY: as above.
+    let core = catch_unwind(AssertUnwindSafe(|| unsafe {
+        ptr::drop_in_place(&raw mut (*cell).header.core)
+    }));
+    // SAFETY: as above; the memory was allocated by `RawTask::new` as a
+    // `Box` of this cell type (invariant 7), and everything in it has been
+    // dropped.
+    unsafe {
+        ptr::drop_in_place(&raw mut (*cell).header.sync.queue);
+        std::alloc::dealloc(cell.cast(), std::alloc::Layout::new::<TaskCell<F, T>>());
+    }
+    stage.and(core)
 }
 
 unsafe fn dealloc<F, T>(ptr: NonNull<Header>) {

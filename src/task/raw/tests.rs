@@ -249,6 +249,34 @@ fn a_panic_in_the_futures_drop_becomes_the_tasks_exception() {
 }
 
 #[test]
+fn a_panic_in_the_results_drop_at_the_last_handle_still_frees_the_task() {
+    // The last handle, with no waker left: contents and memory go in one
+    // pass (`drop_and_dealloc`); the panic reaches the dropper, and Miri
+    // checks that nothing (the name's cold box, the cell) is leaked.
+    let q = queue();
+    let task = RawTask::new::<(), _, PanicOnDrop>(
+        async { Ok::<_, Error>(PanicOnDrop) },
+        TaskCore::new(Some("named".into()), Context::default()),
+        q.clone(),
+    );
+    assert_eq!(poll(&task), Poll::Ready(State::Done));
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(task)));
+    assert!(dropped.is_err(), "the result's panic reaches the dropper");
+}
+
+#[test]
+fn the_last_handle_frees_a_task_whose_waker_went_first() {
+    // A waker dropped on another thread before the last handle: the local
+    // side's release then finds only its own count and frees at once.
+    let q = queue();
+    let (task, w, open) = gated(&q);
+    std::thread::spawn(move || drop(w)).join().unwrap();
+    open.set(true);
+    assert_eq!(poll(&task), Poll::Ready(State::Done));
+    drop(task);
+}
+
+#[test]
 fn an_error_is_read_by_every_reader() {
     let q = queue();
     let task = spawn(async { Err::<u8, _>(Error::msg("bad")) }, &q);
