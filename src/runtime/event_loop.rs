@@ -195,7 +195,7 @@ impl LoopInner {
     }
 
     /// Puts `r` on the run queue.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn schedule(&self, r: Runnable) {
         self.ready.borrow_mut().push_back(r);
     }

@@ -160,17 +160,40 @@ unsafe fn clone(data: *const ()) -> RawWaker {
 
 unsafe fn wake(data: *const ()) {
     // SAFETY: forwarded: `data` is a live task with our count.
-    unsafe { wake_by_ref(data) };
+    unsafe { wake_task(data) };
     // SAFETY: the waker's own count is given back.
     unsafe { drop_waker(data) };
 }
 
 unsafe fn wake_by_ref(data: *const ()) {
+    // SAFETY: forwarded.
+    unsafe { wake_task(data) }
+}
+
+/// A wake, inlined into `wake` and `wake_by_ref`: on the task's loop
+/// thread the whole path is a handful of compares and a push.
+///
+/// # Safety
+///
+/// `data` is a live task whose allocation a count of the caller keeps.
+#[inline(always)]
+unsafe fn wake_task(data: *const ()) {
     let ptr = NonNull::new(data as *mut Header).expect("task waker with a null pointer");
-    if schedule_local(ptr) {
-        return;
+    if !schedule_local(ptr) {
+        // SAFETY: forwarded.
+        unsafe { wake_remote(ptr) };
     }
-    let sync = sync_of(data);
+}
+
+/// A wake from a thread that does not run the task's loop: through the
+/// loop's remote queue.
+///
+/// # Safety
+///
+/// As for [`wake_task`].
+#[cold]
+unsafe fn wake_remote(ptr: NonNull<Header>) {
+    let sync = sync_of(ptr.as_ptr() as *const ());
     if sync.remote_queued.swap(true, Ordering::AcqRel) {
         return;
     }
@@ -219,6 +242,7 @@ unsafe fn local_drop(data: *const ()) {
 /// If this thread runs the task's loop: queues the task to be polled
 /// (unless it is done or already queued) and returns `true`. Otherwise
 /// `false`: the wake must go through the loop's remote queue.
+#[inline(always)]
 pub(super) fn schedule_local(ptr: NonNull<Header>) -> bool {
     let loop_id = sync_of(ptr.as_ptr() as *const ()).queue.id;
     // A slot with no destructor: also readable while this thread's
