@@ -577,6 +577,7 @@ impl Driver {
     /// operation's final CQE is reaped. Callers guarantee it by keeping that
     /// memory inside the data of an [`Op`], which parks it in the op table
     /// if the future is dropped early.
+    #[inline]
     pub(crate) unsafe fn submit(
         &mut self,
         sqe: squeue::Entry,
@@ -666,6 +667,7 @@ impl Driver {
     /// if none is there yet, registers the waker to wake when one comes
     /// (`make` gives it, unless the one registered already wakes the same
     /// as `waker`: `same`). One slot lookup, on the path of every op.
+    #[inline]
     pub(crate) fn poll_op(
         &mut self,
         key: OpKey,
@@ -740,6 +742,7 @@ impl Driver {
     /// Pushes one SQE, flushing the SQ to the kernel when it is full. An SQE
     /// the kernel cannot take right now waits in the backlog; it is never
     /// dropped, and its op's memory stays in the op table meanwhile.
+    #[inline]
     fn push(&mut self, sqe: squeue::Entry) {
         if !self.backlog.is_empty() {
             self.backlog.push_back((sqe, false));

@@ -253,6 +253,7 @@ pub(crate) struct OpTable {
 impl OpTable {
     /// A slot for a new op, with `waker` already registered if the op's
     /// future is being polled as it is submitted.
+    #[inline]
     pub(crate) fn insert(
         &mut self,
         cleanup: Option<OrphanCleanup>,

@@ -352,6 +352,7 @@ impl<D: 'static> Unpin for Op<D> {}
 /// `waker` to be woken when it comes. A ringio task's waker is kept
 /// counted on the loop's side: no atomic operation to register, wake or
 /// drop it, on the path every completion takes.
+#[inline]
 fn poll_op(d: &mut Driver, key: OpKey, loop_id: u64, waker: &Waker) -> Option<(i32, u32, bool)> {
     d.poll_op(key, waker, raw::same_task, |w| {
         // SAFETY: an `Op` is polled on its loop's thread (it is `!Send`,
@@ -361,6 +362,7 @@ fn poll_op(d: &mut Driver, key: OpKey, loop_id: u64, waker: &Waker) -> Option<(i
     })
 }
 
+#[inline]
 fn to_result(res: i32, cancelled: Option<Option<String>>) -> Result<u32> {
     if res >= 0 {
         Ok(res as u32)

@@ -117,6 +117,7 @@ impl AwaitPoint {
 
     /// The task suspends here, awaiting `waiter`: a `cancel()` of the task
     /// cancels that one at once (asyncio cancels its `_fut_waiter`).
+    #[inline]
     pub(crate) fn park_on(&self, location: &'static Location<'static>, waiter: Option<FutWaiter>) {
         if let Some(t) = &self.task {
             t.core().park(location, waiter);
