@@ -28,12 +28,7 @@ fn multishot_receive_delivers_every_byte_in_order_through_a_small_pool() {
             let ring = pool(mode, 4, 64);
             let data = pattern(1, 200_000);
             let expected = data.clone();
-            let writer = ringio::create_task(async move {
-                let (r, _) = client.write_all(data).await;
-                r?;
-                client.shutdown(Shutdown::Write).await?;
-                Ok::<_, Error>(client)
-            });
+            let writer = send_then_close(client, data);
             let mut got = Vec::with_capacity(expected.len());
             let mut stream = server.recv_multishot(&ring);
             let mut items = 0;

@@ -31,12 +31,7 @@ fn reads_every_byte_in_order_through_a_small_pool() {
             let ring = pool(mode, 4, 64);
             let data = pattern(1, 200_000);
             let expected = data.clone();
-            let writer = ringio::create_task(async move {
-                let (r, _) = client.write_all(data).await;
-                r?;
-                client.shutdown(Shutdown::Write).await?;
-                Ok::<_, Error>(client)
-            });
+            let writer = send_then_close(client, data);
             let mut io = Compat::with_buf_ring(&ring, 1024, server);
             let mut got = Vec::with_capacity(expected.len());
             let mut buf = [0u8; 300];
@@ -309,64 +304,6 @@ fn reads_do_not_hang_when_the_peer_goes_away() {
             .unwrap();
             assert_eq!(n, 0, "{mode:?}");
         });
-    }
-}
-
-/// hyper's header-read timeout bounds `with_buf_ring` reads (which carry
-/// no linked timeout): a client that sends half a request head is dropped
-/// when it expires, and the armed receive is cancelled with the adapter
-/// (every buffer back, no op left in flight).
-#[cfg(feature = "hyper")]
-#[test]
-fn header_read_timeout_ends_a_connection_on_ring_reads() {
-    use std::time::Instant;
-
-    use hyper::body::{Bytes, Incoming};
-    use hyper::service::service_fn;
-    use hyper::{Request, Response};
-    use ringio::compat::hyper::RingTimer;
-
-    async fn ok(_req: Request<Incoming>) -> Result<Response<http_body_util::Full<Bytes>>, Error> {
-        Ok(Response::new(http_body_util::Full::new(Bytes::new())))
-    }
-
-    let _g = serial();
-    for mode in MODES {
-        ringio::run(async move {
-            let ring = pool(mode, 4, 64);
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            let addr = listener.local_addr()?;
-            let server_ring = ring.clone();
-            let server = ringio::create_task(async move {
-                let (stream, _) = listener.accept().await?;
-                let t0 = Instant::now();
-                let r = hyper::server::conn::http1::Builder::new()
-                    .timer(RingTimer)
-                    .header_read_timeout(ms(100))
-                    .serve_connection(
-                        Compat::with_buf_ring(&server_ring, 256, stream),
-                        service_fn(ok),
-                    )
-                    .await;
-                Ok::<_, Error>((r.is_err(), t0.elapsed()))
-            });
-            let stream = TcpStream::connect(addr).await?;
-            let (r, _) = stream
-                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n".to_vec())
-                .await;
-            r?;
-            let (failed, took) = server.await?;
-            assert!(failed, "{mode:?}: the connection should end with a timeout");
-            assert!(took >= ms(100), "{mode:?}: {took:?}");
-            assert!(took < Duration::from_secs(2), "{mode:?}: {took:?}");
-            let (n, _) = stream.read(Vec::with_capacity(64)).await;
-            assert_eq!(n?, 0);
-            drop(stream);
-            settle().await;
-            assert_eq!(ring.available(), 4, "{mode:?}");
-            Ok::<_, Error>(())
-        })
-        .unwrap();
     }
 }
 

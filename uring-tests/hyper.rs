@@ -187,38 +187,68 @@ fn cancelling_a_server_connection() {
     .unwrap();
 }
 
+/// A client sends half a request head to a server whose adapter `adapt`
+/// makes from the accepted stream, with a 100 ms header-read timeout on
+/// the ring timer: the connection ends with an error (checked), no sooner
+/// than the timeout (checked), and the client reads the end of stream
+/// (checked). Returns how long the server took.
+async fn half_head_times_out(
+    adapt: impl FnOnce(TcpStream) -> Compat<TcpStream> + 'static,
+) -> ringio::Result<Duration> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = ringio::create_task(async move {
+        let (stream, _) = listener.accept().await?;
+        let t0 = Instant::now();
+        let r = hyper::server::conn::http1::Builder::new()
+            .timer(RingTimer)
+            .header_read_timeout(ms(100))
+            .serve_connection(adapt(stream), service_fn(reverse))
+            .await;
+        Ok::<_, ringio::Error>((r.is_err(), t0.elapsed()))
+    });
+    let stream = TcpStream::connect(addr).await?;
+    let (r, _) = stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n".to_vec())
+        .await;
+    r?;
+    let (failed, took) = server.await?;
+    assert!(failed, "the connection should end with a timeout error");
+    assert!(took >= ms(100), "{took:?}");
+    // The server closed the socket: the client reads the end.
+    let (n, _) = stream.read(Vec::with_capacity(64)).await;
+    assert_eq!(n?, 0);
+    Ok(took)
+}
+
 /// The timer drives hyper's HTTP/1 header-read timeout: a client that
 /// sends half a request head is dropped when it expires.
 #[test]
 fn header_read_timeout_fires_on_the_ring_timer() {
-    block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let server = ringio::create_task(async move {
-            let (stream, _) = listener.accept().await?;
-            let t0 = Instant::now();
-            let r = hyper::server::conn::http1::Builder::new()
-                .timer(RingTimer)
-                .header_read_timeout(ms(100))
-                .serve_connection(Compat::new(stream), service_fn(reverse))
-                .await;
-            Ok::<_, ringio::Error>((r.is_err(), t0.elapsed()))
-        });
-        let stream = TcpStream::connect(addr).await?;
-        let (r, _) = stream
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n".to_vec())
-            .await;
-        r?;
-        let (failed, took) = server.await?;
-        assert!(failed, "the connection should end with a timeout error");
-        assert!(took >= ms(100), "{took:?}");
-        assert!(took < Duration::from_secs(5), "{took:?}");
-        // The server closed the socket: the client reads the end.
-        let (n, _) = stream.read(Vec::with_capacity(64)).await;
-        assert_eq!(n?, 0);
-        Ok::<_, ringio::Error>(())
-    })
-    .unwrap();
+    let took = block_on(half_head_times_out(Compat::new)).unwrap();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// The same through ring reads (`Compat::with_buf_ring`, whose reads carry
+/// no linked timeout), with either kind of pool: the timeout still ends
+/// the connection, and the armed receive is cancelled with the adapter
+/// (every buffer back, no op left in flight).
+#[test]
+fn header_read_timeout_ends_a_connection_on_ring_reads() {
+    let _g = serial();
+    for mode in MODES {
+        ringio::run(async move {
+            let ring = pool(mode, 4, 64);
+            let server_ring = ring.clone();
+            let took =
+                half_head_times_out(move |s| Compat::with_buf_ring(&server_ring, 256, s)).await?;
+            assert!(took < Duration::from_secs(2), "{mode:?}: {took:?}");
+            settle().await;
+            assert_eq!(ring.available(), 4, "{mode:?}");
+            Ok::<_, ringio::Error>(())
+        })
+        .unwrap();
+    }
 }
 
 /// Pipelined HTTP/1.1 requests through an adapter whose buffers are

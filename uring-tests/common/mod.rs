@@ -117,6 +117,21 @@ pub async fn tcp_pair() -> (ringio::net::TcpStream, ringio::net::TcpStream) {
     (connect.await.unwrap(), server)
 }
 
+/// Writes `data` to `client` from a task of its own, then shuts its write
+/// side (the reader meets end of stream after the last byte); the task
+/// gives the stream back.
+pub fn send_then_close(
+    client: ringio::net::TcpStream,
+    data: Vec<u8>,
+) -> ringio::Task<ringio::net::TcpStream> {
+    ringio::create_task(async move {
+        let (r, _) = client.write_all(data).await;
+        r?;
+        client.shutdown(std::net::Shutdown::Write).await?;
+        Ok::<_, ringio::Error>(client)
+    })
+}
+
 /// Both kinds of provided-buffer pool: the kernel's ring and the
 /// user-space one older kernels get.
 pub const MODES: [ringio::io::BufRingMode; 2] = [
