@@ -165,6 +165,46 @@ fn callbacks_and_awaiters_run_in_registration_order_on_a_task() {
     });
 }
 
+/// A task's first awaiter is kept in its header, the rest in a list: one
+/// registered before a callback still runs before it, and a second
+/// awaiter after both.
+#[test]
+fn a_first_awaiter_keeps_its_place_before_later_callbacks_and_awaiters() {
+    block_on(async {
+        let log = Rc::new(RefCell::new(Vec::<&str>::new()));
+        let gate: Promise<()> = Promise::new();
+        let g = gate.clone();
+        let task = ringio::create_task(async move {
+            g.await?;
+            Ok::<_, Error>(1)
+        });
+        let awaiter = |name: &'static str| {
+            let (awaited, l) = (task.clone(), log.clone());
+            ringio::create_task(async move {
+                // The first await moves the value out; either way the
+                // awaiter resumes once the task has ended.
+                let ended = awaited.await.is_ok();
+                l.borrow_mut().push(name);
+                Ok::<_, Error>(ended)
+            })
+        };
+        let first = awaiter("first awaiter");
+        ringio::sleep(ms(1)).await.unwrap();
+        let l = log.clone();
+        task.add_done_callback(move |_| l.borrow_mut().push("callback"));
+        let second = awaiter("second awaiter");
+        ringio::sleep(ms(1)).await.unwrap();
+        gate.set_result(()).unwrap();
+        assert!(first.await.unwrap(), "the first awaiter reads the value");
+        assert!(!second.await.unwrap(), "it was moved out by then");
+        ringio::sleep(ms(1)).await.unwrap();
+        assert_eq!(
+            *log.borrow(),
+            ["first awaiter", "callback", "second awaiter"]
+        );
+    });
+}
+
 #[test]
 fn awaiting_another_loops_promise_fails_at_once() {
     // Made on a first runtime (kept alive), awaited on a second one on the

@@ -38,6 +38,10 @@ thread_local! {
     static CURRENT: RefCell<Context> = const { RefCell::new(Context { id: 0, values: None }) };
 }
 
+/// A context's values, without its identity: what a task keeps in its
+/// header (the identity, rarely drawn, goes with its cold fields).
+pub(crate) type ContextValues = Option<Arc<HashMap<u64, Value>>>;
+
 /// A set of context-variable values (asyncio's `contextvars.Context`).
 ///
 /// Cheap to clone (copy-on-write): setting a variable in one copy never
@@ -73,6 +77,16 @@ impl Context {
         let (ctx, r) = ctx.enter_returning(f);
         *self = ctx;
         r
+    }
+
+    /// The context's identity (`0` until drawn) and its values.
+    pub(crate) fn into_parts(self) -> (u64, ContextValues) {
+        (self.id, self.values)
+    }
+
+    /// The context [`Context::into_parts`] took apart.
+    pub(crate) fn from_parts(id: u64, values: ContextValues) -> Context {
+        Context { id, values }
     }
 
     /// No variable set and no identity drawn: the context of a task that

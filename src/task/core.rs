@@ -6,10 +6,11 @@ use std::cell::Cell;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::context_var::Context;
+use super::context_var::{Context, ContextValues};
 use super::handle::TaskRef;
 use super::outcome::State;
-use super::waiters::{CallbackId, Waiters};
+use super::raw::TaskWaker;
+use super::waiters::{CallbackId, Waiter, Waiters};
 use crate::error::Error;
 
 /// Task ids, and the `N` of default names `Task-N`: unique in the
@@ -38,8 +39,8 @@ fn next_task_id() -> u64 {
 }
 
 // The flags below share one word with the task's id and state (see
-// `TaskCore::word`): the low 56 bits are the id, then these six flags,
-// then the state in the top two bits.
+// `TaskCore::word`): the low 55 bits are the id, then these seven
+// flags, then the state in the top two bits.
 
 /// On the loop's run queue: further local wakes are no-ops.
 const QUEUED: u8 = 1;
@@ -56,14 +57,17 @@ const CANCEL_FROM_SELF: u8 = 1 << 3;
 const PARKED_IN_RINGIO: u8 = 1 << 4;
 /// Someone read the exception (for "exception was never retrieved").
 const RETRIEVED: u8 = 1 << 5;
+/// The future has gone and the task's stage holds its result (the raw
+/// task's invariant 10: its stage has no tag of its own).
+const STAGE_FINISHED: u8 = 1 << 6;
 
 /// `TaskCore::key` of a task not in its loop's task table.
 const NO_KEY: u32 = u32::MAX;
 
 /// Bits of `TaskCore::word` that hold the id, and where the flags and the
 /// state start.
-const ID_MASK: u64 = (1 << 56) - 1;
-const FLAGS_SHIFT: u32 = 56;
+const ID_MASK: u64 = (1 << 55) - 1;
+const FLAGS_SHIFT: u32 = 55;
 const STATE_SHIFT: u32 = 62;
 
 fn state_bits(state: State) -> u64 {
@@ -114,6 +118,13 @@ struct ColdFields {
     fut_waiter: Option<FutWaiter>,
     /// asyncio's `_num_cancels_requested` (rarely above zero).
     num_cancels_requested: u32,
+    /// The identity of the task's context, once drawn (by its first
+    /// `ContextVar::set`, or given with the context at creation); `0`
+    /// before. Its values are in the header.
+    context_id: u64,
+    /// Awaiters and done callbacks, in registration order, once there is
+    /// more than the one awaiter the header keeps (`TaskCore::awaiter`).
+    waiters: Waiters<DoneCallback>,
 }
 
 #[cold]
@@ -128,36 +139,43 @@ pub(crate) struct TaskCore {
     /// Slot in the loop's task table from the task's first suspension
     /// until it ends (`NO_KEY` before and after).
     key: Cell<u32>,
-    /// The task's id (56 bits: unique for centuries of spawning), its
-    /// flags and its state, in one word: a small task is most of what a
-    /// spawn costs when thousands are alive.
+    /// The task's id (55 bits: unique for a century at ten million spawns
+    /// a second), its flags and its state, in one word: a small task is
+    /// most of what a spawn costs when thousands are alive.
     word: Cell<u64>,
     /// Where the task last parked (for `get_stack`).
     location: Cell<Option<&'static Location<'static>>>,
-    /// The task's context-variable values, swapped in while it is polled.
-    context: Cell<Context>,
+    /// The task's context-variable values, swapped in while it is polled
+    /// (with the context's identity, from the cold fields).
+    context: Cell<ContextValues>,
     cold: Cell<Option<Box<ColdFields>>>,
-    /// Awaiters and done callbacks, in registration order.
-    pub(super) waiters: Waiters<DoneCallback>,
+    /// The task's one awaiter, while it has exactly one, which is a ringio
+    /// task, and nothing else is listed (most tasks): one word in the
+    /// header. Anything more moves the whole list, this one first, to the
+    /// cold fields' `waiters`, so registration order holds across both.
+    awaiter: Cell<Option<TaskWaker>>,
 }
 
 impl TaskCore {
     /// The core of a new task in `context`, named `name` (else `Task-N`).
     #[inline]
     pub(crate) fn new(name: Option<String>, context: Context) -> TaskCore {
+        let (context_id, values) = context.into_parts();
+        let cold = (name.is_some() || context_id != 0).then(|| {
+            Box::new(ColdFields {
+                name,
+                context_id,
+                ..ColdFields::default()
+            })
+        });
         TaskCore {
             local: Cell::new(0),
             key: Cell::new(NO_KEY),
             word: Cell::new(next_task_id() & ID_MASK | state_bits(State::Pending)),
             location: Cell::new(None),
-            context: Cell::new(context),
-            cold: Cell::new(name.map(|name| {
-                Box::new(ColdFields {
-                    name: Some(name),
-                    ..ColdFields::default()
-                })
-            })),
-            waiters: Waiters::default(),
+            context: Cell::new(values),
+            cold: Cell::new(cold),
+            awaiter: Cell::new(None),
         }
     }
 
@@ -228,16 +246,30 @@ impl TaskCore {
 
     /// A copy of the task's context (for its done callbacks).
     pub(crate) fn context(&self) -> Context {
-        let ctx = self.context.take();
-        let copy = ctx.clone();
-        self.context.set(ctx);
-        copy
+        let values = self.context.take();
+        let copy = values.clone();
+        self.context.set(values);
+        Context::from_parts(self.context_id(), copy)
+    }
+
+    fn context_id(&self) -> u64 {
+        self.cold(|c| c.context_id).unwrap_or(0)
     }
 
     /// Runs `f` in the task's context, keeping what it sets there.
+    #[inline]
     pub(super) fn enter_context<R>(&self, f: impl FnOnce() -> R) -> R {
-        let (ctx, r) = self.context.take().enter_returning(f);
-        self.context.set(ctx);
+        let values = self.context.take();
+        // An identity is only ever drawn by a `set`, which leaves values:
+        // a task that never set one skips the cold fields.
+        let id = if values.is_some() { self.context_id() } else { 0 };
+        let ctx = Context::from_parts(id, values);
+        let (ctx, r) = ctx.enter_returning(f);
+        let (new_id, values) = ctx.into_parts();
+        self.context.set(values);
+        if new_id != id {
+            self.cold_mut(|c| c.context_id = new_id);
+        }
         r
     }
 
@@ -266,6 +298,19 @@ impl TaskCore {
 
     pub(crate) fn started(&self) -> bool {
         self.flag(STARTED)
+    }
+
+    /// Whether the stage holds the result (else the future): see
+    /// `STAGE_FINISHED`.
+    #[inline]
+    pub(super) fn stage_finished(&self) -> bool {
+        self.flag(STAGE_FINISHED)
+    }
+
+    /// The stage now holds the result. Only the raw task calls this, as it
+    /// writes the result.
+    pub(super) fn set_stage_finished(&self) {
+        self.set_flag(STAGE_FINISHED, true);
     }
 
     pub(crate) fn location(&self) -> Option<&'static Location<'static>> {
@@ -383,7 +428,51 @@ impl TaskCore {
     }
 
     pub(crate) fn remove_done_callback(&self, id: CallbackId) -> usize {
-        self.waiters.remove_callback(id)
+        self.cold(|c| c.waiters.remove_callback(id)).unwrap_or(0)
+    }
+
+    /// Registers `waker` to be woken when the task ends (once: a waker of
+    /// a task already listed is not added again).
+    pub(crate) fn add_waker(&self, waker: &std::task::Waker) {
+        match self.awaiter.take() {
+            Some(first) if first.wakes_same(waker) => self.awaiter.set(Some(first)),
+            Some(first) => self.cold_mut(|c| {
+                c.waiters.add_waker(&first.into_waker());
+                c.waiters.add_waker(waker);
+            }),
+            None => {
+                let listed = self.cold(|c| !c.waiters.is_empty()).unwrap_or(false);
+                match TaskWaker::of(waker).filter(|_| !listed) {
+                    Some(one) => self.awaiter.set(Some(one)),
+                    None => self.cold_mut(|c| c.waiters.add_waker(waker)),
+                }
+            }
+        }
+    }
+
+    /// Registers a done callback after everything listed so far.
+    pub(super) fn add_callback(&self, id: CallbackId, callback: DoneCallback) {
+        let first = self.awaiter.take();
+        self.cold_mut(|c| {
+            if let Some(first) = first {
+                c.waiters.add_waker(&first.into_waker());
+            }
+            c.waiters.add_callback(id, callback);
+        });
+    }
+
+    /// Takes every awaiter and callback and hands each to `f`, in
+    /// registration order (the task has ended: each is told once). The
+    /// list is out of the task before `f` runs, so `f` may use the task.
+    pub(super) fn drain_waiters(&self, mut f: impl FnMut(Waiter<DoneCallback>)) {
+        if let Some(one) = self.awaiter.take() {
+            // Nothing else is listed while the header keeps an awaiter.
+            f(Waiter::Wake(one.into_waker()));
+            return;
+        }
+        if let Some(list) = self.cold(|c| std::mem::take(&mut c.waiters)) {
+            list.drain(f);
+        }
     }
 
     /// The `<Task ...>` description, given the task's error and, for a
@@ -427,6 +516,6 @@ impl TaskCore {
         if let Some(cold) = self.cold.take() {
             drop_cold(cold);
         }
-        self.waiters.drain(drop);
+        drop(self.awaiter.take());
     }
 }

@@ -293,7 +293,7 @@ impl TaskRef {
 
     /// Registers `waker` to be woken when the task ends.
     pub(crate) fn add_waiter(&self, waker: &std::task::Waker) {
-        self.core().waiters.add_waker(waker)
+        self.core().add_waker(waker)
     }
 
     /// The exception of a task that failed (not cancelled).
@@ -476,7 +476,7 @@ impl<T: 'static> Awaited for Task<T> {
         self.raw.request_cancel(msg)
     }
     fn add_waiter(&self, waker: &std::task::Waker) {
-        self.core().waiters.add_waker(waker)
+        self.core().add_waker(waker)
     }
     fn take(&self) -> Result<T> {
         self.take_outcome()

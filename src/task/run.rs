@@ -136,7 +136,7 @@ impl RawTask {
             core.set_key(None);
             lp.tasks.borrow_mut().try_remove(key)
         });
-        core.waiters.drain(|waiter| match waiter {
+        core.drain_waiters(|waiter| match waiter {
             Waiter::Wake(w) => w.wake(),
             Waiter::Call(_, f) => self.schedule_done_callback(lp, f),
         });
@@ -190,7 +190,7 @@ impl RawTask {
             }
             return id;
         }
-        core.waiters.add_callback(id, f);
+        core.add_callback(id, f);
         id
     }
 

@@ -77,6 +77,14 @@ impl<C> Waiters<C> {
         self.list.set(list);
     }
 
+    /// Whether nothing is listed.
+    pub(crate) fn is_empty(&self) -> bool {
+        let list = self.list.take();
+        let empty = matches!(list, List::Many(None));
+        self.list.set(list);
+        empty
+    }
+
     /// Registers a done callback after everything listed so far.
     pub(crate) fn add_callback(&self, id: CallbackId, callback: C) {
         let mut all = match self.list.take() {

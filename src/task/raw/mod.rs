@@ -9,7 +9,7 @@
 //! ├── Header
 //! │   ├── SyncHeader   refs, remote_queued, vtable, loop queue: what any thread may touch
 //! │   └── TaskCore     asyncio's fields and the local count: the loop thread only
-//! └── stage            Running(F)  →  Finished(Slot<T>)
+//! └── stage            running: F  →  finished: Slot<T>   (a union)
 //! ```
 //!
 //! # Invariants
@@ -37,8 +37,8 @@
 //!    `local == 0` implies the task is done; a wake that finds
 //!    `local == 0` does nothing.
 //! 5. **The future is pinned.** It lives in the allocation, which never
-//!    moves, and is only ever dropped in place (`Stage::Running` is replaced
-//!    through a pointer, never moved out).
+//!    moves, and is only ever dropped in place (the running future is
+//!    replaced through a pointer, never moved out).
 //! 6. **One thread for the core.** `TaskCore` and `stage` are touched only
 //!    on the loop's thread: through a `RawTask`, or by a waker after it has
 //!    checked that the current thread runs the task's loop. Other threads
@@ -54,6 +54,10 @@
 //!    (`waker::RUNNING_LOOP`) holds a pointer to the loop without a count;
 //!    the runtime's loop guard sets it while it holds that loop's `Rc`,
 //!    and puts the previous one back before it lets that `Rc` go.
+//! 10. **The core says which stage is live.** The stage is a union with no
+//!     tag of its own: the future is live until the core's
+//!     `stage_finished` flag is set, the result slot from then on. Only
+//!     `finish_stage` sets the flag, in the same step that writes the slot.
 
 mod waker;
 
@@ -68,7 +72,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll};
 
-pub(crate) use waker::{WakerRef, loop_local_waker, same_task, set_running_loop, wake_reaped};
+pub(crate) use waker::{
+    TaskWaker, WakerRef, loop_local_waker, same_task, set_running_loop, wake_reaped,
+};
 
 use super::core::TaskCore;
 use super::outcome::{Slot, State};
@@ -112,9 +118,12 @@ struct Vtable {
     coro: fn() -> &'static str,
 }
 
-enum Stage<F, T> {
-    Running(F),
-    Finished(Slot<T>),
+/// The future while it runs, then its result, in the same bytes: which
+/// one is live is the core's `stage_finished` flag (invariant 10), so the
+/// stage needs no tag of its own and a task is a word smaller.
+union Stage<F, T> {
+    running: ManuallyDrop<F>,
+    finished: ManuallyDrop<Slot<T>>,
 }
 
 #[repr(C)]
@@ -214,7 +223,9 @@ impl RawTask {
                 },
                 core,
             },
-            stage: UnsafeCell::new(Stage::<F, T>::Running(future)),
+            stage: UnsafeCell::new(Stage::<F, T> {
+                running: ManuallyDrop::new(future),
+            }),
         });
         // `Header` is the first field of the `repr(C)` cell.
         let ptr = NonNull::from(Box::leak(cell)).cast::<Header>();
@@ -502,19 +513,52 @@ unsafe fn stage<F, T>(ptr: NonNull<Header>) -> *mut Stage<F, T> {
     unsafe { (*ptr.cast::<TaskCell<F, T>>().as_ptr()).stage.get() }
 }
 
-/// Replaces the stage with `Finished(slot)`, dropping what was there in
-/// place (a future is never moved: invariant 5). `Some(message)` if that
-/// drop panicked (the new slot is stored all the same).
+/// Which part of the stage at `ptr` is live: the result slot (`Some`) or
+/// the future (`None`).
+///
+/// # Safety
+///
+/// As for [`stage`].
+unsafe fn finished_slot<F, T>(ptr: NonNull<Header>) -> Option<*mut Slot<T>> {
+    // SAFETY: the caller's promise: a live cell, on its loop's thread.
+    let core = unsafe { &ptr.as_ref().core };
+    // SAFETY: as above; by invariant 10 the flag names the live field,
+    // and only its address is taken (`ManuallyDrop` is transparent).
+    core.stage_finished()
+        .then(|| unsafe { (&raw mut (*stage::<F, T>(ptr)).finished).cast::<Slot<T>>() })
+}
+
+/// Drops the live part of the stage in place (a future is never moved:
+/// invariant 5), then stores `slot` as the result. `Some(message)` if
+/// that drop panicked (the new slot is stored all the same).
 ///
 /// # Safety
 ///
 /// As for [`stage`], with no reference into the stage alive.
-unsafe fn finish_stage<F, T>(stage: *mut Stage<F, T>, slot: Slot<T>) -> Option<String> {
-    // SAFETY: the stage is initialised and nothing borrows it; after a
-    // panic in its drop it counts as dropped, and is overwritten unread.
-    let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { ptr::drop_in_place(stage) }));
+unsafe fn finish_stage<F, T>(ptr: NonNull<Header>, slot: Slot<T>) -> Option<String> {
+    // SAFETY: the caller's promise.
+    let stage = unsafe { stage::<F, T>(ptr) };
+    // SAFETY: as above.
+    let live = unsafe { finished_slot::<F, T>(ptr) };
+    // SAFETY: the live field is initialised and nothing borrows it; after
+    // a panic in its drop it counts as dropped, and is overwritten unread.
+    let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
+        match live {
+            Some(old) => ptr::drop_in_place(old),
+            None => ManuallyDrop::drop(&mut (*stage).running),
+        }
+    }));
     // SAFETY: the old value was dropped just above.
-    unsafe { ptr::write(stage, Stage::Finished(slot)) };
+    unsafe {
+        ptr::write(
+            stage,
+            Stage {
+                finished: ManuallyDrop::new(slot),
+            },
+        );
+        // Invariant 10: the slot is live from here on.
+        ptr.as_ref().core.set_stage_finished();
+    }
     dropped.err().map(|p| panic_message(&*p))
 }
 
@@ -523,18 +567,16 @@ where
     F: Future<Output = Result<T>>,
 {
     // SAFETY: the vtable is this cell's (invariant 7); loop thread.
-    let stage = unsafe { stage::<F, T>(ptr) };
-    // SAFETY: nothing else borrows the stage during a poll (the task is
-    // polled only from its run-queue entry, never re-entrantly).
-    let polled = match unsafe { &mut *stage } {
-        Stage::Running(fut) => {
-            // SAFETY: the future is never moved (invariant 5).
-            let fut = unsafe { Pin::new_unchecked(fut) };
-            catch_unwind(AssertUnwindSafe(|| fut.poll(cx)))
-        }
+    if unsafe { ptr.as_ref() }.core.stage_finished() {
         // Already finished: nothing to poll (the caller checks first).
-        Stage::Finished(_) => return Poll::Pending,
-    };
+        return Poll::Pending;
+    }
+    // SAFETY: as above; the future is live (invariant 10) and nothing else
+    // borrows the stage during a poll (the task is polled only from its
+    // run-queue entry, never re-entrantly); it is never moved (invariant
+    // 5).
+    let fut = unsafe { Pin::new_unchecked(&mut *(*stage::<F, T>(ptr)).running) };
+    let polled = catch_unwind(AssertUnwindSafe(|| fut.poll(cx)));
     let result = match polled {
         Ok(Poll::Pending) => return Poll::Pending,
         Ok(Poll::Ready(result)) => result,
@@ -542,13 +584,13 @@ where
     };
     let state = State::of(&result);
     // SAFETY: the borrow of the future ended above.
-    match unsafe { finish_stage(stage, Slot::from_result(result)) } {
+    match unsafe { finish_stage::<F, T>(ptr, Slot::from_result(result)) } {
         None => Poll::Ready(state),
         Some(msg) => {
             // The future's drop panicked after it finished: that panic is
             // the task's exception.
             // SAFETY: as above.
-            unsafe { finish_stage(stage, Slot::<T>::Error(Box::new(Error::Panic(msg)))) };
+            unsafe { finish_stage::<F, T>(ptr, Slot::Error(Box::new(Error::Panic(msg)))) };
             Poll::Ready(State::Failed)
         }
     }
@@ -557,13 +599,11 @@ where
 unsafe fn end_with<F, T>(ptr: NonNull<Header>, error: Error) -> State {
     let state = State::of::<()>(&Err(error.clone()));
     // SAFETY: the vtable is this cell's; loop thread; not borrowed.
-    let stage = unsafe { stage::<F, T>(ptr) };
-    // SAFETY: as above.
-    match unsafe { finish_stage(stage, Slot::<T>::Error(Box::new(error))) } {
+    match unsafe { finish_stage::<F, T>(ptr, Slot::Error(Box::new(error))) } {
         None => state,
         Some(msg) => {
             // SAFETY: as above.
-            unsafe { finish_stage(stage, Slot::<T>::Error(Box::new(Error::Panic(msg)))) };
+            unsafe { finish_stage::<F, T>(ptr, Slot::Error(Box::new(Error::Panic(msg)))) };
             State::Failed
         }
     }
@@ -571,37 +611,31 @@ unsafe fn end_with<F, T>(ptr: NonNull<Header>, error: Error) -> State {
 
 unsafe fn slot<F, T>(ptr: NonNull<Header>) -> *mut () {
     // SAFETY: the vtable is this cell's; loop thread.
-    let stage = unsafe { stage::<F, T>(ptr) };
-    // SAFETY: the stage is initialised; only its address is taken.
-    match unsafe { &mut *stage } {
-        Stage::Finished(slot) => (slot as *mut Slot<T>).cast(),
-        Stage::Running(_) => ptr::null_mut(),
-    }
+    unsafe { finished_slot::<F, T>(ptr) }.map_or(ptr::null_mut(), |slot| slot.cast())
 }
 
 unsafe fn error<F, T>(ptr: NonNull<Header>) -> Option<Error> {
-    // SAFETY: the vtable is this cell's; loop thread; a shared read.
-    match unsafe { &*stage::<F, T>(ptr) } {
-        Stage::Finished(slot) => slot.error(),
-        Stage::Running(_) => None,
-    }
+    // SAFETY: the vtable is this cell's; loop thread; a live slot, read.
+    unsafe { finished_slot::<F, T>(ptr) }.and_then(|slot| unsafe { &*slot }.error())
 }
 
 unsafe fn drop_contents<F, T>(ptr: NonNull<Header>) {
-    // SAFETY: called once `local` reached zero, on the loop's thread
-    // (invariant 2): nothing borrows the stage or the core.
-    let stage = unsafe { stage::<F, T>(ptr) };
     // A result that was taken, or one with no drop glue (the usual end),
     // leaves nothing to drop.
-    // SAFETY: as above; only the discriminants are read.
-    let emptied = match unsafe { &*stage } {
-        Stage::Finished(Slot::Empty) => true,
-        Stage::Finished(Slot::Value(_)) => !std::mem::needs_drop::<T>(),
-        _ => false,
+    // SAFETY: called once `local` reached zero, on the loop's thread
+    // (invariant 2): nothing borrows the stage or the core; only the
+    // slot's discriminant is read.
+    let emptied = match unsafe { finished_slot::<F, T>(ptr) } {
+        Some(slot) => match unsafe { &*slot } {
+            Slot::Empty => true,
+            Slot::Value(_) => !std::mem::needs_drop::<T>(),
+            Slot::Error(_) => false,
+        },
+        None => false,
     };
     // SAFETY: as above.
     let panicked = (!emptied)
-        .then(|| unsafe { finish_stage(stage, Slot::<T>::Empty) })
+        .then(|| unsafe { finish_stage::<F, T>(ptr, Slot::Empty) })
         .flatten();
     // SAFETY: as above.
     unsafe { ptr.as_ref() }.core.drop_contents();
@@ -627,7 +661,10 @@ unsafe fn drop_and_dealloc<F, T>(ptr: NonNull<Header>) -> std::thread::Result<()
     // SAFETY: the cell is live and ours alone (the caller's promise); each
     // field is dropped once, here, and never read again.
     let stage = catch_unwind(AssertUnwindSafe(|| unsafe {
-        ptr::drop_in_place(&raw mut (*cell).stage)
+        match finished_slot::<F, T>(ptr) {
+            Some(slot) => ptr::drop_in_place(slot),
+            None => ManuallyDrop::drop(&mut (*(*cell).stage.get()).running),
+        }
     }));
     // SAFETY: as above.
     let core = catch_unwind(AssertUnwindSafe(|| unsafe {

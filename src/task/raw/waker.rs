@@ -119,6 +119,52 @@ pub(crate) fn same_task(a: &Waker, b: &Waker) -> bool {
     }
 }
 
+/// A waker of a ringio task kept in one word: the task pointer and one
+/// count of its `refs`, exactly what a `Waker` of this module's vtable
+/// holds, without the vtable pointer. A task's single awaiter is kept so
+/// (most tasks have at most one, and it is a task), which keeps every
+/// task's header a word smaller.
+pub(crate) struct TaskWaker {
+    ptr: NonNull<Header>,
+}
+
+impl TaskWaker {
+    /// A new count on `waker`'s task, if `waker` is an ordinary ringio
+    /// task waker (any other waker is `None`: keep it as a `Waker`).
+    pub(crate) fn of(waker: &Waker) -> Option<TaskWaker> {
+        if !std::ptr::eq(waker.vtable(), &VTABLE) {
+            return None;
+        }
+        let ptr = NonNull::new(waker.data() as *mut Header)?;
+        // The count `waker` holds keeps the task alive while a new one is
+        // taken, as `clone` does.
+        increment_refs(sync_of(waker.data()));
+        Some(TaskWaker { ptr })
+    }
+
+    /// Whether `waker` wakes the same task.
+    pub(crate) fn wakes_same(&self, waker: &Waker) -> bool {
+        (std::ptr::eq(waker.vtable(), &VTABLE) || std::ptr::eq(waker.vtable(), &LOCAL_VTABLE))
+            && waker.data() == self.ptr.as_ptr() as *const ()
+    }
+
+    /// The same count as an ordinary `Waker`.
+    pub(crate) fn into_waker(self) -> Waker {
+        let this = ManuallyDrop::new(self);
+        let raw = RawWaker::new(this.ptr.as_ptr() as *const (), &VTABLE);
+        // SAFETY: the count this value held moves into the waker (`self`
+        // is not dropped), whose vtable gives it back when it goes.
+        unsafe { Waker::from_raw(raw) }
+    }
+}
+
+impl Drop for TaskWaker {
+    fn drop(&mut self) {
+        // SAFETY: the count taken in `TaskWaker::of` is ours.
+        unsafe { release_ref(self.ptr) };
+    }
+}
+
 /// A waker lent out for one poll: it holds no count of its own.
 pub(crate) struct WakerRef<'a> {
     waker: ManuallyDrop<Waker>,
