@@ -1058,7 +1058,10 @@ impl<D: 'static> std::future::Future for SubmitOp<D> {
                 .take()
                 .expect("an unsubmitted op is submitted once");
             // SAFETY: as promised to `lazy`: the SQE points into `data`.
-            self.state = unsafe { Self::start(sqe, data, cleanup, Some(cx.waker())) };
+            let started = unsafe { Self::start(sqe, data, cleanup, Some(cx.waker())) };
+            // What is replaced is `Unsubmitted(None)`, which owns nothing:
+            // forgetting it skips the drop glue of the whole enum.
+            std::mem::forget(std::mem::replace(&mut self.state, started));
             let registered = match &self.state {
                 SubmitState::Plain(op) => op.waits_registered(),
                 SubmitState::Timed(op) => op.waits_registered(),
