@@ -254,7 +254,7 @@ impl RingSleep {
 
     fn disarm(&mut self) {
         if let Some((loop_id, key)) = self.timer.take() {
-            context::try_with_loop(|lp| {
+            context::with_loop(|lp| {
                 if lp.id == loop_id {
                     lp.timers.borrow_mut().remove(key);
                 }

@@ -73,7 +73,7 @@ impl fmt::Debug for RingFd {
 /// With no loop reachable (none running, or this thread's thread-locals
 /// being destroyed), a plain `close(2)`.
 pub(crate) fn close_fd(fd: RawFd) {
-    let queued_on_ring = context::try_with_loop(|lp| {
+    let queued_on_ring = context::with_loop(|lp| {
         // The driver is borrowed only inside the loop's own reap/submit
         // code, which drops op data but never a descriptor owner (op data
         // holds descriptor numbers, not `RingFd`s); this branch is a safety

@@ -87,7 +87,7 @@ pub(crate) fn table_full(size: u32) -> Error {
 /// after the SQEs already queued; nothing if that loop is not running here
 /// (with the loop gone, its table is gone too).
 pub(crate) fn release_slot(slot: u32, loop_id: u64) {
-    context::try_with_loop(|lp| {
+    context::with_loop(|lp| {
         if lp.id != loop_id {
             return;
         }

@@ -115,12 +115,12 @@ impl LoopShared {
         // before it blocks, so no wake-up is needed (and marking one as
         // outstanding would make later pushes from other threads skip
         // theirs).
-        let own = context::try_with_loop(|lp| lp.id == self.id).unwrap_or(false);
+        let own = context::with_loop(|lp| lp.id == self.id).unwrap_or(false);
         if own || self.notified.swap(true, Ordering::AcqRel) {
             return;
         }
         if let Some(ring) = self.ring_fd.get() {
-            let sent = context::try_with_loop(|lp| {
+            let sent = context::with_loop(|lp| {
                 // The driver is busy only if the push comes from inside a
                 // reap; the eventfd serves then.
                 let Ok(mut driver) = lp.driver.try_borrow_mut() else {

@@ -262,7 +262,11 @@ impl TaskCore {
         let values = self.context.take();
         // An identity is only ever drawn by a `set`, which leaves values:
         // a task that never set one skips the cold fields.
-        let id = if values.is_some() { self.context_id() } else { 0 };
+        let id = if values.is_some() {
+            self.context_id()
+        } else {
+            0
+        };
         let ctx = Context::from_parts(id, values);
         let (ctx, r) = ctx.enter_returning(f);
         let (new_id, values) = ctx.into_parts();

@@ -237,7 +237,7 @@ pub(crate) fn report_lost(raw: &RawTask) {
     };
     let Some(report) = report else { return };
     // `try_`: the last handle may go in a thread-local's destructor.
-    let lp = context::try_with_loop(Rc::clone).filter(|lp| lp.id == raw.loop_id());
+    let lp = context::with_loop(Rc::clone).filter(|lp| lp.id == raw.loop_id());
     match lp {
         Some(lp) if report.kind == ReportKind::ExceptionNeverRetrieved || lp.debug.get() => {
             lp.report(report)

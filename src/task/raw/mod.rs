@@ -52,8 +52,10 @@
 //!    its own reference to that task, and put back before that goes.
 //! 9. **The running loop is borrowed.** The waker's running-loop slot
 //!    (`waker::RUNNING_LOOP`) holds a pointer to the loop without a count;
-//!    the runtime's loop guard sets it while it holds that loop's `Rc`,
-//!    and puts the previous one back before it lets that `Rc` go.
+//!    the runtime's loop guard sets it, from `Rc::as_ptr`, while it holds
+//!    that loop's `Rc`, and puts the previous one back before it lets that
+//!    `Rc` go. So the slot can also lend that `Rc` out for a call
+//!    (`with_running_loop`), never dropping it.
 //! 10. **The core says which stage is live.** The stage is a union with no
 //!     tag of its own: the future is live until the core's
 //!     `stage_finished` flag is set, the result slot from then on. Only
@@ -74,6 +76,7 @@ use std::task::{Context as TaskContext, Poll};
 
 pub(crate) use waker::{
     TaskWaker, WakerRef, loop_local_waker, same_task, set_running_loop, wake_reaped,
+    with_running_loop,
 };
 
 use super::core::TaskCore;

@@ -11,6 +11,7 @@ use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
@@ -35,11 +36,30 @@ thread_local! {
 ///
 /// # Safety
 ///
-/// `lp` is null, or a loop kept alive (by a strong `Rc` the caller holds)
-/// until this slot is set back to what it was, which the caller does
-/// before it lets that `Rc` go.
+/// `lp` is null, or `Rc::as_ptr` of a strong `Rc` of the loop that the
+/// caller holds until this slot is set back to what it was, which the
+/// caller does before it lets that `Rc` go.
 pub(crate) unsafe fn set_running_loop(lp: *const LoopInner) -> *const LoopInner {
     RUNNING_LOOP.with(|c| c.replace(lp))
+}
+
+/// Runs `f` with the loop running on this thread, if any: the `Rc` the
+/// loop guard holds, borrowed through the pointer slot (no count change,
+/// no borrow flag, no destructor check). Every spawn and every op looks
+/// the loop up this way.
+#[inline]
+pub(crate) fn with_running_loop<R>(f: impl FnOnce(&Rc<LoopInner>) -> R) -> Option<R> {
+    let lp = RUNNING_LOOP.with(Cell::get);
+    if lp.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, so the loop guard that set it holds an `Rc` of
+    // this loop whose `as_ptr` it is (invariant 9), until it puts the slot
+    // back — not while `f` runs, as the guard is further up this thread's
+    // stack. This `Rc` is never dropped (`ManuallyDrop`): it gives back no
+    // count it did not take.
+    let rc = ManuallyDrop::new(unsafe { Rc::from_raw(lp) });
+    Some(f(&rc))
 }
 
 /// The vtable of a waker counted on the loop's side (see
