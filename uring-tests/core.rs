@@ -854,6 +854,54 @@ fn timers_with_equal_deadlines_fire_in_creation_order() {
     });
 }
 
+/// 200 sleeps due 250 µs apart, on a loop with and without a timer
+/// slack: how many times the loop entered the ring, and the latest any
+/// sleep woke past its deadline. Every sleep checks it never woke early.
+fn sleeps_spread_over_50_ms(slack: Duration) -> (u64, Duration) {
+    let mut rt = Runtime::builder().timer_slack(slack).build().unwrap();
+    rt.run(async {
+        let lp = ringio::get_running_loop().unwrap();
+        let enters0 = lp.stats().driver.enters;
+        let tasks: Vec<_> = (0..200u32)
+            .map(|i| {
+                ringio::create_task(async move {
+                    let d = Duration::from_micros(1_000 + 250 * u64::from(i));
+                    let t = Instant::now();
+                    ringio::sleep(d).await?;
+                    let took = t.elapsed();
+                    assert!(took >= d, "a sleep of {d:?} woke after {took:?}");
+                    Ok::<_, Error>(took - d)
+                })
+            })
+            .collect();
+        let mut latest = Duration::ZERO;
+        for t in tasks {
+            latest = latest.max(t.await.unwrap());
+        }
+        (lp.stats().driver.enters - enters0, latest)
+    })
+    .unwrap()
+}
+
+#[test]
+fn timer_slack_fires_nearby_timers_in_one_wake_never_early() {
+    let _s = serial();
+    let (precise, _) = sleeps_spread_over_50_ms(Duration::ZERO);
+    let slack = ms(10);
+    let (coalesced, latest) = sleeps_spread_over_50_ms(slack);
+    // Without slack each deadline is a wait of its own (about 200); with
+    // a 10 ms grid, the 51 ms span is six steps, each a wake or two.
+    assert!(
+        coalesced * 3 < precise,
+        "enters: {coalesced} with {slack:?} of slack, {precise} without"
+    );
+    // At most one step late, plus a generous margin for a busy machine.
+    assert!(
+        latest < slack + ms(40),
+        "latest wake {latest:?} past a deadline"
+    );
+}
+
 #[test]
 fn call_later_cancel_and_drop() {
     block_on(async {

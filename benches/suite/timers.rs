@@ -47,8 +47,13 @@ fn summarize(late_ns: &[u64], total: Duration, cpu: Duration) -> Lateness {
     }
 }
 
-fn ringio_lateness(sleeps: usize) -> Lateness {
-    ringio::run(async move {
+/// On a loop with `Builder::timer_slack(slack)` (zero: the default).
+fn ringio_lateness(sleeps: usize, slack: Duration) -> Lateness {
+    let mut rt = ringio::Runtime::builder()
+        .timer_slack(slack)
+        .build()
+        .expect("ringio runtime");
+    rt.run(async move {
         let cpu0 = thread_cpu();
         let t0 = Instant::now();
         let mut v = Vec::with_capacity(sleeps);
@@ -66,6 +71,7 @@ fn ringio_lateness(sleeps: usize) -> Lateness {
         }
         summarize(&late, t0.elapsed(), thread_cpu() - cpu0)
     })
+    .expect("lateness run")
 }
 
 fn tokio_lateness(rt: &tokio::runtime::Runtime, sleeps: usize) -> Lateness {
@@ -251,7 +257,7 @@ pub fn run(cfg: &crate::util::Config) -> Vec<Row> {
                 // Rotate the order between repetitions.
                 let which = (j + rep) % 3;
                 let l = match which {
-                    0 => ringio_lateness(sleeps),
+                    0 => ringio_lateness(sleeps, Duration::ZERO),
                     1 => tokio_lateness(&ct, sleeps),
                     _ => raw_lateness(sleeps),
                 };
@@ -268,6 +274,39 @@ pub fn run(cfg: &crate::util::Config) -> Vec<Row> {
         }
         rows.extend([over, mean, mean2, cpu]);
     }
+    // The same 10k sleeps on a loop with a 1 ms timer slack (tokio's timer
+    // resolution), against tokio in the same repetitions.
+    let slack = Duration::from_millis(1);
+    let mut mean = Row::new(
+        "timers",
+        "10k sleeps, ringio timer_slack(1 ms): mean lateness",
+        "µs",
+        Better::Lower,
+    );
+    let mut cpu = Row::new(
+        "timers",
+        "10k sleeps, ringio timer_slack(1 ms): CPU per sleep",
+        "ns",
+        Better::Lower,
+    );
+    for rep in 0..cfg.reps {
+        for j in 0..2 {
+            let ringio_first = (j + rep) % 2 == 0;
+            let l = if ringio_first {
+                ringio_lateness(10_000, slack)
+            } else {
+                tokio_lateness(&ct, 10_000)
+            };
+            let (m, c) = if ringio_first {
+                (&mut mean.ringio, &mut cpu.ringio)
+            } else {
+                (&mut mean.tokio, &mut cpu.tokio)
+            };
+            m.push(l.mean_all_us);
+            c.push(l.cpu_ns_per_sleep);
+        }
+    }
+    rows.extend([mean, cpu]);
     for (pending, raw_iters) in [(100usize, 4000usize), (10_000, 200), (100_000, 12)] {
         let mut arm = Row::new(
             "timers",

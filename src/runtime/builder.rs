@@ -79,6 +79,8 @@ pub struct Builder {
     ring_setup: crate::driver::RingSetup,
     /// Thread-per-core: the CPU of each core's SQPOLL thread.
     sqpoll_cpus: Option<Vec<u32>>,
+    /// How late a timer may fire so that nearby ones share a wake.
+    timer_slack: Duration,
 }
 
 impl Default for Builder {
@@ -95,6 +97,7 @@ impl Default for Builder {
             ext_arg: true,
             ring_setup: crate::driver::RingSetup::default(),
             sqpoll_cpus: None,
+            timer_slack: Duration::ZERO,
         }
     }
 }
@@ -107,11 +110,48 @@ impl std::fmt::Debug for Builder {
             .field("slow_callback_duration", &self.slow_callback_duration)
             .field("cores", &self.cores)
             .field("cpus", &self.cpus)
+            .field("timer_slack", &self.timer_slack)
             .finish()
     }
 }
 
 impl Builder {
+    /// How late a timer may fire, so that timers due close together fire
+    /// in one wake of the loop (default: zero, each at its own deadline).
+    ///
+    /// With a slack `d`, the loop's idle waits for a timer end on a grid
+    /// of `d` counted from the loop's start: every timer due within one
+    /// step of the grid fires together, at its step's end — never early,
+    /// at most `d` later than it would have fired without slack. Timers
+    /// found expired while the loop is busy fire at once, as without
+    /// slack.
+    ///
+    /// Each wait the kernel times costs CPU (on a virtual machine, a timer
+    /// armed through the hypervisor: tens of microseconds). Many timers
+    /// that actually expire — timeouts that fire, periodic work on
+    /// thousands of connections — then cost a wait each, and a slack of
+    /// a millisecond (tokio's timer resolution) or less pays for itself.
+    /// `benches/RESULTS.md` has the figures.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let mut rt = ringio::Runtime::builder()
+    ///     .timer_slack(Duration::from_millis(1))
+    ///     .build()
+    ///     .unwrap();
+    /// rt.run(async {
+    ///     let t = std::time::Instant::now();
+    ///     ringio::sleep(Duration::from_millis(5)).await.unwrap();
+    ///     assert!(t.elapsed() >= Duration::from_millis(5), "never early");
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn timer_slack(mut self, d: Duration) -> Self {
+        self.timer_slack = d;
+        self
+    }
+
     /// Submission-queue entries of the ring (1 to 32768; default 256; 1 is
     /// set up as 2, the least a linked op and its timeout need). The
     /// completion queue gets four times as many. A full queue goes to the
@@ -208,6 +248,7 @@ impl Builder {
             ext_arg: self.ext_arg,
             ring_setup: self.ring_setup,
             sqpoll_cpus: self.sqpoll_cpus,
+            timer_slack: self.timer_slack,
         })
     }
 
@@ -378,6 +419,7 @@ impl Builder {
             slow_callback_duration: self.slow_callback_duration,
             logger: self.logger,
             msg_ring: self.msg_ring,
+            timer_slack: self.timer_slack,
         };
         let setup = self.ring_setup;
         let inner = crate::driver::with_ext_arg(self.ext_arg, || {

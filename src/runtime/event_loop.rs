@@ -111,6 +111,8 @@ pub(crate) struct LoopConfig {
     pub(crate) logger: Logger,
     /// Let other loops wake this one with `IORING_OP_MSG_RING`.
     pub(crate) msg_ring: bool,
+    /// See `Builder::timer_slack`.
+    pub(crate) timer_slack: Duration,
 }
 
 /// A user-installed exception handler.
@@ -125,8 +127,11 @@ pub(crate) struct LoopInner {
     /// The tasks not yet done that have suspended at least once (with the
     /// run queue's not yet polled ones, asyncio's `all_tasks()`).
     pub(crate) tasks: RefCell<Slab<TaskRef>>,
-    /// The origin of `Loop::time()`.
+    /// The origin of `Loop::time()`, and of the timer slack's grid.
     pub(crate) origin: Instant,
+    /// The step of the grid idle timer waits end on (`Builder::timer_slack`):
+    /// nanoseconds, zero for none.
+    timer_slack_ns: u64,
     pub(crate) debug: Cell<bool>,
     pub(crate) slow_callback_duration: Cell<Duration>,
     /// Slow polls and callbacks reported (debug mode measures them).
@@ -176,6 +181,7 @@ impl LoopInner {
             ready: RefCell::new(VecDeque::with_capacity(64)),
             tasks: RefCell::new(Slab::new()),
             origin: Instant::now(),
+            timer_slack_ns: u64::try_from(config.timer_slack.as_nanos()).unwrap_or(u64::MAX),
             debug: Cell::new(config.debug),
             slow_callback_duration: Cell::new(config.slow_callback_duration),
             slow_polls: Cell::new(0),
@@ -291,7 +297,7 @@ impl LoopInner {
                 .timers
                 .borrow_mut()
                 .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+                .map(|d| self.wake_time(d).saturating_duration_since(Instant::now()));
             let max_wait = match (max_wait, self.shared.accepts_msg_ring()) {
                 (Some(m), true) => Some(m.min(MSG_RING_WAIT_BOUND)),
                 (None, true) => Some(MSG_RING_WAIT_BOUND),
@@ -375,6 +381,22 @@ impl LoopInner {
                 break;
             }
         }
+    }
+
+    /// When an idle wait for a timer due at `deadline` ends: at `deadline`,
+    /// or with a timer slack, at the end of the grid step `deadline` falls
+    /// in, so that the timers due in one step share one wake.
+    fn wake_time(&self, deadline: Instant) -> Instant {
+        let step = u128::from(self.timer_slack_ns);
+        if step == 0 {
+            return deadline;
+        }
+        let since = deadline.saturating_duration_since(self.origin).as_nanos();
+        let end = since.div_ceil(step) * step;
+        u64::try_from(end)
+            .ok()
+            .and_then(|ns| self.origin.checked_add(Duration::from_nanos(ns)))
+            .unwrap_or(deadline)
     }
 
     /// Whether a turn starting now would do nothing but run the run queue:

@@ -35,6 +35,7 @@ pub(crate) struct MultiConfig {
     pub(crate) debug: bool,
     pub(crate) slow_callback_duration: Duration,
     pub(crate) msg_ring: bool,
+    pub(crate) timer_slack: Duration,
     pub(crate) ext_arg: bool,
     /// Each core's ring is set up so (SQPOLL, COOP_TASKRUN, CQ size,
     /// DEFER_TASKRUN, hidden opcodes).
@@ -231,12 +232,13 @@ impl MultiRuntime {
         for (i, &cpu) in cpus.iter().enumerate() {
             let (ready_tx, ready_rx) = mpsc::channel::<Result<LoopHandle>>();
             let (job_tx, job_rx) = mpsc::channel::<Job>();
-            let (entries, debug, slow, msg_ring, ext_arg) = (
+            let (entries, debug, slow, msg_ring, ext_arg, slack) = (
                 config.ring_entries,
                 config.debug,
                 config.slow_callback_duration,
                 config.msg_ring,
                 config.ext_arg,
+                config.timer_slack,
             );
             let mut setup = config.ring_setup;
             if let Some(list) = &config.sqpoll_cpus {
@@ -252,6 +254,7 @@ impl MultiRuntime {
                             .slow_callback_duration(slow)
                             .msg_ring(msg_ring)
                             .ext_arg(ext_arg)
+                            .timer_slack(slack)
                             .ring_setup(setup)
                             .build()
                     });
