@@ -134,16 +134,22 @@ fn callbacks_and_awaiters_run_in_registration_order_on_a_promise() {
     });
 }
 
+/// A task that returns 1 once the returned gate is set.
+fn gated_task() -> (Promise<()>, Task<i32>) {
+    let gate: Promise<()> = Promise::new();
+    let g = gate.clone();
+    let task = ringio::create_task(async move {
+        g.await?;
+        Ok::<_, Error>(1)
+    });
+    (gate, task)
+}
+
 #[test]
 fn callbacks_and_awaiters_run_in_registration_order_on_a_task() {
     block_on(async {
         let log = Rc::new(RefCell::new(Vec::<&str>::new()));
-        let gate: Promise<()> = Promise::new();
-        let g = gate.clone();
-        let task = ringio::create_task(async move {
-            g.await?;
-            Ok::<_, Error>(1)
-        });
+        let (gate, task) = gated_task();
         let l = log.clone();
         task.add_done_callback(move |_| l.borrow_mut().push("callback before"));
         let (awaited, l) = (task.clone(), log.clone());
@@ -172,12 +178,7 @@ fn callbacks_and_awaiters_run_in_registration_order_on_a_task() {
 fn a_first_awaiter_keeps_its_place_before_later_callbacks_and_awaiters() {
     block_on(async {
         let log = Rc::new(RefCell::new(Vec::<&str>::new()));
-        let gate: Promise<()> = Promise::new();
-        let g = gate.clone();
-        let task = ringio::create_task(async move {
-            g.await?;
-            Ok::<_, Error>(1)
-        });
+        let (gate, task) = gated_task();
         let awaiter = |name: &'static str| {
             let (awaited, l) = (task.clone(), log.clone());
             ringio::create_task(async move {
