@@ -446,7 +446,9 @@ impl TaskCore {
             }),
             None => {
                 let listed = self.cold(|c| !c.waiters.is_empty()).unwrap_or(false);
-                match TaskWaker::of(waker).filter(|_| !listed) {
+                // The header keeps one only while nothing else is listed.
+                let one = if listed { None } else { TaskWaker::of(waker) };
+                match one {
                     Some(one) => self.awaiter.set(Some(one)),
                     None => self.cold_mut(|c| c.waiters.add_waker(waker)),
                 }
