@@ -1,5 +1,6 @@
 //! Integration tests: the runtime builder's ring options (SQPOLL,
-//! COOP_TASKRUN, the CQ size) bring up a working ring, or a clear error.
+//! COOP_TASKRUN, the CQ size) bring up a working ring, or a clear error;
+//! `build_multi` hands every core the options, the timer slack too.
 
 mod common;
 use common::*;
@@ -340,4 +341,45 @@ fn submit_batch_hands_queued_ops_to_the_kernel_mid_turn() {
             assert!(after.enters - before.enters < 8, "{after:?}");
         })
         .unwrap();
+}
+
+/// Ring enters on each core while 40 sleeps due 0.5 ms apart run out.
+fn enters_for_spread_sleeps(mut rt: ringio::MultiRuntime) -> Vec<u64> {
+    rt.run_on_each(|_core| async {
+        let lp = ringio::get_running_loop().unwrap();
+        let before = lp.stats().driver.enters;
+        let sleeps: Vec<_> = (0..40u64)
+            .map(|i| {
+                let d = Duration::from_micros(1_000 + 500 * i);
+                ringio::create_task(async move { ringio::sleep(d).await })
+            })
+            .collect();
+        for s in sleeps {
+            s.await.unwrap();
+        }
+        lp.stats().driver.enters - before
+    })
+    .unwrap()
+}
+
+#[test]
+fn build_multi_gives_every_core_the_timer_slack() {
+    let _g = serial();
+    let precise = enters_for_spread_sleeps(Runtime::builder().cores(2).build_multi().unwrap());
+    let slack = Duration::from_millis(20);
+    let coalesced = enters_for_spread_sleeps(
+        Runtime::builder()
+            .cores(2)
+            .timer_slack(slack)
+            .build_multi()
+            .unwrap(),
+    );
+    // 40 deadlines over 20.5 ms: a wait each without slack, one or two
+    // grid steps of 20 ms with it.
+    for (p, c) in precise.iter().zip(&coalesced) {
+        assert!(
+            c * 2 < *p,
+            "enters per core: {c} with {slack:?} of slack, {p} without"
+        );
+    }
 }
