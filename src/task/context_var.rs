@@ -21,7 +21,7 @@
 //! ```
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -36,6 +36,11 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     static CURRENT: RefCell<Context> = const { RefCell::new(Context { id: 0, values: None }) };
+    /// `false` only while `CURRENT` is known to be empty (no value, no
+    /// identity). A plain flag with no destructor: every task poll checks
+    /// it, and most find the current context empty and leave it so,
+    /// without touching `CURRENT` itself.
+    static CURRENT_USED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A context's values, without its identity: what a task keeps in its
@@ -102,23 +107,26 @@ impl Context {
 
     /// Runs `f` in this context; returns the context as `f` left it.
     pub(crate) fn enter_returning<R>(self, f: impl FnOnce() -> R) -> (Context, R) {
-        CURRENT.with(|c| {
-            if self.is_empty() && c.borrow().is_empty() {
-                // The usual poll of a task that never set a variable, on a
-                // loop with none set: nothing to swap in or back. What `f`
-                // sets, if anything, is this context's; the current one is
-                // left empty again.
-                let r = f();
-                let ctx = if c.borrow().is_empty() {
-                    Context::default()
-                } else {
-                    std::mem::take(&mut *c.borrow_mut())
-                };
-                return (ctx, r);
-            }
-            let prev = std::mem::replace(&mut *c.borrow_mut(), self);
+        if self.is_empty() && !CURRENT_USED.get() {
+            // The usual poll of a task that never set a variable, on a
+            // loop with none set: nothing to swap in or back. What `f`
+            // sets, if anything, is this context's; the current one is
+            // left empty again.
             let r = f();
+            if !CURRENT_USED.get() {
+                return (Context::default(), r);
+            }
+            let ctx = CURRENT.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            CURRENT_USED.set(false);
+            return (ctx, r);
+        }
+        CURRENT.with(|c| {
+            let prev = std::mem::replace(&mut *c.borrow_mut(), self);
+            CURRENT_USED.set(true);
+            let r = f();
+            let prev_empty = prev.is_empty();
             let ctx = std::mem::replace(&mut *c.borrow_mut(), prev);
+            CURRENT_USED.set(!prev_empty);
             (ctx, r)
         })
     }
@@ -206,6 +214,7 @@ impl<T: Clone + Send + Sync + 'static> ContextVar<T> {
 
     /// Sets the value in the current context.
     pub fn set(&self, value: T) -> Token<T> {
+        CURRENT_USED.set(true);
         CURRENT.with(|c| {
             let mut ctx = c.borrow_mut();
             if ctx.id == 0 {
@@ -231,6 +240,7 @@ impl<T: Clone + Send + Sync + 'static> ContextVar<T> {
                 "{self:?}: the Token was created by a different ContextVar"
             )));
         }
+        CURRENT_USED.set(true);
         CURRENT.with(|c| {
             let mut ctx = c.borrow_mut();
             if ctx.id != token.context {
