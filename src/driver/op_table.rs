@@ -45,6 +45,13 @@ impl OpKey {
         generation: 0,
     };
 
+    /// Whether this is [`OpKey::DONE`]: its index alone says so (no slot
+    /// has it), one compare where `==` makes two.
+    #[inline]
+    pub(crate) fn is_done(self) -> bool {
+        self.index == u32::MAX
+    }
+
     /// The SQE's `user_data`: the slot index, and the low bits of the
     /// sequence number as a generation, so that a completion or a cancel
     /// can only ever meet the op it was meant for.

@@ -241,7 +241,7 @@ impl<D: 'static> Op<D> {
             let msg = self.take_cancelled_for_task().flatten();
             return Poll::Ready(Some((Err(Error::Cancelled { msg }), 0)));
         }
-        if self.data.is_none() || self.key == OpKey::DONE {
+        if self.data.is_none() || self.key.is_done() {
             // The final CQE was already handed out.
             return Poll::Ready(None);
         }
@@ -290,7 +290,7 @@ impl<D: 'static> Op<D> {
     /// `max` the ring cancels it (its final completion is `ECANCELED`), and
     /// the owner arms a new one when it has read the rest.
     pub(crate) fn limit_queued(&mut self, max: u32) {
-        if self.key != OpKey::DONE {
+        if !self.key.is_done() {
             self.lp.driver.borrow_mut().limit_queued(self.key, max);
         }
     }
@@ -430,7 +430,7 @@ impl<D: 'static> Drop for Op<D> {
         // The usual end: the op completed and its result was taken. Kept
         // apart from the rest, which is out of line, so that dropping a
         // finished op costs two compares rather than a large call frame.
-        if self.key == OpKey::DONE && self.rare.is_none() {
+        if self.key.is_done() && self.rare.is_none() {
             return;
         }
         self.drop_unfinished();
@@ -456,7 +456,7 @@ impl<D: 'static> Op<D> {
             // `orphan` parks in the op table until the CQE.
             self.key = unsafe { deferred.submit(&self.lp) };
         }
-        if self.key == OpKey::DONE {
+        if self.key.is_done() {
             return;
         }
         let data = self.data.take().map(|d| Box::new(d) as Box<dyn Any>);
