@@ -398,12 +398,20 @@ impl TaskCore {
 
     /// Records that the task parks in a ringio await point at `location`,
     /// waiting for `waiter` if that is a `Task` or `Promise`.
+    #[inline]
     pub(crate) fn park(&self, location: &'static Location<'static>, waiter: Option<FutWaiter>) {
         self.set_flag(PARKED_IN_RINGIO, true);
         self.location.set(Some(location));
         if let Some(w) = waiter {
-            self.cold_mut(|c| c.fut_waiter = Some(w));
+            self.park_on_waiter(w);
         }
+    }
+
+    /// The rarer half of `park`, out of line: the task waits for a `Task`
+    /// or `Promise` (a ring op, the usual await point, has none).
+    #[cold]
+    fn park_on_waiter(&self, waiter: FutWaiter) {
+        self.cold_mut(|c| c.fut_waiter = Some(waiter));
     }
 
     /// Shows `location` as the await point the task parked in during this
