@@ -50,6 +50,9 @@ const UD_INTERNAL: u64 = 1 << 62;
 /// kernel without `IORING_FEAT_EXT_ARG`: `user_data` is `UD_WAIT_TIMEOUT |
 /// seq`, so that the CQE of a replaced timeout is told from the armed one's.
 const UD_WAIT_TIMEOUT: u64 = 1 << 61;
+/// `user_data` from this bit up is the driver's own (the entries above);
+/// an op's key fits below it (`OpKey::user_data`: bits 0–59).
+const UD_OWN_SHIFT: u32 = 61;
 
 thread_local! {
     /// Set by [`with_ext_arg`] while a loop is built: whether its ring may
@@ -1027,26 +1030,9 @@ impl Driver {
         for cqe in &mut cq {
             self.stats.cqes_reaped += 1;
             match cqe.user_data() {
-                UD_IGNORED => {}
-                UD_EVENTFD => {
-                    self.eventfd_armed = false;
-                    reaped.remote_wakeup = true;
-                }
-                UD_MSG_RING => reaped.remote_wakeup = true,
-                ud if ud & UD_WAIT_TIMEOUT != 0 && ud & UD_INTERNAL == 0 => {
-                    // Fired (-ETIME) or removed (-ECANCELED): if it is the
-                    // armed one, the next timed wait arms a new one.
-                    if self.wait_timeout.is_some_and(|(armed, _)| armed == ud) {
-                        self.wait_timeout = None;
-                    }
-                }
-                ud if ud & UD_INTERNAL != 0 => {
-                    let index = (ud & !UD_INTERNAL) as usize;
-                    if let Some(on_done) = self.internal.try_remove(index) {
-                        on_done(cqe.result());
-                    }
-                }
-                key => {
+                // An op's key (bits 0-59): the usual completion, told apart
+                // from the driver's own entries with one test, first.
+                key if key >> UD_OWN_SHIFT == 0 => {
                     if cqe.result() == -libc::ECANCELED {
                         self.stats.ops_canceled_by_kernel += 1;
                     }
@@ -1067,6 +1053,26 @@ impl Driver {
                         }
                     }
                 }
+                UD_IGNORED => {}
+                UD_EVENTFD => {
+                    self.eventfd_armed = false;
+                    reaped.remote_wakeup = true;
+                }
+                UD_MSG_RING => reaped.remote_wakeup = true,
+                ud if ud & UD_WAIT_TIMEOUT != 0 && ud & UD_INTERNAL == 0 => {
+                    // Fired (-ETIME) or removed (-ECANCELED): if it is the
+                    // armed one, the next timed wait arms a new one.
+                    if self.wait_timeout.is_some_and(|(armed, _)| armed == ud) {
+                        self.wait_timeout = None;
+                    }
+                }
+                ud if ud & UD_INTERNAL != 0 => {
+                    let index = (ud & !UD_INTERNAL) as usize;
+                    if let Some(on_done) = self.internal.try_remove(index) {
+                        on_done(cqe.result());
+                    }
+                }
+                ud => debug_assert!(false, "a completion no entry of ours made ({ud:#x})"),
             }
         }
         drop(cq);
