@@ -10,19 +10,33 @@
 # ringio, ... and the medians and the median per-run ratio are printed),
 # HTTP_BENCH_PLAIN=1 (also run the ringio server with `--read plain`, a
 # receive per read instead of the multishot receive into a buffer ring,
-# between the two in each run).
+# between the two in each run), HTTP_BENCH_CLIENT=ring (load the servers
+# with benches/http/load.rs, a closed-loop client on ringio, instead of
+# wrk: on two CPUs wrk costs about as much CPU per request as the server
+# and caps the measured rate; this client costs a third less, so the
+# server is the bound). The client's CPU time per request is printed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${HTTP_BENCH_SECS:-10}
 conns=${HTTP_BENCH_CONNS:-256}
 runs=${HTTP_BENCH_RUNS:-1}
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "wrk not found (Debian/Ubuntu: apt-get install -y wrk)" >&2
-    exit 1
-fi
+client=${HTTP_BENCH_CLIENT:-wrk}
+case "$client" in
+    wrk)
+        if ! command -v wrk >/dev/null 2>&1; then
+            echo "wrk not found (Debian/Ubuntu: apt-get install -y wrk)" >&2
+            exit 1
+        fi
+        ;;
+    ring) ;;
+    *)
+        echo "HTTP_BENCH_CLIENT: wrk or ring, not $client" >&2
+        exit 1
+        ;;
+esac
 
-cargo build --release --quiet --features hyper --example http --example http_tokio
+cargo build --release --quiet --features hyper --example http --example http_tokio --example http_load
 
 # With 2 or more CPUs, the server gets CPU 0 and wrk CPU 1.
 server_cpu=() client_cpu=()
@@ -35,8 +49,23 @@ pid=
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
+# load PORT SECS: runs the client against the server on PORT for SECS
+# seconds and prints its report (wrk's, or http_load's line). With
+# TIMEFORMAT below, bash's `time` adds the client's user and system CPU
+# seconds as the last line.
+TIMEFORMAT='cpu %U %S'
+load() {
+    local port=$1 secs=$2
+    if [ "$client" = wrk ]; then
+        time "${client_cpu[@]}" wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$port/"
+    else
+        time "${client_cpu[@]}" target/release/examples/http_load --addr "127.0.0.1:$port" \
+            --conns "$conns" --secs "$secs" --warmup 0
+    fi
+}
+
 # bench NAME PORT CMD...: start the server, wait for it, warm it up with a
-# 1 s wrk run (connections made, buffers grown), run wrk, stop it.
+# 1 s run (connections made, buffers grown), run the load, stop it.
 results=$(mktemp)
 bench() {
     local name=$1 port=$2
@@ -47,31 +76,47 @@ bench() {
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
         sleep 0.1
     done
-    "${client_cpu[@]}" wrk -t1 -c"$conns" -d1s "http://127.0.0.1:$port/" >/dev/null
+    load "$port" 1 >/dev/null 2>&1
     local out u0 s0 u1 s1
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-    out=$("${client_cpu[@]}" wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$port/")
+    out=$(load "$port" "$secs" 2>&1)
     read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     pid=
-    local rps p99 reqs user sys errors
-    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else v = v * 1000; print v}' <<<"$out")
-    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    local rps p99 reqs user sys errors client_us
+    if [ "$client" = wrk ]; then
+        rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+        p99=$(awk '$1 == "99%" {v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else v = v * 1000; print v}' <<<"$out")
+        reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+        errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ' || true)
+    else
+        rps=$(awk '/^http_load:.*req\/s/ {for (i = 1; i <= NF; i++) if ($i == "req/s,") print $(i - 1)}' <<<"$out")
+        p99=$(awk '/^http_load:.*p99/ {for (i = 1; i <= NF; i++) if ($i == "p99") print $(i + 1)}' <<<"$out")
+        reqs=$(awk '/^http_load:.*requests in/ {print $2}' <<<"$out")
+        errors=$(awk '/^http_load:/ && !/requests in/' <<<"$out" | tr '\n' ' ')
+        if [ -z "$rps" ]; then
+            echo "$name: http_load failed: $out" >&2
+            return 1
+        fi
+    fi
+    client_us=$(awk -v n="$reqs" '$1 == "cpu" { if (n > 0) printf "%.2f", ($2 + $3) * 1e6 / n; else print "-" }' <<<"$out")
     # The server's user and system CPU time over the run, per request.
     per_req() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$reqs" \
         'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-" }'; }
     user=$(per_req "$((u1 - u0))")
     sys=$(per_req "$((s1 - s0))")
-    errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ' || true)
-    printf '%-14s %10s req/s   p99 %8s ms   server CPU %6s user + %6s sys us/req   %s\n' \
-        "$name" "$rps" "$p99" "$user" "$sys" "$errors"
+    printf '%-14s %10s req/s   p99 %8s ms   server CPU %6s user + %6s sys us/req   client CPU %6s us/req   %s\n' \
+        "$name" "$rps" "$p99" "$user" "$sys" "$client_us" "$errors"
     echo "$name $rps $p99 $user $sys" >>"$results"
 }
 
 echo "machine: $(nproc) cpus, kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -t1 -c$conns -d${secs}s --latency, server on one core, runs alternating"
+if [ "$client" = wrk ]; then
+    echo "wrk -t1 -c$conns -d${secs}s --latency, server on one core, runs alternating"
+else
+    echo "http_load --conns $conns --secs $secs (a ringio client), server on one core, runs alternating"
+fi
 for run in $(seq "$runs"); do
     [ "$runs" -gt 1 ] && echo "-- run $run"
     bench "ringio+hyper" 18080 target/release/examples/http --cores 1
