@@ -14,12 +14,16 @@
 # with benches/http/load.rs, a closed-loop client on ringio, instead of
 # wrk: on two CPUs wrk costs about as much CPU per request as the server
 # and caps the measured rate; this client costs a third less, so the
-# server is the bound). The client's CPU time per request is printed too.
+# server is the bound), HTTP_BENCH_PIPELINE=N (each write carries N
+# pipelined requests, as TechEmpower's plaintext test sends 16: wrk with
+# benches/http/pipeline.lua, http_load with --pipeline). The client's CPU
+# time per request is printed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${HTTP_BENCH_SECS:-10}
 conns=${HTTP_BENCH_CONNS:-256}
+pipeline=${HTTP_BENCH_PIPELINE:-1}
 runs=${HTTP_BENCH_RUNS:-1}
 client=${HTTP_BENCH_CLIENT:-wrk}
 case "$client" in
@@ -57,10 +61,15 @@ TIMEFORMAT='cpu %U %S'
 load() {
     local port=$1 secs=$2
     if [ "$client" = wrk ]; then
-        time "${client_cpu[@]}" wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$port/"
+        local script=()
+        if [ "$pipeline" -gt 1 ]; then
+            script=(-s benches/http/pipeline.lua)
+        fi
+        time "${client_cpu[@]}" wrk -t1 -c"$conns" -d"${secs}s" --latency "${script[@]}" \
+            "http://127.0.0.1:$port/" -- "$pipeline"
     else
         time "${client_cpu[@]}" target/release/examples/http_load --addr "127.0.0.1:$port" \
-            --conns "$conns" --secs "$secs" --warmup 0
+            --conns "$conns" --secs "$secs" --warmup 0 --pipeline "$pipeline"
     fi
 }
 
@@ -113,9 +122,9 @@ bench() {
 
 echo "machine: $(nproc) cpus, kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$client" = wrk ]; then
-    echo "wrk -t1 -c$conns -d${secs}s --latency, server on one core, runs alternating"
+    echo "wrk -t1 -c$conns -d${secs}s --latency, pipeline $pipeline, server on one core, runs alternating"
 else
-    echo "http_load --conns $conns --secs $secs (a ringio client), server on one core, runs alternating"
+    echo "http_load --conns $conns --secs $secs --pipeline $pipeline (a ringio client), server on one core, runs alternating"
 fi
 for run in $(seq "$runs"); do
     [ "$runs" -gt 1 ] && echo "-- run $run"

@@ -115,6 +115,9 @@ async fn connection(stream: TcpStream, ring: Option<BufRing>) -> ringio::Result<
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(RingTimer)
+        // Pipelined requests already read get their responses in one
+        // write (no effect on one request at a time).
+        .pipeline_flush(true)
         .serve_connection(io, service_fn(plaintext));
     drive(conn).await
 }

@@ -4,8 +4,13 @@
 //! before it sends the next, as `wrk` does.
 //!
 //! ```text
-//! cargo run --release --example http_load -- [--addr 127.0.0.1:8080] [--conns 256] [--secs 10] [--warmup 1]
+//! cargo run --release --example http_load -- [--addr 127.0.0.1:8080] [--conns 256] [--secs 10] [--warmup 1] [--pipeline 1]
 //! ```
+//!
+//! With `--pipeline N` each connection sends N requests in one write and
+//! then reads their N responses (HTTP/1.1 pipelining, as TechEmpower's
+//! plaintext test loads servers, with N = 16); a response's latency then
+//! counts from the write of its batch.
 //!
 //! Why a second client: on a two-CPU machine the server gets one core
 //! and the client the other, and wrk spends about 10 µs of CPU per
@@ -30,8 +35,9 @@ use std::time::{Duration, Instant};
 
 use ringio::net::TcpStream;
 
-const USAGE: &str = "usage: http_load [--addr IP:PORT] [--conns N] [--secs S] [--warmup S]   \
-                     (defaults 127.0.0.1:8080, 256 connections, 10 s measured after 1 s)";
+const USAGE: &str = "usage: http_load [--addr IP:PORT] [--conns N] [--secs S] [--warmup S] \
+                     [--pipeline N]   (defaults 127.0.0.1:8080, 256 connections, 10 s measured \
+                     after 1 s, one request at a time)";
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
@@ -40,6 +46,8 @@ struct Args {
     conns: usize,
     secs: Duration,
     warmup: Duration,
+    /// Requests sent together on a connection.
+    pipeline: usize,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -48,6 +56,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         conns: 256,
         secs: Duration::from_secs(10),
         warmup: Duration::from_secs(1),
+        pipeline: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,11 +70,12 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--conns" => args.conns = value.parse().map_err(|e| bad(&e))?,
             "--secs" => args.secs = seconds(&value).map_err(|e| bad(&e))?,
             "--warmup" => args.warmup = seconds(&value).map_err(|e| bad(&e))?,
+            "--pipeline" => args.pipeline = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
-    if args.conns == 0 || args.secs.is_zero() {
-        return Err("--conns and --secs must be more than zero".into());
+    if args.conns == 0 || args.secs.is_zero() || args.pipeline == 0 {
+        return Err("--conns, --secs and --pipeline must be more than zero".into());
     }
     Ok(Some(args))
 }
@@ -113,13 +123,16 @@ fn response_len(buf: &[u8]) -> Option<Result<(usize, bool), String>> {
     })
 }
 
-/// One connection: request, whole response, again, until `end`.
+/// One connection: a batch of `batch.len() / REQUEST.len()` requests,
+/// their whole responses, again, until `end`.
 async fn connection(
     addr: SocketAddr,
+    batch: &'static [u8],
     counted_from: Instant,
     end: Instant,
     totals: Rc<Totals>,
 ) -> ringio::Result<()> {
+    let requests = batch.len() / REQUEST.len();
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     // What has arrived of the next responses, and the buffer each read
@@ -132,29 +145,31 @@ async fn connection(
         if sent >= end {
             break;
         }
-        let (res, _) = stream.write_all(REQUEST).await;
+        let (res, _) = stream.write_all(batch).await;
         res?;
-        let ok = loop {
-            if let Some(parsed) = response_len(&pending) {
-                let (len, ok) = parsed.map_err(ringio::Error::msg)?;
-                if pending.len() >= len {
-                    pending.drain(..len);
-                    break ok;
+        for _ in 0..requests {
+            let ok = loop {
+                if let Some(parsed) = response_len(&pending) {
+                    let (len, ok) = parsed.map_err(ringio::Error::msg)?;
+                    if pending.len() >= len {
+                        pending.drain(..len);
+                        break ok;
+                    }
                 }
+                let (res, buf) = stream.read(read_buf).await;
+                read_buf = buf;
+                let n = res?;
+                if n == 0 {
+                    return Err(ringio::Error::msg("the server closed the connection"));
+                }
+                pending.extend_from_slice(&read_buf[..n]);
+            };
+            let answered = Instant::now();
+            if sent >= counted_from && answered <= end {
+                let counter = if ok { &totals.ok } else { &totals.non_2xx };
+                counter.set(counter.get() + 1);
+                latencies.push((answered - sent).as_micros().min(u32::MAX as u128) as u32);
             }
-            let (res, buf) = stream.read(read_buf).await;
-            read_buf = buf;
-            let n = res?;
-            if n == 0 {
-                return Err(ringio::Error::msg("the server closed the connection"));
-            }
-            pending.extend_from_slice(&read_buf[..n]);
-        };
-        let answered = Instant::now();
-        if sent >= counted_from && answered <= end {
-            let counter = if ok { &totals.ok } else { &totals.non_2xx };
-            counter.set(counter.get() + 1);
-            latencies.push((answered - sent).as_micros().min(u32::MAX as u128) as u32);
         }
     }
     totals.latencies.borrow_mut().extend(latencies);
@@ -177,10 +192,15 @@ fn main() -> ExitCode {
     let start = Instant::now();
     let counted_from = start + args.warmup;
     let end = counted_from + args.secs;
+    // Every write lends the ring the same bytes, alive for the whole run.
+    let batch: &'static [u8] = Box::leak(REQUEST.repeat(args.pipeline).into_boxed_slice());
     let t = totals.clone();
     let ran = ringio::run(async move {
         let tasks: Vec<_> = (0..args.conns)
-            .map(|_| ringio::create_task(connection(args.addr, counted_from, end, t.clone())))
+            .map(|_| {
+                let conn = connection(args.addr, batch, counted_from, end, t.clone());
+                ringio::create_task(conn)
+            })
             .collect();
         for task in tasks {
             if let Err(e) = task.await {
