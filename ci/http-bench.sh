@@ -13,8 +13,8 @@
 # between the two in each run), HTTP_BENCH_CLIENT=ring (load the servers
 # with benches/http/load.rs, a closed-loop client on ringio, instead of
 # wrk: on two CPUs wrk costs about as much CPU per request as the server
-# and caps the measured rate; this client costs a third less, so the
-# server is the bound), HTTP_BENCH_PIPELINE=N (each write carries N
+# and caps the measured rate; this client costs a fifth to a third
+# less, so the server is the bound), HTTP_BENCH_PIPELINE=N (each write carries N
 # pipelined requests, as TechEmpower's plaintext test sends 16: wrk with
 # benches/http/pipeline.lua, http_load with --pipeline). The client's CPU
 # time per request is printed too.

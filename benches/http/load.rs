@@ -13,12 +13,12 @@
 //! counts from the write of its batch.
 //!
 //! Why a second client: on a two-CPU machine the server gets one core
-//! and the client the other, and wrk spends about 10 µs of CPU per
-//! request (its kernel work, mostly), about as much as the server. Both
-//! then run near 100 % and either can be the bound, so wrk's figure
-//! says as much about wrk as about the server. This client sends and
-//! receives through the ring and costs about a third less per request,
-//! which leaves the server as the bound. It loads every server the same
+//! and the client the other, and wrk spends 8–11 µs of CPU per request
+//! (its kernel work, mostly), about as much as the server. Both then run
+//! near 100 % and either can be the bound, so wrk's figure says as much
+//! about wrk as about the server. This client sends and receives through
+//! the ring and costs a fifth to a third less per request, which leaves
+//! the server as the bound (benches/RESULTS.md has the figures). It loads every server the same
 //! way, so the ratio of two servers' figures is fair; wrk stays the
 //! default and its figures are recorded too.
 //!
