@@ -35,7 +35,7 @@ struct Case {
     raw: Option<Side>,
 }
 
-fn cases() -> [Case; 5] {
+fn cases() -> [Case; 6] {
     [
         Case {
             name: "spawn_join",
@@ -93,6 +93,19 @@ fn cases() -> [Case; 5] {
             tokio: None,
             raw: Some(|n| {
                 crate::nop::raw(n, crate::nop::BATCH);
+            }),
+        },
+        Case {
+            name: "nop32_floor",
+            metric: "NOP, 32 tasks, against the task-per-op floor (bare async-task tasks on a raw ring), user space",
+            unit: "instr/op",
+            sizes: (64_000, 128_000),
+            ringio: |n| {
+                crate::nop::ringio_batch(n);
+            },
+            tokio: None,
+            raw: Some(|n| {
+                crate::nop::floor_batch(n);
             }),
         },
         Case {
