@@ -352,8 +352,9 @@ fn client(addr: SocketAddr, conns: usize, size: usize, secs: f64) -> ClientResul
 pub enum Server {
     Ringio,
     RingioMultishot,
-    /// The plain ringio server on a ring set up another way.
-    RingioSetup(crate::ring_setup::Setup),
+    /// The plain ringio server on a ring set up another way: the
+    /// function makes its runtime's builder.
+    RingioWith(fn() -> ringio::Builder),
     Tokio,
     Raw,
 }
@@ -374,7 +375,7 @@ pub fn one(server: Server, conns: usize, size: usize, secs: f64) -> CellResult {
         match server {
             Server::Ringio => ringio_echo_server(l, conns),
             Server::RingioMultishot => ringio_multishot_echo_server(l, conns),
-            Server::RingioSetup(setup) => ringio_echo_server_with(l, conns, setup.builder()),
+            Server::RingioWith(builder) => ringio_echo_server_with(l, conns, builder()),
             Server::Tokio => tokio_echo_server(l, conns),
             Server::Raw => raw_echo_server(l, conns),
         }
