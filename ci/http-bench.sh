@@ -14,10 +14,10 @@
 # with benches/http/load.rs, a closed-loop client on ringio, instead of
 # wrk: on two CPUs wrk costs about as much CPU per request as the server
 # and caps the measured rate; this client costs a fifth to a third
-# less, so the server is the bound), HTTP_BENCH_PIPELINE=N (each write carries N
-# pipelined requests, as TechEmpower's plaintext test sends 16: wrk with
-# benches/http/pipeline.lua, http_load with --pipeline). The client's CPU
-# time per request is printed too.
+# less, so the server is the bound), HTTP_BENCH_PIPELINE=N (each write
+# carries N pipelined requests, as TechEmpower's plaintext test sends 16:
+# wrk with benches/http/pipeline.lua, http_load with --pipeline). The
+# client's CPU time per request is printed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

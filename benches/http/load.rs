@@ -18,9 +18,9 @@
 //! near 100 % and either can be the bound, so wrk's figure says as much
 //! about wrk as about the server. This client sends and receives through
 //! the ring and costs a fifth to a third less per request, which leaves
-//! the server as the bound (benches/RESULTS.md has the figures). It loads every server the same
-//! way, so the ratio of two servers' figures is fair; wrk stays the
-//! default and its figures are recorded too.
+//! the server as the bound (benches/RESULTS.md has the figures). It
+//! loads every server the same way, so the ratio of two servers' figures
+//! is fair; wrk stays the default and its figures are recorded too.
 //!
 //! It prints one line: requests, req/s, the 50th and 99th percentile of
 //! the latency (from writing a request to reading the last byte of its
@@ -33,6 +33,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use ringio::io::IoBuf;
 use ringio::net::TcpStream;
 
 const USAGE: &str = "usage: http_load [--addr IP:PORT] [--conns N] [--secs S] [--warmup S] \
@@ -135,10 +136,11 @@ async fn connection(
     let requests = batch.len() / REQUEST.len();
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    // What has arrived of the next responses, and the buffer each read
-    // lends the ring.
+    // What has arrived of the next responses, from `start` on: reads land
+    // in its spare capacity, and answered responses are skipped, not
+    // moved, until the next read.
     let mut pending: Vec<u8> = Vec::with_capacity(4096);
-    let mut read_buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut start = 0;
     let mut latencies = Vec::new();
     loop {
         let sent = Instant::now();
@@ -149,20 +151,24 @@ async fn connection(
         res?;
         for _ in 0..requests {
             let ok = loop {
-                if let Some(parsed) = response_len(&pending) {
+                if let Some(parsed) = response_len(&pending[start..]) {
                     let (len, ok) = parsed.map_err(ringio::Error::msg)?;
-                    if pending.len() >= len {
-                        pending.drain(..len);
+                    if pending.len() - start >= len {
+                        start += len;
                         break ok;
                     }
                 }
-                let (res, buf) = stream.read(read_buf).await;
-                read_buf = buf;
-                let n = res?;
-                if n == 0 {
+                pending.drain(..start);
+                start = 0;
+                if pending.capacity() - pending.len() < 1024 {
+                    pending.reserve(4096);
+                }
+                let room = pending.len()..pending.capacity();
+                let (res, buf) = stream.read(pending.slice(room)).await;
+                pending = buf.into_inner();
+                if res? == 0 {
                     return Err(ringio::Error::msg("the server closed the connection"));
                 }
-                pending.extend_from_slice(&read_buf[..n]);
             };
             let answered = Instant::now();
             if sent >= counted_from && answered <= end {

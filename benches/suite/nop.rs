@@ -196,9 +196,11 @@ pub fn run(cfg: &crate::util::Config) -> Vec<Row> {
     for _ in 0..cfg.reps {
         seq.ringio.push(ringio_seq(N / 4));
         seq.raw.push(raw(N / 4, 1));
-        bat.ringio.push(ringio_batch(N));
+        // One ringio run per repetition serves both rows.
+        let ringio = ringio_batch(N);
+        bat.ringio.push(ringio);
         bat.raw.push(raw(N, BATCH));
-        floor.ringio.push(ringio_batch(N));
+        floor.ringio.push(ringio);
         floor.raw.push(floor_batch(N));
     }
     vec![seq, bat, floor]
